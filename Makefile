@@ -1,0 +1,45 @@
+# Front door. `make run` and `make test` are the two commands (see README).
+SHELL := /bin/bash
+BUILD ?= build
+CMAKE_FLAGS ?=
+JOBS ?= 2
+ifeq ($(SANITIZE),1)
+  BUILD := build-asan
+  CMAKE_FLAGS += -DOMS_SANITIZE=ON
+endif
+ifneq ($(CI),)
+  CMAKE_FLAGS += -DOMS_WERROR=ON
+endif
+export OMS_BUILD_DIR := $(abspath $(BUILD))
+
+.PHONY: all deps build test unit integration run format format-check clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+unit: build
+	@cd $(BUILD) && ctest --output-on-failure
+
+integration: build
+	@scripts/test-integration.sh
+
+test: build
+	@scripts/test.sh
+
+run: build
+	@scripts/run.sh
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,91 @@
+/* RabbitMQ over rabbitmq-c: a confirming publisher and a consumer thread, both
+ * reconnecting by themselves with backoff and re-declaring topology (DESIGN §5).
+ *
+ * Topology: every event type is a durable fanout exchange (oms/events.h). A consumer
+ * queue Q is durable and bound to its exchanges; Q.retry (durable, x-message-ttl =
+ * retry delay, dead-lettering to the default exchange with routing key Q) holds
+ * messages waiting to be retried; Q.dlq (durable) holds dead letters.
+ * Messages are persistent and carry headers message-id (also the AMQP message_id
+ * property), traceparent and x-retry-count. */
+#ifndef OMS_AMQP_H
+#define OMS_AMQP_H
+
+#include <stddef.h>
+
+#include "oms/status.h"
+
+typedef struct oms_amqp_config {
+    const char *host;     /* RABBITMQ_HOST */
+    int port;             /* RABBITMQ_PORT */
+    const char *user;     /* RABBITMQ_USER */
+    const char *password; /* RABBITMQ_PASSWORD */
+    const char *vhost;    /* "/" */
+} oms_amqp_config;
+
+typedef struct oms_amqp_msg {
+    const char *exchange;    /* "" = default exchange */
+    const char *routing_key; /* "" for fanout */
+    const char *message_id;
+    const char *traceparent; /* may be NULL or "" */
+    int retry_count;
+    const char *body;
+    size_t len;
+} oms_amqp_msg;
+
+typedef struct oms_amqp_publisher oms_amqp_publisher;
+
+/* Copies cfg. Connects lazily on first publish. Not thread-safe: one per thread. */
+int oms_amqp_publisher_new(oms_amqp_publisher **out, const oms_amqp_config *cfg);
+void oms_amqp_publisher_free(oms_amqp_publisher *p);
+/* Publishes n messages (mandatory, persistent) and waits up to timeout_ms for the
+ * broker's confirms. Declares the event exchanges on (re)connect. Returns OMS_OK when
+ * every message was confirmed; otherwise OMS_UNAVAILABLE (connection lost: nothing
+ * should be considered sent; reconnects on the next call) or OMS_ERR (a nack or an
+ * unroutable message), with confirmed[i] = 1 for each message the broker did confirm
+ * (confirmed may be NULL). */
+int oms_amqp_publish(oms_amqp_publisher *p, const oms_amqp_msg *msgs, size_t n, int *confirmed,
+                     int timeout_ms, oms_error *err);
+int oms_amqp_publisher_connected(const oms_amqp_publisher *p);
+
+typedef struct oms_amqp_delivery {
+    const char *exchange;
+    const char *message_id;  /* "" when absent */
+    const char *traceparent; /* "" when absent */
+    int retry_count;
+    const char *body;        /* NUL-terminated copy */
+    size_t len;
+} oms_amqp_delivery;
+
+/* Returns OMS_OK or OMS_DUPLICATE: ack. OMS_AGAIN (or any other error): retry later
+ * via Q.retry, dead-lettered to Q.dlq after max_retries. OMS_INVALID: unparseable,
+ * straight to Q.dlq. The delivery's trace context is the thread's current context
+ * during the call. */
+typedef int (*oms_amqp_handler)(const oms_amqp_delivery *d, void *ud);
+
+typedef struct oms_amqp_consumer_config {
+    const char *queue;             /* "orders.order.paid" */
+    const char *const *exchanges;  /* bound to queue */
+    size_t nexchanges;
+    int prefetch;                  /* 0 = 16 */
+    int max_retries;               /* MAX_RETRIES; 0 = 5 */
+    int retry_delay_ms;            /* 0 = 1000 */
+    oms_amqp_handler fn;
+    void *ud;
+} oms_amqp_consumer_config;
+
+typedef struct oms_amqp_consumer oms_amqp_consumer;
+
+/* Starts a thread that connects (retrying with backoff until stopped), declares the
+ * topology, consumes with manual ack, and calls fn for each delivery, one at a time.
+ * cfg and cc are copied. */
+int oms_amqp_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *cfg,
+                            const oms_amqp_consumer_config *cc, oms_error *err);
+/* 1 while connected and consuming (for /readyz). */
+int oms_amqp_consumer_connected(const oms_amqp_consumer *c);
+/* Stops the thread (finishing the message in hand), closes and frees. NULL: no-op. */
+void oms_amqp_consumer_stop(oms_amqp_consumer *c);
+
+/* OMS_OK when a TCP+AMQP login to the broker succeeds within timeout_ms. */
+int oms_amqp_ping(const oms_amqp_config *cfg, int timeout_ms, oms_error *err);
+
+#endif

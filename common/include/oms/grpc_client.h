@@ -1,0 +1,30 @@
+/* A gRPC client: one long-lived channel per target, shared by all threads, with
+ * round-robin over several addresses. Calls are synchronous with a deadline, carry
+ * the calling thread's current trace context as `traceparent` metadata, and map the
+ * status to our codes (oms_status_from_grpc) with the server's message in err. */
+#ifndef OMS_GRPC_CLIENT_H
+#define OMS_GRPC_CLIENT_H
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "oms/status.h"
+
+typedef struct oms_grpc_client oms_grpc_client;
+
+/* targets: "127.0.0.1:2002" or a comma list "127.0.0.1:2002,127.0.0.1:2012"
+ * (round robin). The channel connects lazily. *out owned by the caller. */
+int oms_grpc_client_new(oms_grpc_client **out, const char *targets, oms_error *err);
+void oms_grpc_client_free(oms_grpc_client *c);
+
+/* Calls method ("/api.StockService/ReserveItems"). On OMS_OK *resp is a message of
+ * resp_desc owned by the caller (protobuf_c_message_free_unpacked(*resp, NULL)).
+ * Otherwise *resp is NULL and err holds the status message; OMS_UNAVAILABLE for
+ * connection failures and deadline expiry. */
+int oms_grpc_call(oms_grpc_client *c, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                  int timeout_ms, oms_error *err);
+
+/* OMS_OK when grpc.health.v1.Health/Check answers SERVING within timeout_ms. */
+int oms_grpc_client_check_health(oms_grpc_client *c, int timeout_ms, oms_error *err);
+
+#endif

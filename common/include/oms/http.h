@@ -1,0 +1,84 @@
+/* HTTP server helpers over libmicrohttpd: a route table with {param} path segments,
+ * a request body cap (413 beyond it, before reading it when Content-Length says so),
+ * JSON error replies {"error": "..."}, static files from a directory (no traversal),
+ * and a thread pool. Handlers are plain C functions filling an oms_http_resp. */
+#ifndef OMS_HTTP_H
+#define OMS_HTTP_H
+
+#include <stddef.h>
+
+typedef struct json_t json_t;
+
+#define OMS_HTTP_MAX_PARAMS 4
+#define OMS_HTTP_MAX_HEADERS 6
+
+typedef struct oms_http_req {
+    const char *method;   /* "GET" */
+    const char *path;     /* "/api/customers/1/orders" (no query string) */
+    const char *params[OMS_HTTP_MAX_PARAMS]; /* {x} segments, in order, URL-decoded */
+    int nparams;
+    const char *body;     /* NUL-terminated copy of the body ("" when none) */
+    size_t body_len;
+    void *conn;           /* struct MHD_Connection *, for oms_http_header/oms_http_query */
+    void *ud;             /* the server's user data */
+} oms_http_req;
+
+typedef struct oms_http_resp {
+    int status;
+    const char *content_type; /* static string; default application/json */
+    char *body;               /* heap, owned by the response (freed by the server) */
+    size_t len;
+    const char *hdr_name[OMS_HTTP_MAX_HEADERS]; /* static names */
+    char *hdr_value[OMS_HTTP_MAX_HEADERS];      /* heap copies, owned by the response */
+    int nhdr;
+} oms_http_resp;
+
+/* Request header / query argument, or NULL. Valid during the handler. */
+const char *oms_http_header(const oms_http_req *req, const char *name);
+const char *oms_http_query(const oms_http_req *req, const char *name);
+
+/* Fill a response. json: takes ownership of j (json_decref'd). */
+void oms_http_resp_json(oms_http_resp *r, int status, json_t *j);
+/* {"error":"<formatted message>"} */
+void oms_http_resp_error(oms_http_resp *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Copies body. */
+void oms_http_resp_text(oms_http_resp *r, int status, const char *content_type, const char *body,
+                        size_t len);
+/* Adds a header (value copied); at most OMS_HTTP_MAX_HEADERS. */
+void oms_http_resp_header(oms_http_resp *r, const char *name, const char *value);
+/* 303 See Other to location. */
+void oms_http_resp_redirect(oms_http_resp *r, const char *location);
+
+typedef void (*oms_http_handler)(const oms_http_req *req, oms_http_resp *resp);
+
+/* pattern: "/api/customers/{}/orders/{}"; {} matches one non-empty segment. Routes are
+ * tried in order; a path that matches with another method answers 405. */
+typedef struct oms_http_route {
+    const char *method;
+    const char *pattern;
+    oms_http_handler fn;
+} oms_http_route;
+
+typedef struct oms_http_config {
+    const char *addr;             /* "127.0.0.1:8080" */
+    const oms_http_route *routes; /* must outlive the server */
+    size_t nroutes;
+    size_t max_body;              /* bytes; 0 = 64 KiB */
+    const char *static_dir;       /* GET fallback: files under it ("/" -> index.html); NULL = none */
+    int threads;                  /* 0 = 2 */
+    unsigned connection_limit;    /* 0 = 512 */
+    unsigned timeout_s;           /* idle connection timeout; 0 = 30 */
+    void *ud;
+} oms_http_config;
+
+typedef struct oms_http_server oms_http_server;
+
+/* Starts serving in background threads. Unknown path: 404 JSON. Body over max_body:
+ * 413 JSON. Each request is logged at debug and counted in metrics
+ * (http_requests_total{route,method,code}, http_request_duration_seconds). */
+int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err, size_t errlen);
+/* Stops and frees; NULL is a no-op. */
+void oms_http_stop(oms_http_server *s);
+
+#endif

@@ -1,0 +1,33 @@
+/* Small helpers with no better home: ids, clocks, strings. */
+#ifndef OMS_UTIL_H
+#define OMS_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Writes 2*nbytes lowercase hex chars plus NUL into out (size >= 2*nbytes+1), from
+ * getrandom(2). Returns OMS_OK or OMS_ERR. */
+int oms_random_hex(char *out, size_t nbytes);
+/* A new 24-hex-char id (the original's MongoDB ObjectID look): out >= 25 bytes. */
+int oms_new_id(char out[25]);
+/* Wall clock in ms since the epoch, and a monotonic clock in ms. */
+int64_t oms_now_ms(void);
+int64_t oms_mono_ms(void);
+/* RFC 3339 UTC with milliseconds, e.g. 2026-11-25T04:34:41.123Z; out >= 32 bytes. */
+void oms_format_rfc3339(int64_t unix_ms, char out[32]);
+/* strdup that aborts on OOM (we do not limp on without memory). NULL in, NULL out. */
+char *oms_strdup(const char *s);
+void *oms_xmalloc(size_t n);
+void *oms_xcalloc(size_t n, size_t size);
+void *oms_xrealloc(void *p, size_t n);
+/* 1 when s is 1..64 chars of [A-Za-z0-9_.:-] (DESIGN §3 ids). */
+int oms_valid_id(const char *s);
+/* Constant-time comparison of n bytes; 1 when equal. */
+int oms_ct_equal(const void *a, const void *b, size_t n);
+
+/* Blocks SIGINT/SIGTERM/SIGPIPE in the calling thread (call first in main, so every
+ * thread inherits the mask) and later waits for SIGINT or SIGTERM. */
+void oms_signals_block(void);
+int oms_signals_wait(void);
+
+#endif

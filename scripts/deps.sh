@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages OMS needs (DESIGN §10 plus test tools) when missing:
+# as root directly, through sudo when that works without a password, or else prints
+# the exact command and fails.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config clang-format
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
+  rabbitmq-server librabbitmq-dev amqp-tools
+  libsqlite3-dev sqlite3 libpq-dev postgresql etcd-server
+  libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libssl-dev
+  libcmocka-dev wrk
+  python3 python3-grpcio python3-grpc-tools python3-pytest
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+echo "deps: installing ${missing[*]}" >&2
+if [ "$(id -u)" -eq 0 ]; then
+  bash -c "$cmd"
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+  sudo bash -c "$cmd"
+else
+  echo "deps: missing Debian packages; run as root:" >&2
+  echo "  $cmd" >&2
+  exit 1
+fi
