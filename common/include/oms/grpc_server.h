@@ -38,10 +38,16 @@ typedef struct oms_grpc_method {
 
 typedef struct oms_grpc_server oms_grpc_server;
 
-/* Binds addr ("127.0.0.1:2000") and starts serving. methods must outlive the server.
- * Request messages larger than 4 MiB are refused by gRPC itself. */
+/* Binds addr ("127.0.0.1:2000"; port 0 picks a free one) and starts serving. methods
+ * must outlive the server. Request messages larger than 4 MiB are refused by gRPC
+ * itself. A port already in use or a bad address fails with OMS_ERR "grpc: cannot
+ * bind ADDR" (SO_REUSEPORT is off, so two servers never share a port). On OMS_OK *out
+ * is owned by the caller until oms_grpc_server_stop. */
 int oms_grpc_server_start(oms_grpc_server **out, const char *addr, const oms_grpc_method *methods,
                           size_t nmethods, int threads, void *ud, oms_error *err);
+/* The TCP port the server is bound to: the one asked for, or the one the kernel
+ * picked for "host:0" (tests bind 127.0.0.1:0). */
+int oms_grpc_server_port(const oms_grpc_server *s);
 /* What grpc.health.v1.Health/Check reports (starts SERVING). */
 void oms_grpc_server_set_serving(oms_grpc_server *s, int serving);
 /* Stops accepting, cancels calls in flight after a short grace, joins the workers and

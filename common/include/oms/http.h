@@ -80,5 +80,7 @@ typedef struct oms_http_server oms_http_server;
 int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err, size_t errlen);
 /* Stops and frees; NULL is a no-op. */
 void oms_http_stop(oms_http_server *s);
+/* The bound TCP port (useful with addr "127.0.0.1:0"), or -1. */
+int oms_http_port(const oms_http_server *s);
 
 #endif

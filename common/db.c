@@ -1,0 +1,403 @@
+/* The driver-independent database layer (oms/db.h): picks a driver from the url,
+ * keeps a small pool of connections, applies migrations and dispatches statements.
+ *
+ * Pool: each connection has one preallocated oms_db_tx; free ones sit on a stack
+ * guarded by a mutex. oms_db_begin pops one (waiting on a condition variable while
+ * the stack is empty) and commit/rollback push it back, so a transaction owns its
+ * connection exclusively and drivers need no locking of their own. */
+#include "oms/db.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "oms/db_driver.h"
+#include "oms/log.h"
+#include "oms/util.h"
+
+struct oms_db_tx {
+    oms_db *db;
+    oms_db_conn *conn;
+};
+
+struct oms_db {
+    const oms_db_driver *drv;
+    int nconns;           /* connections actually opened */
+    oms_db_tx *txs;       /* nconns entries, one per connection */
+    oms_db_tx **free_txs; /* stack of idle entries of txs */
+    int nfree;
+    int pg_sql; /* from the scheme table: prefer sql_pg in migrations */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+/* url prefix -> driver. drv NULL means "known scheme, driver not compiled in"; when
+ * the PostgreSQL driver lands, its two rows point at it and nothing else changes.
+ * strip: remove the prefix before handing the url to the driver (sqlite only; libpq
+ * wants the whole postgres:// url). mkdir: create the file's parent directory. */
+static const struct {
+    const char *prefix;
+    const oms_db_driver *drv;
+    int strip;
+    int mkdir;
+    int pg_sql; /* run oms_db_migration.sql_pg when a migration has one */
+    const char *missing;
+} db_schemes[] = {
+    {"sqlite:", &oms_db_driver_sqlite, 1, 1, 0, NULL},
+    {"postgres://", NULL, 0, 0, 1, "postgres driver not built yet"},
+    {"postgresql://", NULL, 0, 0, 1, "postgres driver not built yet"},
+};
+
+/* Anything without a known prefix is a SQLite file path (or ":memory:"). */
+#define DB_DEFAULT_SCHEME 0
+
+/* Copies the driver's error into err, followed by a short, single-line excerpt of
+ * the statement that failed, so a log line says which of many statements broke. */
+static int db_error_with_hint(oms_error *err, const oms_error *derr, const char *sql)
+{
+    char hint[72];
+    size_t n = 0;
+    int space = 0;
+    const char *p = sql ? sql : "";
+    for (; *p && n < sizeof(hint) - 4; p++) {
+        /* Collapse newlines and indentation of multi-line SQL into single spaces. */
+        if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') {
+            space = n > 0;
+            continue;
+        }
+        if (space) {
+            hint[n++] = ' ';
+            space = 0;
+        }
+        hint[n++] = *p;
+    }
+    hint[n] = '\0';
+    return oms_error_set(err, derr->code, "%s (in: %s%s)", derr->msg, hint, *p ? "..." : "");
+}
+
+/* mkdir -p of the directory part of path; a path without '/' needs nothing. */
+static int db_make_parent_dir(const char *path, oms_error *err)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path)
+        return OMS_OK;
+    size_t len = (size_t)(slash - path);
+    char *dir = oms_xmalloc(len + 1);
+    memcpy(dir, path, len);
+    dir[len] = '\0';
+
+    int rc = OMS_OK;
+    /* Create each prefix in turn; EEXIST is fine (another process may race us). */
+    for (size_t i = 1; i <= len; i++) {
+        if (dir[i] != '/' && dir[i] != '\0')
+            continue;
+        char saved = dir[i];
+        dir[i] = '\0';
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+            rc = oms_error_set(err, OMS_ERR, "cannot create database directory %s: %s", dir,
+                               strerror(errno));
+            goto done;
+        }
+        dir[i] = saved;
+    }
+done:
+    free(dir);
+    return rc;
+}
+
+static void db_free(oms_db *db)
+{
+    for (int i = 0; i < db->nconns; i++)
+        db->drv->disconnect(db->txs[i].conn);
+    /* Destroy fails only for a mutex/cond still in use, which the "no open
+     * transaction at close" contract rules out; there is nothing to do about it. */
+    (void)pthread_cond_destroy(&db->cv);
+    (void)pthread_mutex_destroy(&db->mu);
+    free(db->txs);
+    free(db->free_txs);
+    free(db);
+}
+
+/* Applies one migration in its own transaction unless schema_migrations already
+ * names it. The check and the script run in the same transaction, so a crash halfway
+ * leaves neither the tables nor the record. */
+static int db_migrate_one(oms_db *db, const oms_db_migration *m, oms_error *err)
+{
+    oms_db_tx *tx = NULL;
+    long long seen = 0;
+    int rc = oms_db_begin(db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    oms_db_param name = OMS_DB_S(m->name);
+    rc = oms_db_query(tx, "SELECT 1 FROM schema_migrations WHERE name = $1", &name, 1, NULL, NULL,
+                      &seen, err);
+    if (rc != OMS_OK || seen > 0)
+        goto fail;
+
+    const char *sql = m->sql;
+    if (db->pg_sql && m->sql_pg)
+        sql = m->sql_pg;
+    oms_error derr;
+    oms_error_clear(&derr);
+    rc = db->drv->exec_script(tx->conn, sql, &derr);
+    if (rc != OMS_OK) {
+        oms_error_set(err, rc, "migration %s: %s", m->name, derr.msg);
+        goto fail;
+    }
+
+    char when[32];
+    oms_format_rfc3339(oms_now_ms(), when);
+    oms_db_param rec[2] = {OMS_DB_S(m->name), OMS_DB_S(when)};
+    rc = oms_db_exec(tx, "INSERT INTO schema_migrations(name, applied_at) VALUES($1, $2)", rec, 2,
+                     NULL, err);
+    if (rc != OMS_OK)
+        goto fail;
+    rc = oms_db_commit(tx, err);
+    if (rc == OMS_OK)
+        oms_log_infof("applied migration %s", m->name);
+    return rc;
+
+fail:
+    /* Also the path for "already applied": nothing was written, so rolling back is
+     * the cheapest way to give the connection back. */
+    oms_db_rollback(tx);
+    return rc;
+}
+
+static int db_migrate(oms_db *db, const oms_db_migration *migs, size_t nmigs, oms_error *err)
+{
+    oms_db_tx *tx = NULL;
+    int rc = oms_db_begin(db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    oms_error derr;
+    oms_error_clear(&derr);
+    rc = db->drv->exec_script(tx->conn,
+                              "CREATE TABLE IF NOT EXISTS schema_migrations("
+                              "name TEXT PRIMARY KEY, applied_at TEXT)",
+                              &derr);
+    if (rc != OMS_OK) {
+        oms_db_rollback(tx);
+        return oms_error_set(err, rc, "creating schema_migrations: %s", derr.msg);
+    }
+    rc = oms_db_commit(tx, err);
+    for (size_t i = 0; rc == OMS_OK && i < nmigs; i++) {
+        if (!migs[i].name || !migs[i].sql)
+            return oms_error_set(err, OMS_INVALID, "migration %zu has no name or sql", i);
+        rc = db_migrate_one(db, &migs[i], err);
+    }
+    return rc;
+}
+
+int oms_db_open(oms_db **out, const char *url, const oms_db_migration *migs, size_t nmigs,
+                oms_error *err)
+{
+    *out = NULL;
+    if (!url || !*url)
+        return oms_error_set(err, OMS_INVALID, "database url is empty");
+
+    size_t scheme = DB_DEFAULT_SCHEME;
+    const char *target = url;
+    for (size_t i = 0; i < sizeof(db_schemes) / sizeof(db_schemes[0]); i++) {
+        size_t plen = strlen(db_schemes[i].prefix);
+        if (strncmp(url, db_schemes[i].prefix, plen) == 0) {
+            scheme = i;
+            target = db_schemes[i].strip ? url + plen : url;
+            break;
+        }
+    }
+    if (!db_schemes[scheme].drv)
+        return oms_error_set(err, OMS_ERR, "%s", db_schemes[scheme].missing);
+    if (!*target)
+        return oms_error_set(err, OMS_INVALID, "database url %s has no path", url);
+    if (db_schemes[scheme].mkdir && strcmp(target, ":memory:") != 0) {
+        int rc = db_make_parent_dir(target, err);
+        if (rc != OMS_OK)
+            return rc;
+    }
+
+    const oms_db_driver *drv = db_schemes[scheme].drv;
+    int size = drv->pool_size > 0 ? drv->pool_size : 1;
+    oms_db *db = oms_xcalloc(1, sizeof(*db));
+    db->drv = drv;
+    db->pg_sql = db_schemes[scheme].pg_sql;
+    db->txs = oms_xcalloc((size_t)size, sizeof(*db->txs));
+    db->free_txs = oms_xcalloc((size_t)size, sizeof(*db->free_txs));
+    int rc = pthread_mutex_init(&db->mu, NULL);
+    if (rc != 0) {
+        free(db->txs);
+        free(db->free_txs);
+        free(db);
+        return oms_error_set(err, OMS_ERR, "pthread_mutex_init: %s", strerror(rc));
+    }
+    rc = pthread_cond_init(&db->cv, NULL);
+    if (rc != 0) {
+        (void)pthread_mutex_destroy(&db->mu);
+        free(db->txs);
+        free(db->free_txs);
+        free(db);
+        return oms_error_set(err, OMS_ERR, "pthread_cond_init: %s", strerror(rc));
+    }
+    /* From here db_free undoes everything, including the connections opened so far. */
+    for (int i = 0; i < size; i++) {
+        rc = drv->connect(target, &db->txs[i].conn, err);
+        if (rc != OMS_OK)
+            goto fail;
+        db->txs[i].db = db;
+        db->free_txs[db->nfree++] = &db->txs[i];
+        db->nconns++;
+    }
+    rc = db_migrate(db, migs, nmigs, err);
+    if (rc != OMS_OK)
+        goto fail;
+    *out = db;
+    return OMS_OK;
+
+fail:
+    db_free(db);
+    return rc;
+}
+
+void oms_db_close(oms_db *db)
+{
+    if (!db)
+        return;
+    /* A transaction still open here is a caller bug (its connection would be freed
+     * under it); say so loudly rather than hang waiting for it. */
+    if (db->nfree != db->nconns)
+        oms_log_errorf("oms_db_close with %d transaction(s) still open", db->nconns - db->nfree);
+    db_free(db);
+}
+
+const char *oms_db_driver_name(const oms_db *db)
+{
+    return db->drv->name;
+}
+
+int oms_db_ping(oms_db *db, oms_error *err)
+{
+    oms_db_tx *tx = NULL;
+    long long n = 0;
+    int rc = oms_db_begin(db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = oms_db_query(tx, "SELECT 1", NULL, 0, NULL, NULL, &n, err);
+    oms_db_rollback(tx);
+    if (rc == OMS_OK && n != 1)
+        rc = oms_error_set(err, OMS_ERR, "ping: SELECT 1 returned %lld rows", n);
+    return rc;
+}
+
+/* The pool's mutex and condition variable are default-initialised and never
+ * destroyed while in use, so these calls can only fail on memory corruption; there
+ * is no sane way to continue then. */
+static void db_check(int rc, const char *what)
+{
+    if (rc != 0) {
+        oms_log_errorf("%s: %s", what, strerror(rc));
+        abort();
+    }
+}
+
+static void db_release(oms_db_tx *tx)
+{
+    oms_db *db = tx->db;
+    db_check(pthread_mutex_lock(&db->mu), "pthread_mutex_lock");
+    db->free_txs[db->nfree++] = tx;
+    db_check(pthread_cond_signal(&db->cv), "pthread_cond_signal");
+    db_check(pthread_mutex_unlock(&db->mu), "pthread_mutex_unlock");
+}
+
+int oms_db_begin(oms_db *db, oms_db_tx **tx, oms_error *err)
+{
+    *tx = NULL;
+    db_check(pthread_mutex_lock(&db->mu), "pthread_mutex_lock");
+    while (db->nfree == 0)
+        db_check(pthread_cond_wait(&db->cv, &db->mu), "pthread_cond_wait");
+    oms_db_tx *t = db->free_txs[--db->nfree];
+    db_check(pthread_mutex_unlock(&db->mu), "pthread_mutex_unlock");
+
+    oms_error derr;
+    oms_error_clear(&derr);
+    int rc = db->drv->begin(t->conn, &derr);
+    if (rc != OMS_OK) {
+        db_release(t);
+        return oms_error_set(err, rc, "begin transaction: %s", derr.msg);
+    }
+    *tx = t;
+    return OMS_OK;
+}
+
+int oms_db_commit(oms_db_tx *tx, oms_error *err)
+{
+    oms_error derr;
+    oms_error_clear(&derr);
+    int rc = tx->db->drv->commit(tx->conn, &derr);
+    if (rc != OMS_OK) {
+        /* A failed COMMIT (e.g. SQLITE_BUSY) can leave the transaction open; roll it
+         * back so the next user of this connection starts clean. */
+        tx->db->drv->rollback(tx->conn);
+        oms_error_set(err, rc, "commit: %s", derr.msg);
+    }
+    db_release(tx);
+    return rc;
+}
+
+void oms_db_rollback(oms_db_tx *tx)
+{
+    if (!tx)
+        return;
+    tx->db->drv->rollback(tx->conn);
+    db_release(tx);
+}
+
+int oms_db_exec(oms_db_tx *tx, const char *sql, const oms_db_param *params, int nparams,
+                long long *changes, oms_error *err)
+{
+    oms_error derr;
+    oms_error_clear(&derr);
+    if (changes)
+        *changes = 0;
+    int rc = tx->db->drv->exec(tx->conn, sql, params, nparams, changes, &derr);
+    if (rc != OMS_OK)
+        return db_error_with_hint(err, &derr, sql);
+    return OMS_OK;
+}
+
+int oms_db_query(oms_db_tx *tx, const char *sql, const oms_db_param *params, int nparams,
+                 oms_db_row_fn fn, void *ud, long long *nrows, oms_error *err)
+{
+    oms_error derr;
+    oms_error_clear(&derr);
+    if (nrows)
+        *nrows = 0;
+    int rc = tx->db->drv->query(tx->conn, sql, params, nparams, fn, ud, nrows, &derr);
+    /* The driver leaves derr clear when rc is the callback's own stop code: the
+     * callback may have filled err itself (through ud), so we must not overwrite it. */
+    if (rc != OMS_OK && derr.code != OMS_OK)
+        return db_error_with_hint(err, &derr, sql);
+    return rc;
+}
+
+const char *oms_db_row_text(const oms_db_row *row, int col)
+{
+    return row->drv->row_text(row, col);
+}
+
+long long oms_db_row_int(const oms_db_row *row, int col)
+{
+    return row->drv->row_int(row, col);
+}
+
+int oms_db_row_isnull(const oms_db_row *row, int col)
+{
+    return row->drv->row_isnull(row, col);
+}
+
+int oms_db_row_columns(const oms_db_row *row)
+{
+    return row->drv->row_columns(row);
+}

@@ -1,0 +1,383 @@
+/* SQLite driver for oms/db.h.
+ *
+ * One connection per database (pool_size 1): SQLite allows one writer at a time
+ * anyway, and BEGIN IMMEDIATE on a single connection turns every transaction into a
+ * serialised read-check-write, which the stock and order rules rely on.
+ *
+ * Statements are prepared once per connection and kept in a small most-recently-used
+ * list keyed by their SQL text; the services use a few dozen fixed statements, so a
+ * list with a cheap hash check is as fast as a table and much simpler. The db layer
+ * hands a connection to one thread at a time, so the connection is opened without
+ * SQLite's own mutex. */
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oms/db_driver.h"
+#include "oms/log.h"
+#include "oms/util.h"
+
+/* Enough for every fixed statement of a service; beyond it the least recently used
+ * statement is finalised, so a caller building SQL dynamically cannot grow memory. */
+#define SQLITE_STMT_CACHE_MAX 64
+#define SQLITE_BUSY_TIMEOUT_MS 5000
+
+typedef struct stmt_entry {
+    struct stmt_entry *next;
+    uint64_t hash; /* of sql; compared before strcmp */
+    char *sql;     /* owned */
+    sqlite3_stmt *stmt;
+    int in_use; /* running right now (a row callback may issue nested statements) */
+} stmt_entry;
+
+struct oms_db_conn {
+    sqlite3 *db;
+    stmt_entry *cache; /* most recently used first */
+    int ncache;
+};
+
+/* Maps the connection's last error to our status set, with sqlite's message. */
+static int sqlite_error(sqlite3 *db, int rc, const char *what, oms_error *err)
+{
+    int ext = sqlite3_extended_errcode(db);
+    int code = OMS_ERR;
+    if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY)
+        code = OMS_CONFLICT;
+    else if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+        code = OMS_AGAIN;
+    return oms_error_set(err, code, "sqlite %s: %s", what, sqlite3_errmsg(db));
+}
+
+static uint64_t sqlite_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static void stmt_entry_free(stmt_entry *e)
+{
+    /* finalize only repeats the statement's last error, already reported. */
+    (void)sqlite3_finalize(e->stmt);
+    free(e->sql);
+    free(e);
+}
+
+/* Finds or prepares the statement for sql and marks it in use. A statement already
+ * running (nested use of the same SQL from a row callback) cannot be reset under its
+ * caller, so that case gets a private entry (*cached = 0) the caller frees. */
+static int stmt_acquire(oms_db_conn *c, const char *sql, stmt_entry **out, int *cached,
+                        oms_error *err)
+{
+    uint64_t h = sqlite_hash(sql);
+    stmt_entry *prev = NULL;
+    int running = 0;
+    *out = NULL;
+    *cached = 0;
+    for (stmt_entry *e = c->cache; e; prev = e, e = e->next) {
+        if (e->hash != h || strcmp(e->sql, sql) != 0)
+            continue;
+        if (e->in_use) {
+            running = 1;
+            break;
+        }
+        if (prev) { /* move to front: keeps hot statements cheap to find */
+            prev->next = e->next;
+            e->next = c->cache;
+            c->cache = e;
+        }
+        /* reset only fails by repeating the previous step's error, which was already
+         * reported to that statement's caller. */
+        (void)sqlite3_reset(e->stmt);
+        if (sqlite3_clear_bindings(e->stmt) != SQLITE_OK)
+            return sqlite_error(c->db, SQLITE_ERROR, "clear bindings", err);
+        e->in_use = 1;
+        *out = e;
+        *cached = 1;
+        return OMS_OK;
+    }
+
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(c->db, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK)
+        return sqlite_error(c->db, rc, "prepare", err);
+    if (!stmt) /* empty or comment-only SQL */
+        return oms_error_set(err, OMS_ERR, "sqlite prepare: no statement in SQL text");
+
+    stmt_entry *e = oms_xcalloc(1, sizeof(*e));
+    e->hash = h;
+    e->sql = oms_strdup(sql);
+    e->stmt = stmt;
+    e->in_use = 1;
+    if (!running) {
+        e->next = c->cache;
+        c->cache = e;
+        c->ncache++;
+        *cached = 1;
+        /* Over the bound: drop the least recently used idle statement. */
+        if (c->ncache > SQLITE_STMT_CACHE_MAX) {
+            stmt_entry **victim = NULL;
+            for (stmt_entry **pp = &c->cache; *pp; pp = &(*pp)->next)
+                if (!(*pp)->in_use)
+                    victim = pp;
+            if (victim) {
+                stmt_entry *v = *victim;
+                *victim = v->next;
+                stmt_entry_free(v);
+                c->ncache--;
+            }
+        }
+    }
+    *out = e;
+    return OMS_OK;
+}
+
+/* Ends a use of e: resets it so it holds no read snapshot and no locks. */
+static void stmt_release(stmt_entry *e, int cached)
+{
+    if (!cached) {
+        stmt_entry_free(e);
+        return;
+    }
+    (void)sqlite3_reset(e->stmt); /* the step's error was already reported */
+    e->in_use = 0;
+}
+
+/* Binds params to $1..$n by name (so $2 may come before $1 in the text, and a
+ * parameter may be used twice). A $i absent from the SQL is skipped; a placeholder
+ * in the SQL we have no value for is an error, never a silent NULL. */
+static int sqlite_bind(oms_db_conn *c, sqlite3_stmt *stmt, const oms_db_param *p, int n,
+                       oms_error *err)
+{
+    int count = sqlite3_bind_parameter_count(stmt);
+    for (int j = 1; j <= count; j++) {
+        const char *name = sqlite3_bind_parameter_name(stmt, j);
+        char *end = NULL;
+        long k = name && name[0] == '$' ? strtol(name + 1, &end, 10) : 0;
+        if (!name || !end || *end != '\0' || k < 1 || k > n)
+            return oms_error_set(err, OMS_ERR,
+                                 "sqlite bind: placeholder %s has no value (%d param%s given)",
+                                 name ? name : "?", n, n == 1 ? "" : "s");
+    }
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "$%d", i + 1);
+        int idx = sqlite3_bind_parameter_index(stmt, name);
+        if (idx == 0)
+            continue;
+        int rc;
+        switch (p[i].type) {
+        case OMS_DB_INT: rc = sqlite3_bind_int64(stmt, idx, p[i].i); break;
+        case OMS_DB_TEXT:
+            rc = p[i].s ? sqlite3_bind_text(stmt, idx, p[i].s, -1, SQLITE_TRANSIENT)
+                        : sqlite3_bind_null(stmt, idx);
+            break;
+        case OMS_DB_NULL: rc = sqlite3_bind_null(stmt, idx); break;
+        default:
+            return oms_error_set(err, OMS_ERR, "sqlite bind: %s has unknown type %d", name,
+                                 (int)p[i].type);
+        }
+        if (rc != SQLITE_OK)
+            return sqlite_error(c->db, rc, "bind", err);
+    }
+    return OMS_OK;
+}
+
+static int sqlite_connect(const char *url, oms_db_conn **out, oms_error *err)
+{
+    *out = NULL;
+    sqlite3 *db = NULL;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(url, &db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        /* sqlite returns a handle even on failure (for the message); close it. */
+        oms_error_set(err, OMS_ERR, "sqlite open %s: %s", url,
+                      db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        (void)sqlite3_close(db); /* nothing prepared on it, so close cannot refuse */
+        return OMS_ERR;
+    }
+    /* Extended codes let us tell a UNIQUE violation from other constraint failures. */
+    rc = sqlite3_extended_result_codes(db, 1);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(db, SQLITE_BUSY_TIMEOUT_MS);
+    if (rc != SQLITE_OK) {
+        rc = sqlite_error(db, rc, "configure", err);
+        goto fail;
+    }
+
+    /* WAL lets readers in other processes (sqlite3 CLI, backups) run during writes;
+     * with WAL, synchronous=NORMAL is still crash-safe and avoids an fsync per commit.
+     * An in-memory database has no journal file to switch. */
+    const char *pragmas[] = {
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA foreign_keys=ON",
+    };
+    int memory = strcmp(url, ":memory:") == 0;
+    for (size_t i = memory ? 1 : 0; i < sizeof(pragmas) / sizeof(pragmas[0]); i++) {
+        rc = sqlite3_exec(db, pragmas[i], NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            rc = sqlite_error(db, rc, pragmas[i], err);
+            goto fail;
+        }
+    }
+
+    oms_db_conn *c = oms_xcalloc(1, sizeof(*c));
+    c->db = db;
+    *out = c;
+    return OMS_OK;
+
+fail:
+    (void)sqlite3_close(db); /* nothing prepared yet, so close cannot refuse */
+    return rc;
+}
+
+static void sqlite_disconnect(oms_db_conn *c)
+{
+    if (!c)
+        return;
+    stmt_entry *e = c->cache;
+    while (e) {
+        stmt_entry *next = e->next;
+        stmt_entry_free(e);
+        e = next;
+    }
+    /* With every statement finalised close cannot be refused (SQLITE_BUSY). */
+    if (sqlite3_close(c->db) != SQLITE_OK)
+        oms_log_errorf("sqlite close: %s", sqlite3_errmsg(c->db));
+    free(c);
+}
+
+static int sqlite_exec_plain(oms_db_conn *c, const char *sql, oms_error *err)
+{
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return sqlite_error(c->db, rc, sql, err);
+    return OMS_OK;
+}
+
+/* IMMEDIATE takes the write lock at BEGIN, so two transactions never both read and
+ * then fail to upgrade; waiting happens here, bounded by busy_timeout. */
+static int sqlite_begin(oms_db_conn *c, oms_error *err)
+{
+    return sqlite_exec_plain(c, "BEGIN IMMEDIATE", err);
+}
+
+static int sqlite_commit(oms_db_conn *c, oms_error *err)
+{
+    return sqlite_exec_plain(c, "COMMIT", err);
+}
+
+static void sqlite_rollback(oms_db_conn *c)
+{
+    /* Fails only when no transaction is open (SQLite may already have rolled back
+     * after an error such as SQLITE_FULL); either way none is open afterwards. */
+    (void)sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int sqlite_exec_script(oms_db_conn *c, const char *sql, oms_error *err)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        rc = sqlite_error(c->db, rc, "script", err);
+        sqlite3_free(msg); /* same text as sqlite3_errmsg, which we used */
+        return rc;
+    }
+    return OMS_OK;
+}
+
+/* Steps stmt to the end, calling fn per row. Returns fn's stop code untouched and
+ * without setting err (the db layer relies on that), or a mapped sqlite error. */
+static int sqlite_run(oms_db_conn *c, const char *sql, const oms_db_param *p, int n,
+                      oms_db_row_fn fn, void *ud, long long *nrows, long long *changes,
+                      oms_error *err)
+{
+    stmt_entry *e = NULL;
+    int cached = 0;
+    long long rows = 0;
+    int rc = stmt_acquire(c, sql, &e, &cached, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = sqlite_bind(c, e->stmt, p, n, err);
+    if (rc != OMS_OK)
+        goto done;
+
+    for (;;) {
+        int s = sqlite3_step(e->stmt);
+        if (s == SQLITE_DONE)
+            break;
+        if (s != SQLITE_ROW) {
+            rc = sqlite_error(c->db, s, "step", err);
+            goto done;
+        }
+        rows++;
+        if (fn) {
+            oms_db_row row = {&oms_db_driver_sqlite, e->stmt};
+            rc = fn(&row, ud);
+            if (rc != OMS_OK)
+                goto done;
+        }
+    }
+    if (changes)
+        *changes = (long long)sqlite3_changes64(c->db);
+done:
+    if (nrows)
+        *nrows = rows;
+    stmt_release(e, cached);
+    return rc;
+}
+
+static int sqlite_exec(oms_db_conn *c, const char *sql, const oms_db_param *p, int n,
+                       long long *changes, oms_error *err)
+{
+    return sqlite_run(c, sql, p, n, NULL, NULL, NULL, changes, err);
+}
+
+static int sqlite_query(oms_db_conn *c, const char *sql, const oms_db_param *p, int n,
+                        oms_db_row_fn fn, void *ud, long long *nrows, oms_error *err)
+{
+    return sqlite_run(c, sql, p, n, fn, ud, nrows, NULL, err);
+}
+
+static const char *sqlite_row_text(const oms_db_row *row, int col)
+{
+    return (const char *)sqlite3_column_text(row->impl, col);
+}
+
+static long long sqlite_row_int(const oms_db_row *row, int col)
+{
+    return (long long)sqlite3_column_int64(row->impl, col);
+}
+
+static int sqlite_row_isnull(const oms_db_row *row, int col)
+{
+    return sqlite3_column_type(row->impl, col) == SQLITE_NULL;
+}
+
+static int sqlite_row_columns(const oms_db_row *row)
+{
+    return sqlite3_column_count(row->impl);
+}
+
+const oms_db_driver oms_db_driver_sqlite = {
+    .name = "sqlite",
+    .connect = sqlite_connect,
+    .disconnect = sqlite_disconnect,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .exec_script = sqlite_exec_script,
+    .exec = sqlite_exec,
+    .query = sqlite_query,
+    .row_text = sqlite_row_text,
+    .row_int = sqlite_row_int,
+    .row_isnull = sqlite_row_isnull,
+    .row_columns = sqlite_row_columns,
+    .pool_size = 1,
+};

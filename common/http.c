@@ -1,0 +1,851 @@
+/* HTTP server helpers over libmicrohttpd 0.9.75 (oms/http.h).
+ *
+ * Request life cycle (see NOTES "libmicrohttpd 0.9.75"):
+ *   uri_logged      MHD hands us the raw request target; we allocate the per-request
+ *                   state here, because it is the only place the path is seen before
+ *                   MHD percent-decodes it in place (we need the raw path so that an
+ *                   encoded "/" inside a {} segment stays inside that segment).
+ *   on_access #1    headers are in; refuse a declared Content-Length over the cap,
+ *                   otherwise return MHD_YES without a response (queueing now would make
+ *                   0.9.75 close the keep-alive connection).
+ *   on_access #2..n body chunks, appended up to the cap, the rest discarded.
+ *   on_access last  upload_data_size == 0: route, run the handler, queue the response.
+ *   on_completed    free the per-request state (every path, including aborted ones).
+ * All per-request memory (state, decoded params and query values) hangs off the
+ * state and is freed in one place, nginx-pool style. */
+#include "oms/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "oms/log.h"
+#include "oms/metrics.h"
+#include "oms/status.h"
+#include "oms/trace.h"
+#include "oms/util.h"
+
+#define DEFAULT_MAX_BODY (64 * 1024)
+#define DEFAULT_THREADS 2
+#define DEFAULT_CONN_LIMIT 512
+#define DEFAULT_TIMEOUT_S 30
+/* Per-connection pool: request line + headers + read buffer. Headers beyond it are
+ * answered by MHD itself (431), before any of our code runs. */
+#define CONN_MEMORY_LIMIT (64 * 1024)
+
+struct oms_http_server {
+    struct MHD_Daemon *daemon;
+    const oms_http_route *routes;
+    size_t nroutes;
+    size_t max_body;
+    char *static_root; /* realpath of cfg->static_dir, or NULL; owned */
+    void *ud;
+};
+
+/* One allocation of the per-request arena; freed with the request. */
+typedef struct arena_blk {
+    struct arena_blk *next;
+    char data[];
+} arena_blk;
+
+typedef struct req_state {
+    oms_http_req req; /* handed to the handler; oms_http_query finds the state from it */
+    oms_http_server *srv;
+    char *raw_path; /* request target up to '?', still percent-encoded; owned */
+    char *body;     /* NUL-terminated; owned */
+    size_t body_len, body_cap;
+    int started;  /* first access call seen */
+    int too_big;  /* body exceeded max_body: the rest was discarded */
+    int answered; /* a response is queued */
+    struct timespec start;
+    arena_blk *arena;
+} req_state;
+
+/* ---- per-request arena and percent-decoding --------------------------------------- */
+
+static char *arena_alloc(req_state *st, size_t n)
+{
+    arena_blk *b = oms_xmalloc(sizeof(*b) + n);
+    b->next = st->arena;
+    st->arena = b;
+    return b->data;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes n bytes of in (%XX escapes) into out (>= n+1 bytes), NUL-terminated; with
+ * out NULL it only validates. Returns OMS_INVALID on a malformed escape or an encoded
+ * NUL: such input cannot be a C string without changing its meaning. */
+static int pct_decode(const char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (c == '%') {
+            if (i + 2 >= n)
+                return OMS_INVALID;
+            int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+            if (hi < 0 || lo < 0)
+                return OMS_INVALID;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (c == '\0')
+            return OMS_INVALID;
+        if (out)
+            out[o] = c;
+        o++;
+    }
+    if (out)
+        out[o] = '\0';
+    return OMS_OK;
+}
+
+/* 1 when the n raw bytes at raw decode to exactly lit (a route's literal segment). */
+static int seg_equals(const char *raw, size_t n, const char *lit, size_t litlen)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++, j++) {
+        char c = raw[i];
+        if (c == '%') {
+            if (i + 2 >= n)
+                return 0;
+            int hi = hexval(raw[i + 1]), lo = hexval(raw[i + 2]);
+            if (hi < 0 || lo < 0)
+                return 0;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (j >= litlen || lit[j] != c)
+            return 0;
+    }
+    return j == litlen;
+}
+
+/* Matches the raw path against pattern segment by segment. With st non-NULL the {}
+ * segments are decoded into st's arena and stored in st->req.params. Returns 1 on a
+ * match. A {} segment that is empty, malformed or decodes to NUL does not match. */
+static int route_match(const char *pattern, const char *path, req_state *st)
+{
+    const char *p = pattern, *u = path;
+    int np = 0;
+    if (*p != '/' || *u != '/')
+        return 0;
+    while (*p == '/' && *u == '/') {
+        p++;
+        u++;
+        size_t pl = strcspn(p, "/"), ul = strcspn(u, "/");
+        if (pl == 2 && p[0] == '{' && p[1] == '}') {
+            if (ul == 0 || np >= OMS_HTTP_MAX_PARAMS)
+                return 0;
+            if (st) {
+                char *v = arena_alloc(st, ul + 1);
+                if (pct_decode(u, ul, v) != OMS_OK)
+                    return 0;
+                st->req.params[np] = v;
+            } else if (pct_decode(u, ul, NULL) != OMS_OK) {
+                return 0;
+            }
+            np++;
+        } else if (!seg_equals(u, ul, p, pl)) {
+            return 0;
+        }
+        p += pl;
+        u += ul;
+    }
+    if (*p != '\0' || *u != '\0')
+        return 0;
+    if (st)
+        st->req.nparams = np;
+    return 1;
+}
+
+/* ---- responses ---------------------------------------------------------------------- */
+
+static void resp_set_body(oms_http_resp *r, int status, const char *ctype, char *body, size_t len)
+{
+    free(r->body);
+    r->status = status;
+    r->content_type = ctype;
+    r->body = body;
+    r->len = len;
+}
+
+void oms_http_resp_json(oms_http_resp *r, int status, json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) {
+        /* Only on OOM or a handler passing NULL: say so rather than send nothing. */
+        static const char fallback[] = "{\"error\":\"internal error: cannot encode response\"}";
+        resp_set_body(r, 500, "application/json", oms_strdup(fallback), sizeof(fallback) - 1);
+        return;
+    }
+    resp_set_body(r, status, "application/json", s, strlen(s));
+}
+
+/* jansson refuses invalid UTF-8; a message built from client input may contain it.
+ * Replace offending bytes so the error still reaches the client. */
+static json_t *json_string_lossy(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    char *copy = oms_strdup(s);
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
+void oms_http_resp_error(oms_http_resp *r, int status, const char *fmt, ...)
+{
+    char small[512];
+    char *msg = small;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        snprintf(small, sizeof(small), "%s", oms_status_text(OMS_ERR));
+    } else if ((size_t)n >= sizeof(small)) {
+        msg = oms_xmalloc((size_t)n + 1);
+        va_start(ap, fmt);
+        n = vsnprintf(msg, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            snprintf(msg, sizeof(small), "%s", oms_status_text(OMS_ERR));
+    }
+    json_t *obj = json_object();
+    json_t *str = json_string_lossy(msg);
+    if (msg != small)
+        free(msg);
+    if (!obj || !str || json_object_set_new(obj, "error", str) != 0) {
+        if (!obj)
+            json_decref(str); /* set_new consumed str in every other case */
+        json_decref(obj);
+        oms_http_resp_json(r, 500, NULL);
+        return;
+    }
+    oms_http_resp_json(r, status, obj);
+}
+
+void oms_http_resp_text(oms_http_resp *r, int status, const char *content_type, const char *body,
+                        size_t len)
+{
+    char *copy = oms_xmalloc(len + 1);
+    if (len)
+        memcpy(copy, body, len);
+    copy[len] = '\0';
+    resp_set_body(r, status, content_type ? content_type : "text/plain; charset=utf-8", copy, len);
+}
+
+void oms_http_resp_header(oms_http_resp *r, const char *name, const char *value)
+{
+    if (r->nhdr >= OMS_HTTP_MAX_HEADERS) {
+        oms_log_warn("http: too many response headers; header dropped", "name", name);
+        return;
+    }
+    r->hdr_name[r->nhdr] = name;
+    r->hdr_value[r->nhdr] = oms_strdup(value ? value : "");
+    r->nhdr++;
+}
+
+void oms_http_resp_redirect(oms_http_resp *r, const char *location)
+{
+    resp_set_body(r, 303, "text/plain; charset=utf-8", NULL, 0);
+    oms_http_resp_header(r, "Location", location);
+}
+
+static void resp_free(oms_http_resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+    for (int i = 0; i < r->nhdr; i++)
+        free(r->hdr_value[i]);
+    r->nhdr = 0;
+}
+
+/* ---- request accessors ---------------------------------------------------------------- */
+
+const char *oms_http_header(const oms_http_req *req, const char *name)
+{
+    if (!req || !req->conn || !name)
+        return NULL;
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *oms_http_query(const oms_http_req *req, const char *name)
+{
+    if (!req || !req->conn || !name)
+        return NULL;
+    /* MHD has already percent-decoded query arguments (its default unescaper applies
+     * to them; only the path is taken raw, in uri_logged). */
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* ---- metrics and logging ---------------------------------------------------------------- */
+
+/* The method label is bounded to the known verbs: any token is a valid HTTP method, and
+ * a client must not be able to create series at will. */
+static const char *method_label(const char *m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (m && strcmp(m, known[i]) == 0)
+            return known[i];
+    return "other";
+}
+
+static void account(const req_state *st, const char *method, const char *route, int status)
+{
+    struct timespec now;
+    double secs = 0;
+    if (clock_gettime(CLOCK_MONOTONIC, &now) == 0)
+        secs = (double)(now.tv_sec - st->start.tv_sec) +
+               (double)(now.tv_nsec - st->start.tv_nsec) / 1e9;
+    char labels[512] = "", code[16], hl[256] = "";
+    snprintf(code, sizeof(code), "%d", status);
+    oms_metrics_label(labels, sizeof(labels), "route", route);
+    oms_metrics_label(labels, sizeof(labels), "method", method_label(method));
+    oms_metrics_label(labels, sizeof(labels), "code", code);
+    oms_metrics_counter_add("http_requests_total", "HTTP requests by route, method and status.",
+                            labels, 1);
+    oms_metrics_label(hl, sizeof(hl), "route", route);
+    oms_metrics_observe("http_request_duration_seconds",
+                        "HTTP request latency from request line to response, by route.", hl, secs);
+    if (oms_log_enabled(OMS_LOG_DEBUG)) {
+        char ms[32];
+        snprintf(ms, sizeof(ms), "%.3f", secs * 1000);
+        oms_log_debug("http request", "method", method, "path", st->raw_path, "route", route,
+                      "status", code, "ms", ms);
+    }
+}
+
+/* ---- answering ------------------------------------------------------------------------ */
+
+/* Queues r (taking its body) with Content-Type, traceparent and the handler's headers.
+ * r is emptied either way. */
+static enum MHD_Result send_resp(struct MHD_Connection *conn, oms_http_resp *r,
+                                 const char *traceparent)
+{
+    struct MHD_Response *mr;
+    if (r->body)
+        mr = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+    else
+        mr = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!mr) {
+        oms_log_error("http: cannot create response");
+        resp_free(r);
+        return MHD_NO;
+    }
+    r->body = NULL; /* MHD frees it with the response */
+    enum MHD_Result ret = MHD_YES;
+    if (MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                r->content_type ? r->content_type : "application/json") != MHD_YES)
+        ret = MHD_NO;
+    if (traceparent && *traceparent &&
+        MHD_add_response_header(mr, "traceparent", traceparent) != MHD_YES)
+        ret = MHD_NO;
+    for (int i = 0; i < r->nhdr; i++) {
+        /* MHD refuses values with CR/LF; a handler echoing client input must not be able
+         * to split the response, so the header is dropped and logged. */
+        if (MHD_add_response_header(mr, r->hdr_name[i], r->hdr_value[i]) != MHD_YES)
+            oms_log_warn("http: response header refused", "name", r->hdr_name[i]);
+    }
+    if (ret == MHD_YES)
+        ret = MHD_queue_response(conn, (unsigned int)r->status, mr);
+    MHD_destroy_response(mr);
+    resp_free(r);
+    return ret;
+}
+
+static const char *content_type_for(const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".json", "application/json"},
+        {".png", "image/png"},
+        {".svg", "image/svg+xml"},
+        {".ico", "image/x-icon"},
+        {".txt", "text/plain; charset=utf-8"},
+    };
+    const char *dot = strrchr(path, '.');
+    const char *slash = strrchr(path, '/');
+    if (dot && (!slash || dot > slash))
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+            if (strcasecmp(dot, types[i].ext) == 0)
+                return types[i].type;
+    return "application/octet-stream";
+}
+
+/* Opens the file under the static root for the raw request path. Returns an open fd
+ * (caller owns it) and its size and type, or -1 when there is no such file or the path
+ * is refused: "..", backslash or NUL in any form (raw or percent-encoded), or a
+ * resolved path (symlinks followed) outside the root. */
+static int static_open(const oms_http_server *srv, req_state *st, off_t *size, const char **ctype)
+{
+    const char *raw = st->raw_path;
+    size_t rl = strlen(raw);
+    char *dec = arena_alloc(st, rl + sizeof("index.html"));
+    if (pct_decode(raw, rl, dec) != OMS_OK)
+        return -1;
+    /* Checked after decoding so "%2e%2e" and "%5c" are caught like their plain forms. */
+    if (dec[0] != '/' || strstr(dec, "..") || strchr(dec, '\\'))
+        return -1;
+    size_t dl = strlen(dec);
+    if (dec[dl - 1] == '/')
+        memcpy(dec + dl, "index.html", sizeof("index.html"));
+
+    char full[PATH_MAX], real[PATH_MAX];
+    int n = snprintf(full, sizeof(full), "%s%s", srv->static_root, dec);
+    if (n < 0 || (size_t)n >= sizeof(full))
+        return -1;
+    if (!realpath(full, real))
+        return -1;
+    size_t rootlen = strlen(srv->static_root);
+    int inside = strncmp(real, srv->static_root, rootlen) == 0 &&
+                 (real[rootlen] == '/' || (rootlen == 1 && real[0] == '/'));
+    if (!inside)
+        return -1;
+    /* O_NONBLOCK: a FIFO planted under the root must not hang a pool thread in open();
+     * it is refused by the S_ISREG check below. No effect on regular files. */
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return -1;
+    }
+    *size = sb.st_size;
+    *ctype = content_type_for(real);
+    return fd;
+}
+
+/* Serves a static file; returns 1 and sets *ret when one was found, 0 otherwise. */
+static int serve_static(oms_http_server *srv, req_state *st, struct MHD_Connection *conn,
+                        const char *traceparent, enum MHD_Result *ret)
+{
+    off_t size = 0;
+    const char *ctype = NULL;
+    int fd = static_open(srv, st, &size, &ctype);
+    if (fd < 0)
+        return 0;
+    struct MHD_Response *mr = MHD_create_response_from_fd((uint64_t)size, fd);
+    if (!mr) {
+        close(fd); /* MHD owns fd only once the response exists */
+        oms_log_error("http: cannot create file response");
+        *ret = MHD_NO;
+        return 1;
+    }
+    *ret = MHD_YES;
+    if (MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) != MHD_YES ||
+        MHD_add_response_header(mr, "traceparent", traceparent) != MHD_YES)
+        *ret = MHD_NO;
+    if (*ret == MHD_YES)
+        *ret = MHD_queue_response(conn, MHD_HTTP_OK, mr);
+    MHD_destroy_response(mr);
+    return 1;
+}
+
+static int method_matches(const char *route_method, const char *method)
+{
+    /* HEAD is answered by the GET handler; MHD sends the headers only. */
+    return strcmp(route_method, method) == 0 ||
+           (strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0);
+}
+
+/* Current trace context for this request from its traceparent header (a fresh root when
+ * absent or invalid); also formats it for the response. */
+static void trace_begin(struct MHD_Connection *conn, char tp[OMS_TRACEPARENT_LEN + 1])
+{
+    oms_trace_ctx tc;
+    const char *in = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
+    if (oms_traceparent_parse(in, &tc) != OMS_OK)
+        oms_trace_new_root(&tc);
+    oms_trace_set_current(&tc);
+    oms_traceparent_format(&tc, tp);
+}
+
+static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Connection *conn,
+                              const char *method)
+{
+    char tp[OMS_TRACEPARENT_LEN + 1];
+    trace_begin(conn, tp);
+    oms_http_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    const char *route = "none";
+    enum MHD_Result ret;
+    int status;
+
+    const oms_http_route *hit = NULL;
+    int path_known = 0;
+    for (size_t i = 0; i < srv->nroutes && !hit; i++) {
+        if (!route_match(srv->routes[i].pattern, st->raw_path, NULL))
+            continue;
+        path_known = 1;
+        if (method_matches(srv->routes[i].method, method))
+            hit = &srv->routes[i];
+    }
+    if (hit)
+        route = hit->pattern;
+
+    if (st->too_big) {
+        oms_http_resp_error(&resp, 413, "request body too large (limit %zu bytes)", srv->max_body);
+    } else if (hit) {
+        /* Captured again, this time into the arena (the scan above only validated). */
+        if (!route_match(hit->pattern, st->raw_path, st)) {
+            oms_http_resp_error(&resp, 500, "route matching is inconsistent");
+        } else {
+            st->req.method = method;
+            st->req.path = st->raw_path;
+            st->req.body = st->body ? st->body : "";
+            st->req.body_len = st->body_len;
+            st->req.conn = conn;
+            st->req.ud = srv->ud;
+            hit->fn(&st->req, &resp);
+            if (resp.status < 100 || resp.status > 599) {
+                oms_log_error("http: handler left no valid status", "route", hit->pattern);
+                oms_http_resp_error(&resp, 500, "handler produced no response");
+            }
+        }
+    } else if (path_known) {
+        char allow[128] = "";
+        size_t al = 0;
+        for (size_t i = 0; i < srv->nroutes; i++) {
+            const char *m = srv->routes[i].method;
+            if (!route_match(srv->routes[i].pattern, st->raw_path, NULL))
+                continue;
+            /* Each method once, even if several routes share it. */
+            int dup = 0;
+            for (size_t j = 0; j < i && !dup; j++)
+                dup = strcmp(srv->routes[j].method, m) == 0 &&
+                      route_match(srv->routes[j].pattern, st->raw_path, NULL);
+            if (dup)
+                continue;
+            int n = snprintf(allow + al, sizeof(allow) - al, "%s%s", al ? ", " : "", m);
+            if (n < 0 || (size_t)n >= sizeof(allow) - al)
+                break;
+            al += (size_t)n;
+        }
+        oms_http_resp_error(&resp, 405, "method %s not allowed on %s", method, st->raw_path);
+        oms_http_resp_header(&resp, "Allow", allow);
+    } else if (srv->static_root && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
+               serve_static(srv, st, conn, tp, &ret)) {
+        st->answered = 1;
+        account(st, method, "static", MHD_HTTP_OK);
+        oms_trace_clear_current();
+        return ret;
+    } else {
+        oms_http_resp_error(&resp, 404, "no such route: %s %s", method, st->raw_path);
+    }
+
+    status = resp.status;
+    ret = send_resp(conn, &resp, tp);
+    st->answered = 1;
+    account(st, method, route, status);
+    oms_trace_clear_current();
+    return ret;
+}
+
+/* Appends a body chunk up to the cap; beyond it remembers and drops the rest, so the
+ * connection stays in sync and the 413 goes out once the client has finished. */
+static void body_append(req_state *st, const char *data, size_t n, size_t max)
+{
+    if (st->too_big)
+        return;
+    if (n > max - st->body_len) {
+        st->too_big = 1;
+        free(st->body);
+        st->body = NULL;
+        st->body_len = st->body_cap = 0;
+        return;
+    }
+    if (st->body_len + n + 1 > st->body_cap) {
+        size_t cap = st->body_cap ? st->body_cap : 1024;
+        while (cap < st->body_len + n + 1)
+            cap *= 2;
+        if (cap > max + 1)
+            cap = max + 1;
+        st->body = oms_xrealloc(st->body, cap);
+        st->body_cap = cap;
+    }
+    memcpy(st->body + st->body_len, data, n);
+    st->body_len += n;
+    st->body[st->body_len] = '\0';
+}
+
+static req_state *state_new(oms_http_server *srv, const char *uri)
+{
+    req_state *st = oms_xcalloc(1, sizeof(*st));
+    st->srv = srv;
+    size_t n = uri ? strcspn(uri, "?") : 0;
+    st->raw_path = oms_xmalloc(n + 1);
+    if (n)
+        memcpy(st->raw_path, uri, n);
+    st->raw_path[n] = '\0';
+    if (clock_gettime(CLOCK_MONOTONIC, &st->start) != 0)
+        memset(&st->start, 0, sizeof(st->start));
+    return st;
+}
+
+static void state_free(req_state *st)
+{
+    if (!st)
+        return;
+    while (st->arena) {
+        arena_blk *next = st->arena->next;
+        free(st->arena);
+        st->arena = next;
+    }
+    free(st->raw_path);
+    free(st->body);
+    free(st);
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: its return value becomes the request's *con_cls. */
+static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    return state_new(cls, uri);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    state_free(*con_cls);
+    *con_cls = NULL;
+}
+
+/* 1 when the request declares a Content-Length above max. */
+static int declared_too_big(struct MHD_Connection *conn, size_t max)
+{
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return 0;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(cl, &end, 10);
+    /* A malformed value was already refused by MHD; overflow means "huge". */
+    if (errno == ERANGE)
+        return 1;
+    return end != cl && v > max;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    oms_http_server *srv = cls;
+    req_state *st = *con_cls;
+    if (!st) {
+        /* Not expected (uri_logged always runs first), but the decoded url is better
+         * than refusing the request. */
+        st = state_new(srv, url);
+        *con_cls = st;
+    }
+    if (!st->started) {
+        st->started = 1;
+        if (declared_too_big(conn, srv->max_body)) {
+            /* Answer before the body is read: queueing now makes MHD skip the body and
+             * close the connection, which is what an unread body requires anyway. */
+            st->too_big = 1;
+            return answer(srv, st, conn, method);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        body_append(st, upload_data, *upload_data_size, srv->max_body);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (st->answered)
+        return MHD_YES;
+    return answer(srv, st, conn, method);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (n < 0)
+        return;
+    /* MHD messages end with a newline; a log record is one line. */
+    size_t len = strlen(msg);
+    while (len && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
+        msg[--len] = '\0';
+    oms_log_warn("libmicrohttpd", "detail", msg);
+}
+
+/* "host:port" (port 0 = any free port) into sin. host "" or "*" means all interfaces;
+ * names are resolved (IPv4 only, as sockaddr_in). */
+static int parse_bind_addr(const char *addr, struct sockaddr_in *sin, char *err, size_t errlen)
+{
+    memset(sin, 0, sizeof(*sin));
+    sin->sin_family = AF_INET;
+    const char *colon = addr ? strrchr(addr, ':') : NULL;
+    if (!colon) {
+        snprintf(err, errlen, "http: address \"%s\": expected host:port", addr ? addr : "");
+        return OMS_INVALID;
+    }
+    const char *ps = colon + 1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long port = strtoul(ps, &end, 10);
+    if (*ps < '0' || *ps > '9' || *end != '\0' || errno == ERANGE || port > 65535) {
+        snprintf(err, errlen, "http: address \"%s\": expected a port in 0..65535", addr);
+        return OMS_INVALID;
+    }
+    sin->sin_port = htons((uint16_t)port);
+    char host[256];
+    size_t hl = (size_t)(colon - addr);
+    if (hl >= sizeof(host)) {
+        snprintf(err, errlen, "http: address \"%s\": host too long", addr);
+        return OMS_INVALID;
+    }
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    if (hl == 0 || strcmp(host, "*") == 0) {
+        sin->sin_addr.s_addr = htonl(INADDR_ANY);
+        return OMS_OK;
+    }
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1)
+        return OMS_OK;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "http: address \"%s\": cannot resolve host: %s", addr,
+                 rc ? gai_strerror(rc) : "no address");
+        if (res)
+            freeaddrinfo(res);
+        return OMS_INVALID;
+    }
+    sin->sin_addr = ((struct sockaddr_in *)(void *)res->ai_addr)->sin_addr;
+    freeaddrinfo(res);
+    return OMS_OK;
+}
+
+int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err, size_t errlen)
+{
+    int rc = OMS_ERR;
+    char dummy[1];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof(dummy);
+    }
+    err[0] = '\0';
+    *out = NULL;
+    oms_http_server *s = oms_xcalloc(1, sizeof(*s));
+    struct sockaddr_in sin;
+    rc = parse_bind_addr(cfg->addr, &sin, err, errlen);
+    if (rc != OMS_OK)
+        goto fail;
+    rc = OMS_INVALID;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const oms_http_route *r = &cfg->routes[i];
+        if (!r->method || !r->pattern || r->pattern[0] != '/' || !r->fn) {
+            snprintf(err, errlen,
+                     "http: route %zu: needs a method, a pattern starting with / "
+                     "and a handler",
+                     i);
+            goto fail;
+        }
+    }
+    s->routes = cfg->routes;
+    s->nroutes = cfg->nroutes;
+    s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
+    s->ud = cfg->ud;
+    if (cfg->static_dir) {
+        char real[PATH_MAX];
+        struct stat sb;
+        errno = 0; /* so a directory check failing below is not blamed on a stale errno */
+        if (!realpath(cfg->static_dir, real) || stat(real, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            snprintf(err, errlen, "http: static directory \"%s\": %s", cfg->static_dir,
+                     errno ? strerror(errno) : "not a directory");
+            goto fail;
+        }
+        s->static_root = oms_strdup(real);
+    }
+    unsigned threads = cfg->threads > 0 ? (unsigned)cfg->threads : DEFAULT_THREADS;
+    unsigned limit = cfg->connection_limit ? cfg->connection_limit : DEFAULT_CONN_LIMIT;
+    if (limit < threads)
+        limit = threads; /* MHD splits the limit across pool threads */
+    unsigned timeout = cfg->timeout_s ? cfg->timeout_s : DEFAULT_TIMEOUT_S;
+
+    s->daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+        on_access, s,
+        /* The logger goes first so that MHD's option parsing already uses it. */
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&sin,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)CONN_MEMORY_LIMIT, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
+        MHD_OPTION_URI_LOG_CALLBACK, uri_logged, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf(err, errlen, "http: cannot listen on %s (in use, or not a local address?)",
+                 cfg->addr);
+        rc = OMS_ERR;
+        goto fail;
+    }
+    oms_log_info("http server listening", "addr", cfg->addr);
+    *out = s;
+    return OMS_OK;
+
+fail:
+    free(s->static_root);
+    free(s);
+    return rc;
+}
+
+int oms_http_port(const oms_http_server *s)
+{
+    if (!s || !s->daemon)
+        return -1;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    return info ? (int)info->port : -1;
+}
+
+void oms_http_stop(oms_http_server *s)
+{
+    if (!s)
+        return;
+    /* Joins the pool threads; open requests get on_completed, freeing their state. */
+    MHD_stop_daemon(s->daemon);
+    free(s->static_root);
+    free(s);
+}

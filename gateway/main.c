@@ -1,0 +1,102 @@
+/* oms-gateway: the public HTTP API and pages. Stateless: every request becomes gRPC
+ * calls to orders and stock. */
+#include <stdio.h>
+#include <string.h>
+
+#include "oms/admin.h"
+#include "oms/app.h"
+#include "oms/grpc_client.h"
+#include "oms/http.h"
+#include "oms/log.h"
+#include "oms/util.h"
+#include "routes.h"
+
+static struct {
+    oms_app_common common;
+    char *http_addr;
+    char *orders_addrs;
+    char *stock_addrs;
+    char *public_url;
+    char *public_dir;
+    long long http_threads;
+    long long timeout_ms;
+} cfg;
+
+static const oms_cfg_def config_table[] = {
+    {"HTTP_ADDR", OMS_CFG_ADDR, "127.0.0.1:8080", 0, 0, NULL, &cfg.http_addr, NULL,
+     "API and pages listen address"},
+    {"ORDERS_ADDRS", OMS_CFG_STR, "127.0.0.1:2000", 0, 0, NULL, &cfg.orders_addrs, NULL,
+     "orders gRPC addresses (comma list: round robin)"},
+    {"STOCK_ADDRS", OMS_CFG_STR, "127.0.0.1:2002", 0, 0, NULL, &cfg.stock_addrs, NULL,
+     "stock gRPC addresses (comma list: round robin)"},
+    {"PUBLIC_URL", OMS_CFG_URL, "http://localhost:8080", 0, 0, NULL, &cfg.public_url, NULL,
+     "base URL customers reach the gateway at (redirectToURL)"},
+    {"PUBLIC_DIR", OMS_CFG_STR, "gateway/public", 0, 0, NULL, &cfg.public_dir, NULL,
+     "directory of the pages"},
+    {"HTTP_THREADS", OMS_CFG_INT, "2", 1, 64, NULL, &cfg.http_threads, NULL,
+     "HTTP worker threads"},
+    {"GRPC_TIMEOUT_MS", OMS_CFG_INT, "5000", 10, 60000, NULL, &cfg.timeout_ms, NULL,
+     "deadline of each gRPC call"},
+    OMS_APP_LOG_CONFIG(&cfg.common),
+};
+#define CONFIG_COUNT (sizeof(config_table) / sizeof(config_table[0]))
+
+static gateway_ctx gw;
+
+static int ready_check(void *ud, char *why, size_t n)
+{
+    oms_error err;
+    if (oms_grpc_client_check_health(gw.orders, 500, &err) != OMS_OK) {
+        snprintf(why, n, "orders: %s", err.msg);
+        return OMS_UNAVAILABLE;
+    }
+    if (oms_grpc_client_check_health(gw.stock, 500, &err) != OMS_OK) {
+        snprintf(why, n, "stock: %s", err.msg);
+        return OMS_UNAVAILABLE;
+    }
+    return OMS_OK;
+}
+
+int main(int argc, char **argv)
+{
+    oms_app_start("gateway", config_table, CONFIG_COUNT, &cfg.common, argc, argv);
+    int exit_code = 1;
+    oms_http_server *http = NULL;
+    oms_error err;
+    memset(&gw, 0, sizeof(gw));
+    /* a trailing slash would double in redirectToURL */
+    size_t ul = strlen(cfg.public_url);
+    while (ul > 0 && cfg.public_url[ul - 1] == '/')
+        cfg.public_url[--ul] = '\0';
+    gw.public_url = cfg.public_url;
+    gw.timeout_ms = (int)cfg.timeout_ms;
+    if (oms_grpc_client_new(&gw.orders, cfg.orders_addrs, &err) != OMS_OK ||
+        oms_grpc_client_new(&gw.stock, cfg.stock_addrs, &err) != OMS_OK) {
+        oms_log_error("cannot create gRPC clients", "error", err.msg);
+        goto out;
+    }
+    oms_admin_set_ready(ready_check, NULL);
+    oms_http_config hc = {.addr = cfg.http_addr,
+                          .routes = gateway_routes,
+                          .nroutes = gateway_routes_count,
+                          .max_body = 64 * 1024,
+                          .static_dir = cfg.public_dir,
+                          .threads = (int)cfg.http_threads,
+                          .ud = &gw};
+    char herr[256];
+    if (oms_http_start(&http, &hc, herr, sizeof(herr)) != OMS_OK) {
+        oms_log_error("cannot start HTTP server", "addr", cfg.http_addr, "error", herr);
+        goto out;
+    }
+    oms_log_info("gateway ready", "http", cfg.http_addr, "orders", cfg.orders_addrs, "stock",
+                 cfg.stock_addrs);
+    int sig = oms_signals_wait();
+    oms_log_infof("stopping on signal %d", sig);
+    exit_code = 0;
+out:
+    oms_http_stop(http);
+    oms_grpc_client_free(gw.orders);
+    oms_grpc_client_free(gw.stock);
+    oms_config_free(config_table, CONFIG_COUNT);
+    return exit_code;
+}

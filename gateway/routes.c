@@ -1,0 +1,260 @@
+#include "routes.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "oms.pb-c.h"
+#include "oms/admin.h"
+#include "oms/order.h"
+#include "oms/order_pb.h"
+#include "oms/util.h"
+
+static const char id_rule[] = "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
+
+/* Writes an error reply for an OMS_* code: 503 gets Retry-After. */
+static void reply_status(oms_http_resp *resp, int rc, const char *msg)
+{
+    int http = oms_status_to_http(rc);
+    if (rc == OMS_DUPLICATE)
+        http = 409;
+    oms_http_resp_error(resp, http, "%s", msg && msg[0] ? msg : oms_status_text(rc));
+    if (http == 503)
+        oms_http_resp_header(resp, "Retry-After", "1");
+}
+
+static int check_id(oms_http_resp *resp, const char *field, const char *v)
+{
+    if (oms_valid_id(v))
+        return 1;
+    oms_http_resp_error(resp, 400, "%s: %s", field, id_rule);
+    return 0;
+}
+
+static int check_json_type(const oms_http_req *req, oms_http_resp *resp)
+{
+    const char *ct = oms_http_header(req, "Content-Type");
+    if (!ct || strncasecmp(ct, "application/json", 16) == 0)
+        return 1;
+    oms_http_resp_error(resp, 415, "Content-Type must be application/json (got %.60s)", ct);
+    return 0;
+}
+
+static json_t *order_json_from_pb(const Api__Order *m)
+{
+    oms_order o;
+    oms_error err;
+    if (oms_order_from_pb(m, &o, &err) != OMS_OK)
+        return NULL;
+    if ((int)o.status < 0)
+        o.status = OMS_ORDER_PENDING;
+    json_t *j = oms_order_to_json(&o);
+    oms_order_free(&o);
+    return j;
+}
+
+/* Calls orders and, on success, hands back the Order message (caller frees). */
+static int call_orders(gateway_ctx *g, const char *method, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
+                       oms_error *err)
+{
+    return oms_grpc_call(g->orders, method, req, desc, out, g->timeout_ms, err);
+}
+
+static void create_order(const oms_http_req *req, oms_http_resp *resp)
+{
+    gateway_ctx *g = req->ud;
+    const char *cid = req->params[0];
+    if (!check_id(resp, "customerID", cid) || !check_json_type(req, resp))
+        return;
+    const char *key = oms_http_header(req, "Idempotency-Key");
+    if (key && !check_id(resp, "Idempotency-Key", key))
+        return;
+    oms_order items;
+    oms_error err;
+    oms_error_clear(&err);
+    int rc = oms_order_parse_request(req->body, req->body_len, &items, &err);
+    if (rc != OMS_OK) {
+        reply_status(resp, rc, err.msg);
+        return;
+    }
+    Api__CreateOrderRequest m = API__CREATE_ORDER_REQUEST__INIT;
+    m.customerid = (char *)cid;
+    m.idempotencykey = (char *)(key ? key : "");
+    m.n_items = items.nitems;
+    m.items = oms_xcalloc(items.nitems, sizeof(*m.items));
+    for (size_t i = 0; i < items.nitems; i++)
+        m.items[i] = oms_order_item_to_pb(&items.items[i], NULL);
+    ProtobufCMessage *out = NULL;
+    rc = call_orders(g, "/api.OrderService/CreateOrder", &m.base, &api__order__descriptor, &out,
+                     &err);
+    for (size_t i = 0; i < items.nitems; i++)
+        protobuf_c_message_free_unpacked(&m.items[i]->base, NULL);
+    free(m.items);
+    oms_order_free(&items);
+    if (rc != OMS_OK) {
+        reply_status(resp, rc, err.msg);
+        return;
+    }
+    const Api__Order *o = (const Api__Order *)out;
+    json_t *oj = order_json_from_pb(o);
+    if (!oj) {
+        protobuf_c_message_free_unpacked(out, NULL);
+        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
+        return;
+    }
+    char url[512];
+    snprintf(url, sizeof(url), "%s/success.html?customerID=%s&orderID=%s", g->public_url, cid,
+             o->orderid);
+    protobuf_c_message_free_unpacked(out, NULL);
+    oms_http_resp_json(resp, 201, json_pack("{s:o,s:s}", "order", oj, "redirectToURL", url));
+}
+
+/* Fetches the order and checks it belongs to cid; on failure the reply is written. */
+static Api__Order *get_owned(const oms_http_req *req, oms_http_resp *resp, const char *cid,
+                             const char *oid)
+{
+    gateway_ctx *g = req->ud;
+    if (!check_id(resp, "customerID", cid) || !check_id(resp, "orderID", oid))
+        return NULL;
+    Api__GetOrderRequest m = API__GET_ORDER_REQUEST__INIT;
+    m.orderid = (char *)oid;
+    ProtobufCMessage *out = NULL;
+    oms_error err;
+    int rc = call_orders(g, "/api.OrderService/GetOrder", &m.base, &api__order__descriptor, &out,
+                         &err);
+    if (rc != OMS_OK) {
+        reply_status(resp, rc, err.msg);
+        return NULL;
+    }
+    Api__Order *o = (Api__Order *)out;
+    if (strcmp(o->customerid, cid) != 0) {
+        /* Same answer as a missing order: never reveal another customer's order. */
+        protobuf_c_message_free_unpacked(out, NULL);
+        oms_http_resp_error(resp, 404, "order %s not found", oid);
+        return NULL;
+    }
+    return o;
+}
+
+static void get_order(const oms_http_req *req, oms_http_resp *resp)
+{
+    Api__Order *o = get_owned(req, resp, req->params[0], req->params[1]);
+    if (!o)
+        return;
+    json_t *j = order_json_from_pb(o);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+    if (!j) {
+        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
+        return;
+    }
+    oms_http_resp_json(resp, 200, j);
+}
+
+static void cancel_order(const oms_http_req *req, oms_http_resp *resp)
+{
+    gateway_ctx *g = req->ud;
+    const char *cid = req->params[0], *oid = req->params[1];
+    if (!check_id(resp, "customerID", cid) || !check_id(resp, "orderID", oid))
+        return;
+    Api__CancelOrderRequest m = API__CANCEL_ORDER_REQUEST__INIT;
+    m.orderid = (char *)oid;
+    m.customerid = (char *)cid;
+    ProtobufCMessage *out = NULL;
+    oms_error err;
+    int rc = call_orders(g, "/api.OrderService/CancelOrder", &m.base, &api__order__descriptor,
+                         &out, &err);
+    if (rc != OMS_OK) {
+        reply_status(resp, rc, err.msg);
+        return;
+    }
+    json_t *j = order_json_from_pb((Api__Order *)out);
+    protobuf_c_message_free_unpacked(out, NULL);
+    if (!j) {
+        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
+        return;
+    }
+    oms_http_resp_json(resp, 200, j);
+}
+
+static void list_orders(const oms_http_req *req, oms_http_resp *resp)
+{
+    gateway_ctx *g = req->ud;
+    const char *cid = req->params[0];
+    if (!check_id(resp, "customerID", cid))
+        return;
+    Api__ListOrdersRequest m = API__LIST_ORDERS_REQUEST__INIT;
+    m.customerid = (char *)cid;
+    const char *ps = oms_http_query(req, "pageSize");
+    if (ps) {
+        char *end;
+        long v = strtol(ps, &end, 10);
+        if (!ps[0] || *end || v < 1 || v > 100) {
+            oms_http_resp_error(resp, 400, "pageSize: must be an integer from 1 to 100");
+            return;
+        }
+        m.pagesize = (int32_t)v;
+    }
+    const char *tok = oms_http_query(req, "pageToken");
+    if (tok && strlen(tok) > 128) {
+        oms_http_resp_error(resp, 400, "pageToken: not a token from this API");
+        return;
+    }
+    m.pagetoken = (char *)(tok ? tok : "");
+    ProtobufCMessage *out = NULL;
+    oms_error err;
+    int rc = call_orders(g, "/api.OrderService/ListOrders", &m.base,
+                         &api__list_orders_response__descriptor, &out, &err);
+    if (rc != OMS_OK) {
+        reply_status(resp, rc, err.msg);
+        return;
+    }
+    const Api__ListOrdersResponse *r = (const Api__ListOrdersResponse *)out;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < r->n_orders; i++) {
+        json_t *j = order_json_from_pb(r->orders[i]);
+        if (j)
+            json_array_append_new(arr, j);
+    }
+    json_t *body = json_pack("{s:o,s:s}", "orders", arr, "nextPageToken", r->nextpagetoken);
+    protobuf_c_message_free_unpacked(out, NULL);
+    oms_http_resp_json(resp, 200, body);
+}
+
+static void list_products(const oms_http_req *req, oms_http_resp *resp)
+{
+    gateway_ctx *g = req->ud;
+    Api__ListItemsRequest m = API__LIST_ITEMS_REQUEST__INIT;
+    ProtobufCMessage *out = NULL;
+    oms_error err;
+    int rc = oms_grpc_call(g->stock, "/api.StockService/ListItems", &m.base,
+                           &api__list_items_response__descriptor, &out, g->timeout_ms, &err);
+    if (rc != OMS_OK) {
+        reply_status(resp, rc, err.msg);
+        return;
+    }
+    const Api__ListItemsResponse *r = (const Api__ListItemsResponse *)out;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < r->n_items; i++) {
+        const Api__OrderItem *it = r->items[i];
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I,s:s,s:i}", "productID",
+                                             it->productid, "name", it->productname, "priceID",
+                                             it->priceid, "unitPrice", (json_int_t)it->unitprice,
+                                             "currency", it->currency, "available",
+                                             it->available));
+    }
+    protobuf_c_message_free_unpacked(out, NULL);
+    oms_http_resp_json(resp, 200, json_pack("{s:o}", "products", arr));
+}
+
+const oms_http_route gateway_routes[] = {
+    {"GET", "/api/products", list_products},
+    {"POST", "/api/customers/{}/orders", create_order},
+    {"GET", "/api/customers/{}/orders", list_orders},
+    {"GET", "/api/customers/{}/orders/{}", get_order},
+    {"POST", "/api/customers/{}/orders/{}/cancel", cancel_order},
+    OMS_ADMIN_ROUTES,
+};
+const size_t gateway_routes_count = sizeof(gateway_routes) / sizeof(gateway_routes[0]);

@@ -1,0 +1,19 @@
+/* The gateway's HTTP API (DESIGN §3): routes and their handlers, which translate
+ * JSON to gRPC calls on orders and stock and back. */
+#ifndef GATEWAY_ROUTES_H
+#define GATEWAY_ROUTES_H
+
+#include "oms/grpc_client.h"
+#include "oms/http.h"
+
+typedef struct gateway_ctx {
+    oms_grpc_client *orders; /* borrowed */
+    oms_grpc_client *stock;  /* borrowed */
+    const char *public_url;  /* "http://localhost:8080", for redirectToURL */
+    int timeout_ms;          /* per gRPC call */
+} gateway_ctx;
+
+extern const oms_http_route gateway_routes[];
+extern const size_t gateway_routes_count;
+
+#endif

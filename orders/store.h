@@ -1,0 +1,31 @@
+/* Persistence of orders and their items. Every function runs inside the caller's
+ * transaction; SQL lives only here. */
+#ifndef ORDERS_STORE_H
+#define ORDERS_STORE_H
+
+#include "oms/db.h"
+#include "oms/order.h"
+
+/* Opens the orders database and applies its migrations (orders, outbox, inbox).
+ * *db owned by the caller (oms_db_close). */
+int orders_store_open(oms_db **db, const char *url, oms_error *err);
+
+/* Inserts o and its items. idem_key may be NULL. OMS_CONFLICT when (customer,
+ * idem_key) already exists. */
+int orders_store_insert(oms_db_tx *tx, const oms_order *o, const char *idem_key, oms_error *err);
+/* Loads an order with its items into out (initialised here; caller frees).
+ * OMS_NOTFOUND when absent. */
+int orders_store_get(oms_db_tx *tx, const char *order_id, oms_order *out, oms_error *err);
+/* The order created earlier with this customer's idempotency key, or OMS_NOTFOUND. */
+int orders_store_find_by_key(oms_db_tx *tx, const char *customer_id, const char *idem_key,
+                             oms_order *out, oms_error *err);
+/* Sets status (and the payment link when link != NULL) and updated_at. */
+int orders_store_set_status(oms_db_tx *tx, const char *order_id, oms_order_status st,
+                            const char *link, long long now_ms, oms_error *err);
+/* Up to limit orders of a customer, newest first, strictly older than the cursor
+ * (before_ms, before_id) when before_id is non-NULL. *out is a heap array of *n orders
+ * (caller frees each with oms_order_free, then the array). */
+int orders_store_list(oms_db_tx *tx, const char *customer_id, int limit, long long before_ms,
+                      const char *before_id, oms_order **out, size_t *n, oms_error *err);
+
+#endif

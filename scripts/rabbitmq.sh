@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# A private RabbitMQ node with all its state under one directory, for development and
+# tests (NOTES.md "RabbitMQ ... without systemd").
+#
+#   scripts/rabbitmq.sh start DIR PORT [MGMT_PORT]   start (or confirm running), wait ready
+#   scripts/rabbitmq.sh stop DIR                     stop the node and its epmd
+#
+# Why the detour around /usr/sbin/rabbitmq*: as root those wrappers switch to the
+# rabbitmq user with another HOME, so the CLI reads another Erlang cookie. We call
+# /usr/lib/rabbitmq/bin directly with one environment shared by server and CLI.
+#
+# Every port is derived from PORT so nodes on different ports never share anything:
+#   AMQP PORT (127.0.0.1), Erlang distribution PORT+20000, private epmd PORT+30000.
+# The CLI tools' own distribution listener takes an ephemeral port (0), so concurrent
+# rabbitmqctl calls for different nodes cannot collide on RabbitMQ's fixed CLI range.
+# PORT must therefore be 1024..35535.
+#
+# Both commands are idempotent; both work as root and as an ordinary user.
+set -euo pipefail
+
+die() { echo "rabbitmq.sh: $*" >&2; exit 1; }
+
+usage() {
+    echo "usage: $0 start DIR PORT [MGMT_PORT] | stop DIR" >&2
+    exit 2
+}
+
+RMQ_BIN=/usr/lib/rabbitmq/bin
+
+# Exports the node's environment for DIR/PORT/MGMT_PORT and writes it to DIR/env.
+setup_env() {
+    local dir=$1 port=$2 mgmt=${3:-}
+    export PATH="$RMQ_BIN:$PATH"
+    export HOME="$dir/home"
+    export RABBITMQ_NODENAME="oms$port@localhost"
+    export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    export RABBITMQ_NODE_PORT="$port"
+    export RABBITMQ_DIST_PORT=$((port + 20000))
+    export RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf"
+    export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"
+    export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+    export RABBITMQ_MNESIA_BASE="$dir/mnesia"
+    export RABBITMQ_LOG_BASE="$dir/log"
+    export RABBITMQ_PID_FILE="$dir/rabbit.pid"
+    export ERL_EPMD_ADDRESS=127.0.0.1
+    export ERL_EPMD_PORT=$((port + 30000))
+    export RABBITMQ_CTL_DIST_PORT_MIN=0
+    export RABBITMQ_CTL_DIST_PORT_MAX=0
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+    export RABBITMQ_CTL_ERL_ARGS="$RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"
+    export OMS_RMQ_PORT="$port" OMS_RMQ_MGMT_PORT="$mgmt"
+
+    # printf %q so `stop` can source the file back verbatim.
+    {
+        local v
+        for v in PATH HOME RABBITMQ_NODENAME RABBITMQ_NODE_IP_ADDRESS RABBITMQ_NODE_PORT \
+            RABBITMQ_DIST_PORT RABBITMQ_CONF_ENV_FILE RABBITMQ_CONFIG_FILE \
+            RABBITMQ_ENABLED_PLUGINS_FILE RABBITMQ_MNESIA_BASE RABBITMQ_LOG_BASE \
+            RABBITMQ_PID_FILE ERL_EPMD_ADDRESS ERL_EPMD_PORT RABBITMQ_CTL_DIST_PORT_MIN \
+            RABBITMQ_CTL_DIST_PORT_MAX RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS \
+            RABBITMQ_CTL_ERL_ARGS OMS_RMQ_PORT OMS_RMQ_MGMT_PORT; do
+            printf 'export %s=%q\n' "$v" "${!v}"
+        done
+    } >"$dir/env.tmp"
+    mv "$dir/env.tmp" "$dir/env"
+}
+
+# 0 when something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# The beam's pid from the pid file, when that process is alive.
+node_pid() {
+    local pid
+    [ -s "$RABBITMQ_PID_FILE" ] || return 1
+    pid=$(cat "$RABBITMQ_PID_FILE" 2>/dev/null) || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    echo "$pid"
+}
+
+log_tail() {
+    local f
+    for f in "$RABBITMQ_LOG_BASE/console.out" "$RABBITMQ_LOG_BASE/$RABBITMQ_NODENAME.log"; do
+        if [ -f "$f" ]; then
+            echo "---- tail of $f" >&2
+            tail -n 30 "$f" >&2
+        fi
+    done
+}
+
+kill_epmd() {
+    # epmd outlives the node. -kill talks to the epmd on ERL_EPMD_PORT only, i.e. ours.
+    # It fails harmlessly when none is running.
+    "$(command -v epmd || echo /usr/lib/erlang/bin/epmd)" -kill >/dev/null 2>&1 || true
+}
+
+cmd_start() {
+    if [ $# -lt 2 ] || [ $# -gt 3 ]; then usage; fi
+    local dir=$1 port=$2 mgmt=${3:-}
+    if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -lt 1024 ] || [ "$port" -gt 35535 ]; then
+        die "PORT must be 1024..35535 (dist and epmd ports are derived from it), got '$port'"
+    fi
+    if [ -n "$mgmt" ]; then
+        if ! [[ "$mgmt" =~ ^[0-9]+$ ]] || [ "$mgmt" -lt 1024 ] || [ "$mgmt" -gt 65535 ]; then
+            die "MGMT_PORT must be 1024..65535, got '$mgmt'"
+        fi
+    fi
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    mkdir -p "$dir/home" "$dir/log" "$dir/mnesia"
+    setup_env "$dir" "$port" "$mgmt"
+
+    if node_pid >/dev/null && port_open "$port"; then
+        echo "rabbitmq.sh: node $RABBITMQ_NODENAME already running on 127.0.0.1:$port"
+        return 0
+    fi
+
+    # Empty on purpose: keeps /etc/rabbitmq/rabbitmq-env.conf out.
+    : >"$RABBITMQ_CONF_ENV_FILE"
+    {
+        # guest/guest from loopback only (the default, stated so nobody widens it here).
+        echo "loopback_users.guest = true"
+        if [ -n "$mgmt" ]; then
+            echo "management.tcp.ip = 127.0.0.1"
+            echo "management.tcp.port = $mgmt"
+        fi
+    } >"$dir/rabbitmq.conf"
+    if [ -n "$mgmt" ]; then
+        rabbitmq-plugins -q enable --offline rabbitmq_management >/dev/null ||
+            die "cannot enable rabbitmq_management"
+    else
+        echo "[]." >"$RABBITMQ_ENABLED_PLUGINS_FILE"
+    fi
+
+    rm -f "$RABBITMQ_PID_FILE"
+    # setsid: the node must not die with the caller's terminal or process group.
+    setsid "$RMQ_BIN/rabbitmq-server" >"$RABBITMQ_LOG_BASE/console.out" 2>&1 </dev/null &
+    echo $! >"$dir/launcher.pid"
+
+    if ! rabbitmqctl -q wait --timeout 60 "$RABBITMQ_PID_FILE" >/dev/null 2>&1; then
+        echo "rabbitmq.sh: node $RABBITMQ_NODENAME did not become ready within 60 s" >&2
+        log_tail
+        cmd_stop_env "$dir"
+        exit 1
+    fi
+    # `wait` returns when the app runs; the listener is up at the same time, but check
+    # the port itself since that is what clients need.
+    local _
+    for _ in $(seq 1 100); do
+        port_open "$port" && break
+        sleep 0.1
+    done
+    if ! port_open "$port"; then
+        echo "rabbitmq.sh: node is up but 127.0.0.1:$port does not accept connections" >&2
+        log_tail
+        cmd_stop_env "$dir"
+        exit 1
+    fi
+    echo "rabbitmq.sh: node $RABBITMQ_NODENAME ready on 127.0.0.1:$port${mgmt:+ (management :$mgmt)}"
+}
+
+# Stops the node whose environment is already exported.
+cmd_stop_env() {
+    local dir=$1 pid _
+    if pid=$(node_pid); then
+        if ! rabbitmqctl -q shutdown --timeout 60 >/dev/null 2>&1; then
+            echo "rabbitmq.sh: rabbitmqctl shutdown failed; killing beam $pid" >&2
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 1 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
+    # The launcher shell (if it did not exec the beam) exits with the node; make sure.
+    if [ -s "$dir/launcher.pid" ]; then
+        pid=$(cat "$dir/launcher.pid")
+        if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+        rm -f "$dir/launcher.pid"
+    fi
+    rm -f "$RABBITMQ_PID_FILE"
+    kill_epmd
+}
+
+cmd_stop() {
+    [ $# -eq 1 ] || usage
+    local dir=$1
+    if [ ! -f "$dir/env" ]; then
+        echo "rabbitmq.sh: no node in $dir (no env file); nothing to stop"
+        return 0
+    fi
+    dir=$(cd "$dir" && pwd)
+    # shellcheck disable=SC1091
+    . "$dir/env"
+    cmd_stop_env "$dir"
+    echo "rabbitmq.sh: node $RABBITMQ_NODENAME stopped"
+}
+
+[ $# -ge 1 ] || usage
+cmd=$1
+shift
+case "$cmd" in
+start) cmd_start "$@" ;;
+stop) cmd_stop "$@" ;;
+*) usage ;;
+esac

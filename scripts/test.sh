@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# make test: unit tests (ctest, cmocka) then integration tests (pytest, real servers on
+# private loopback ports in temporary directories).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMS_SOURCE_DIR=$PWD
+export OMS_BUILD_DIR=${OMS_BUILD_DIR:-$PWD/build}
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+echo "== unit tests ($OMS_BUILD_DIR)"
+(cd "$OMS_BUILD_DIR" && ctest --output-on-failure -j2)
+echo "== integration tests"
+exec scripts/test-integration.sh "$@"

@@ -1,0 +1,167 @@
+/* gRPC <-> service.c. Responses are built from malloc'd parts because the server
+ * frees them with protobuf_c_message_free_unpacked; allocation failures abort
+ * (oms_x*), so a handler never returns a half-built message. */
+#include "grpc_handlers.h"
+
+#include <stdlib.h>
+
+#include "oms.pb-c.h"
+#include "oms/util.h"
+#include "service.h"
+
+/* A new OrderItem (owned by the message it is attached to) from a service item. */
+static Api__OrderItem *item_to_pb(const stock_item *it, int with_available)
+{
+    Api__OrderItem *m = oms_xmalloc(sizeof(*m));
+    api__order_item__init(m);
+    m->productid = oms_strdup(it->product_id);
+    m->productname = oms_strdup(it->name ? it->name : "");
+    m->priceid = oms_strdup(it->price_id ? it->price_id : "");
+    m->currency = oms_strdup(it->currency);
+    m->quantity = (int32_t)it->quantity;
+    m->unitprice = it->unit_price;
+    if (with_available)
+        m->available = (int32_t)it->available;
+    return m;
+}
+
+/* A heap array of items for a repeated field (NULL when empty), owned by the message. */
+static Api__OrderItem **items_to_pb(const stock_items *l, int with_available, size_t *n)
+{
+    *n = l->n;
+    if (l->n == 0)
+        return NULL;
+    Api__OrderItem **v = oms_xcalloc(l->n, sizeof(*v));
+    for (size_t i = 0; i < l->n; i++)
+        v[i] = item_to_pb(&l->v[i], with_available);
+    return v;
+}
+
+/* Request items as service input; the array is heap (caller frees), the ids borrowed
+ * from the request message. */
+static stock_req_item *items_from_pb(Api__OrderItem *const *items, size_t n)
+{
+    stock_req_item *v = oms_xcalloc(n, sizeof(*v));
+    for (size_t i = 0; i < n; i++) {
+        v[i].product_id = items[i]->productid;
+        v[i].quantity = items[i]->quantity;
+    }
+    return v;
+}
+
+static int handle_check(oms_grpc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Api__CheckIfItemsAreInStockRequest *in = (const Api__CheckIfItemsAreInStockRequest *)req;
+    stock_items items;
+    stock_items_init(&items);
+    int in_stock = 0;
+    stock_req_item *want = items_from_pb(in->items, in->n_items);
+    int rc = stock_check(ctx->ud, want, in->n_items, &in_stock, &items, &ctx->err);
+    free(want);
+    if (rc != OMS_OK)
+        return rc;
+    Api__CheckIfItemsAreInStockResponse *out = oms_xmalloc(sizeof(*out));
+    api__check_if_items_are_in_stock_response__init(out);
+    out->instock = in_stock ? 1 : 0;
+    out->items = items_to_pb(&items, 0, &out->n_items);
+    stock_items_free(&items);
+    *resp = &out->base;
+    return OMS_OK;
+}
+
+static int handle_get_items(oms_grpc_ctx *ctx, const ProtobufCMessage *req,
+                            ProtobufCMessage **resp)
+{
+    const Api__GetItemsRequest *in = (const Api__GetItemsRequest *)req;
+    stock_items items;
+    stock_items_init(&items);
+    int rc = stock_get_items(ctx->ud, (const char *const *)in->itemids, in->n_itemids, &items,
+                             &ctx->err);
+    if (rc != OMS_OK)
+        return rc;
+    Api__GetItemsResponse *out = oms_xmalloc(sizeof(*out));
+    api__get_items_response__init(out);
+    out->items = items_to_pb(&items, 1, &out->n_items);
+    stock_items_free(&items);
+    *resp = &out->base;
+    return OMS_OK;
+}
+
+static int handle_list_items(oms_grpc_ctx *ctx, const ProtobufCMessage *req,
+                             ProtobufCMessage **resp)
+{
+    stock_items items;
+    stock_items_init(&items);
+    int rc = stock_list_items(ctx->ud, &items, &ctx->err);
+    if (rc != OMS_OK)
+        return rc;
+    Api__ListItemsResponse *out = oms_xmalloc(sizeof(*out));
+    api__list_items_response__init(out);
+    out->items = items_to_pb(&items, 1, &out->n_items);
+    stock_items_free(&items);
+    *resp = &out->base;
+    return OMS_OK;
+}
+
+static int handle_reserve(oms_grpc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const Api__ReserveItemsRequest *in = (const Api__ReserveItemsRequest *)req;
+    stock_items items;
+    stock_items_init(&items);
+    stock_req_item *want = items_from_pb(in->items, in->n_items);
+    int rc = stock_reserve(ctx->ud, in->orderid, want, in->n_items, oms_now_ms(), &items,
+                           &ctx->err);
+    free(want);
+    if (rc != OMS_OK)
+        return rc;
+    Api__ReserveItemsResponse *out = oms_xmalloc(sizeof(*out));
+    api__reserve_items_response__init(out);
+    out->items = items_to_pb(&items, 0, &out->n_items);
+    stock_items_free(&items);
+    *resp = &out->base;
+    return OMS_OK;
+}
+
+typedef int (*reservation_fn)(stock_service *, const char *, int64_t, stock_res_state *,
+                              oms_error *);
+
+/* Release and commit share their shape: order id in, order id and state out. */
+static int handle_reservation(oms_grpc_ctx *ctx, const ProtobufCMessage *req,
+                              ProtobufCMessage **resp, reservation_fn fn)
+{
+    const Api__ReservationRequest *in = (const Api__ReservationRequest *)req;
+    stock_res_state state = STOCK_RES_RESERVED;
+    int rc = fn(ctx->ud, in->orderid, oms_now_ms(), &state, &ctx->err);
+    if (rc != OMS_OK)
+        return rc;
+    Api__ReservationResponse *out = oms_xmalloc(sizeof(*out));
+    api__reservation_response__init(out);
+    out->orderid = oms_strdup(in->orderid);
+    out->state = oms_strdup(stock_res_state_str(state));
+    *resp = &out->base;
+    return OMS_OK;
+}
+
+static int handle_release(oms_grpc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    return handle_reservation(ctx, req, resp, stock_release);
+}
+
+static int handle_commit(oms_grpc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    return handle_reservation(ctx, req, resp, stock_commit);
+}
+
+const oms_grpc_method stock_grpc_methods[] = {
+    {"/api.StockService/CheckIfItemsAreInStock",
+     &api__check_if_items_are_in_stock_request__descriptor, handle_check},
+    {"/api.StockService/GetItems", &api__get_items_request__descriptor, handle_get_items},
+    {"/api.StockService/ListItems", &api__list_items_request__descriptor, handle_list_items},
+    {"/api.StockService/ReserveItems", &api__reserve_items_request__descriptor, handle_reserve},
+    {"/api.StockService/ReleaseReservation", &api__reservation_request__descriptor,
+     handle_release},
+    {"/api.StockService/CommitReservation", &api__reservation_request__descriptor,
+     handle_commit},
+};
+
+const size_t stock_grpc_nmethods = sizeof(stock_grpc_methods) / sizeof(stock_grpc_methods[0]);

@@ -1,0 +1,85 @@
+/* The stock rules (DESIGN §6): reserve all-or-nothing, release, commit, expiry, and
+ * the original's read calls. Plain structs in and out; transports (gRPC, HTTP) and the
+ * expiry thread call these. Each call is one database transaction.
+ *
+ * Times are passed in (now_ms, wall clock ms since the epoch) rather than read here,
+ * so tests can move the clock without sleeping. */
+#ifndef STOCK_SERVICE_H
+#define STOCK_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "oms/status.h"
+
+struct oms_db;
+
+typedef struct stock_service stock_service;
+
+/* A requested line as it arrives from a client: not yet validated. product_id is
+ * borrowed for the call. */
+typedef struct stock_req_item {
+    const char *product_id;
+    long long quantity;
+} stock_req_item;
+
+/* Seeds the products table from the catalog file at path when (and only when) the
+ * table is empty, in one transaction. *loaded = number of products inserted (0 when
+ * the table already had products; the file is not read then). A malformed catalog
+ * is OMS_INVALID with the file and entry named in err. */
+int stock_load_catalog(struct oms_db *db, const char *path, size_t *loaded, oms_error *err);
+
+/* Creates the service over db (borrowed: must outlive the service). ttl_ms: how long
+ * a reservation holds stock before the sweep releases it. Reads the current levels
+ * for the gauges, so call it after stock_load_catalog. *out owned by the caller
+ * (stock_service_free). */
+int stock_service_new(stock_service **out, struct oms_db *db, int64_t ttl_ms, oms_error *err);
+void stock_service_free(stock_service *svc);
+/* Registers stock_reservations{state} and stock_available{product} as render-time
+ * gauges reading atomics the service keeps current. Call once per process; svc must
+ * then outlive every metrics render (stop the HTTP server before freeing it). */
+void stock_service_register_metrics(stock_service *svc);
+/* Readiness: OMS_OK when the database answers. */
+int stock_service_ping(stock_service *svc, oms_error *err);
+
+/* ReserveItems. Validates order_id and items (merging duplicate product ids), then:
+ * if a reservation for order_id exists, returns its items unchanged (idempotent);
+ * else takes every item from available into reserved, or nothing at all:
+ * OMS_NOTFOUND "product 99 not found", OMS_CONFLICT "not enough stock for product 2
+ * (Chocolate): requested 8, 7 left" (first failing item), OMS_INVALID naming the field.
+ * On OMS_OK, out (initialised and empty; owned by the caller) holds the reserved items
+ * with name, price id, unit price and currency from the catalog. */
+int stock_reserve(stock_service *svc, const char *order_id, const stock_req_item *items,
+                  size_t nitems, int64_t now_ms, stock_items *out, oms_error *err);
+/* ReleaseReservation: reserved -> released (stock back to available); released stays
+ * released (OMS_OK); committed is OMS_CONFLICT; unknown order OMS_NOTFOUND. *state
+ * gets the state after the call. */
+int stock_release(stock_service *svc, const char *order_id, int64_t now_ms,
+                  stock_res_state *state, oms_error *err);
+/* CommitReservation: reserved -> committed (reserved -> sold); committed stays
+ * committed (OMS_OK); released (e.g. expired) takes the stock again from available,
+ * all items or none, else OMS_CONFLICT naming the product; unknown OMS_NOTFOUND. */
+int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms,
+                 stock_res_state *state, oms_error *err);
+/* Releases every reservation still reserved with expires_at <= now_ms (at most 500
+ * per call, the rest next time), in one transaction, logging each order id; also
+ * refreshes the stock_available gauges. *released (optional) gets the count. */
+int stock_expire_due(stock_service *svc, int64_t now_ms, size_t *released, oms_error *err);
+
+/* CheckIfItemsAreInStock (original semantics): *in_stock = 0 when a product is
+ * unknown or has less available than requested; when 1, out (initialised and empty;
+ * owned by the caller) holds the requested items (merged) with catalog data filled
+ * and quantity = requested quantity. OMS_INVALID for malformed items. */
+int stock_check(stock_service *svc, const stock_req_item *items, size_t nitems, int *in_stock,
+                stock_items *out, oms_error *err);
+/* GetItems: for each known id (unknown and repeated ids skipped) an item with catalog
+ * data, quantity = available and the levels. At most STOCK_MAX_GET_IDS ids. out as
+ * above. */
+#define STOCK_MAX_GET_IDS 1000
+int stock_get_items(stock_service *svc, const char *const *ids, size_t nids, stock_items *out,
+                    oms_error *err);
+/* ListItems and GET /stock: every product in catalog order, quantity = available. */
+int stock_list_items(stock_service *svc, stock_items *out, oms_error *err);
+
+#endif

@@ -1,0 +1,316 @@
+/* Stock persistence over oms/db.h. Quantities are INTEGER (catalog caps them far below
+ * 2^31); times are BIGINT milliseconds since the epoch so "is it due" is one indexed
+ * comparison on both SQLite and PostgreSQL. */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oms/db.h"
+#include "oms/util.h"
+
+static const oms_db_migration stock_migrations[] = {
+    {"stock_0001_init",
+     "CREATE TABLE products("
+     " id TEXT PRIMARY KEY,"
+     " name TEXT NOT NULL,"
+     " price_id TEXT NOT NULL,"
+     " unit_price INTEGER NOT NULL CHECK (unit_price >= 0),"
+     " currency TEXT NOT NULL,"
+     " available INTEGER NOT NULL CHECK (available >= 0),"
+     " reserved INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0),"
+     " sold INTEGER NOT NULL DEFAULT 0 CHECK (sold >= 0),"
+     " position INTEGER NOT NULL);"
+     "CREATE TABLE reservations("
+     " order_id TEXT PRIMARY KEY,"
+     " state TEXT NOT NULL CHECK (state IN ('reserved', 'committed', 'released')),"
+     " created_at BIGINT NOT NULL,"
+     " expires_at BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL);"
+     /* The expiry sweep asks "reserved and due" every second. */
+     "CREATE INDEX reservations_state_expires ON reservations(state, expires_at);"
+     "CREATE TABLE reservation_items("
+     " order_id TEXT NOT NULL REFERENCES reservations(order_id),"
+     " product_id TEXT NOT NULL REFERENCES products(id),"
+     " quantity INTEGER NOT NULL CHECK (quantity > 0),"
+     " PRIMARY KEY (order_id, product_id));",
+     NULL},
+};
+
+int stock_store_open(struct oms_db **out, const char *url, oms_error *err)
+{
+    return oms_db_open(out, url, stock_migrations,
+                       sizeof(stock_migrations) / sizeof(stock_migrations[0]), err);
+}
+
+void stock_store_close(struct oms_db *db)
+{
+    oms_db_close(db);
+}
+
+int stock_store_ping(struct oms_db *db, oms_error *err)
+{
+    return oms_db_ping(db, err);
+}
+
+int stock_store_begin(struct oms_db *db, struct oms_db_tx **tx, oms_error *err)
+{
+    return oms_db_begin(db, tx, err);
+}
+
+int stock_store_commit(struct oms_db_tx *tx, oms_error *err)
+{
+    return oms_db_commit(tx, err);
+}
+
+void stock_store_rollback(struct oms_db_tx *tx)
+{
+    oms_db_rollback(tx);
+}
+
+/* ---- products ------------------------------------------------------------------ */
+
+static int count_row(const oms_db_row *row, void *ud)
+{
+    *(long long *)ud = oms_db_row_int(row, 0);
+    return OMS_OK;
+}
+
+int stock_store_count_products(struct oms_db_tx *tx, long long *n, oms_error *err)
+{
+    *n = 0;
+    return oms_db_query(tx, "SELECT COUNT(*) FROM products", NULL, 0, count_row, n, NULL, err);
+}
+
+int stock_store_insert_product(struct oms_db_tx *tx, const stock_item *it, long long position,
+                               oms_error *err)
+{
+    oms_db_param p[7] = {OMS_DB_S(it->product_id), OMS_DB_S(it->name), OMS_DB_S(it->price_id),
+                         OMS_DB_I(it->unit_price), OMS_DB_S(it->currency),
+                         OMS_DB_I(it->available), OMS_DB_I(position)};
+    return oms_db_exec(tx,
+                       "INSERT INTO products(id, name, price_id, unit_price, currency, available,"
+                       " reserved, sold, position) VALUES($1, $2, $3, $4, $5, $6, 0, 0, $7)",
+                       p, 7, NULL, err);
+}
+
+#define PRODUCT_COLS "id, name, price_id, unit_price, currency, available, reserved, sold"
+
+/* Fills it from a row laid out as PRODUCT_COLS starting at column `first`; quantity
+ * is not touched. */
+static void product_from_row(const oms_db_row *row, int first, stock_item *it)
+{
+    stock_item_set_id(it, oms_db_row_text(row, first));
+    stock_item_set_info(it, oms_db_row_text(row, first + 1), oms_db_row_text(row, first + 2),
+                        oms_db_row_text(row, first + 4));
+    it->unit_price = oms_db_row_int(row, first + 3);
+    it->available = oms_db_row_int(row, first + 5);
+    it->reserved = oms_db_row_int(row, first + 6);
+    it->sold = oms_db_row_int(row, first + 7);
+}
+
+static int product_one_row(const oms_db_row *row, void *ud)
+{
+    product_from_row(row, 0, ud);
+    return OMS_OK;
+}
+
+int stock_store_get_product(struct oms_db_tx *tx, const char *id, stock_item *out,
+                            oms_error *err)
+{
+    long long n = 0;
+    oms_db_param p = OMS_DB_S(id);
+    int rc = oms_db_query(tx, "SELECT " PRODUCT_COLS " FROM products WHERE id = $1", &p, 1,
+                          product_one_row, out, &n, err);
+    if (rc != OMS_OK)
+        return rc;
+    return n == 1 ? OMS_OK : OMS_NOTFOUND;
+}
+
+static int product_list_row(const oms_db_row *row, void *ud)
+{
+    product_from_row(row, 0, stock_items_push(ud));
+    return OMS_OK;
+}
+
+int stock_store_list_products(struct oms_db_tx *tx, stock_items *out, oms_error *err)
+{
+    return oms_db_query(tx, "SELECT " PRODUCT_COLS " FROM products ORDER BY position, id", NULL,
+                        0, product_list_row, out, NULL, err);
+}
+
+/* Indexed by stock_move. The WHERE guard on the source counter is what makes the
+ * move safe when transactions are not serialised: a concurrent taker makes the
+ * guard fail and changes comes back 0 instead of the counter going negative. */
+static const char *const move_sql[STOCK_MOVE__COUNT] = {
+    [STOCK_MOVE_RESERVE] = "UPDATE products SET available = available - $2,"
+                           " reserved = reserved + $2 WHERE id = $1 AND available >= $2",
+    [STOCK_MOVE_RELEASE] = "UPDATE products SET available = available + $2,"
+                           " reserved = reserved - $2 WHERE id = $1 AND reserved >= $2",
+    [STOCK_MOVE_COMMIT] = "UPDATE products SET reserved = reserved - $2,"
+                          " sold = sold + $2 WHERE id = $1 AND reserved >= $2",
+    [STOCK_MOVE_SELL] = "UPDATE products SET available = available - $2,"
+                        " sold = sold + $2 WHERE id = $1 AND available >= $2",
+};
+
+int stock_store_move(struct oms_db_tx *tx, stock_move move, const char *id, long long quantity,
+                     oms_error *err)
+{
+    if ((int)move < 0 || move >= STOCK_MOVE__COUNT || quantity <= 0)
+        return oms_error_set(err, OMS_ERR, "stock move %d of %lld: invalid", (int)move, quantity);
+    long long changes = 0;
+    oms_db_param p[2] = {OMS_DB_S(id), OMS_DB_I(quantity)};
+    int rc = oms_db_exec(tx, move_sql[move], p, 2, &changes, err);
+    if (rc != OMS_OK)
+        return rc;
+    return changes == 1 ? OMS_OK : OMS_CONFLICT;
+}
+
+/* ---- reservations ---------------------------------------------------------------- */
+
+typedef struct res_head {
+    stock_reservation *r;
+    int bad_state; /* a state string we do not know: schema CHECK makes it impossible */
+} res_head;
+
+static int reservation_row(const oms_db_row *row, void *ud)
+{
+    res_head *h = ud;
+    int st = stock_res_state_parse(oms_db_row_text(row, 0));
+    if (st < 0) {
+        h->bad_state = 1;
+        return OMS_OK;
+    }
+    h->r->state = (stock_res_state)st;
+    h->r->created_ms = oms_db_row_int(row, 1);
+    h->r->expires_ms = oms_db_row_int(row, 2);
+    h->r->updated_ms = oms_db_row_int(row, 3);
+    return OMS_OK;
+}
+
+static int reservation_item_row(const oms_db_row *row, void *ud)
+{
+    stock_item *it = stock_items_push(ud);
+    it->quantity = oms_db_row_int(row, 0);
+    product_from_row(row, 1, it);
+    return OMS_OK;
+}
+
+int stock_store_get_reservation(struct oms_db_tx *tx, const char *order_id,
+                                stock_reservation *out, oms_error *err)
+{
+    long long n = 0;
+    oms_db_param p = OMS_DB_S(order_id);
+    res_head h = {out, 0};
+    int rc = oms_db_query(tx,
+                          "SELECT state, created_at, expires_at, updated_at FROM reservations"
+                          " WHERE order_id = $1",
+                          &p, 1, reservation_row, &h, &n, err);
+    if (rc != OMS_OK)
+        return rc;
+    if (n == 0)
+        return OMS_NOTFOUND;
+    if (h.bad_state)
+        return oms_error_set(err, OMS_ERR, "reservation for order %s has an unknown state",
+                             order_id);
+    snprintf(out->order_id, sizeof(out->order_id), "%s", order_id);
+    rc = oms_db_query(tx,
+                      "SELECT ri.quantity, p.id, p.name, p.price_id, p.unit_price, p.currency,"
+                      " p.available, p.reserved, p.sold FROM reservation_items ri"
+                      " JOIN products p ON p.id = ri.product_id WHERE ri.order_id = $1"
+                      " ORDER BY p.position, p.id",
+                      &p, 1, reservation_item_row, &out->items, NULL, err);
+    if (rc != OMS_OK)
+        stock_items_free(&out->items);
+    return rc;
+}
+
+int stock_store_insert_reservation(struct oms_db_tx *tx, const stock_reservation *r,
+                                   oms_error *err)
+{
+    oms_db_param p[5] = {OMS_DB_S(r->order_id), OMS_DB_S(stock_res_state_str(r->state)),
+                         OMS_DB_I(r->created_ms), OMS_DB_I(r->expires_ms),
+                         OMS_DB_I(r->updated_ms)};
+    int rc = oms_db_exec(tx,
+                         "INSERT INTO reservations(order_id, state, created_at, expires_at,"
+                         " updated_at) VALUES($1, $2, $3, $4, $5)",
+                         p, 5, NULL, err);
+    for (size_t i = 0; rc == OMS_OK && i < r->items.n; i++) {
+        oms_db_param ip[3] = {OMS_DB_S(r->order_id), OMS_DB_S(r->items.v[i].product_id),
+                              OMS_DB_I(r->items.v[i].quantity)};
+        rc = oms_db_exec(tx,
+                         "INSERT INTO reservation_items(order_id, product_id, quantity)"
+                         " VALUES($1, $2, $3)",
+                         ip, 3, NULL, err);
+    }
+    return rc;
+}
+
+int stock_store_set_state(struct oms_db_tx *tx, const char *order_id, stock_res_state from,
+                          stock_res_state to, int64_t now_ms, oms_error *err)
+{
+    long long changes = 0;
+    oms_db_param p[4] = {OMS_DB_S(order_id), OMS_DB_S(stock_res_state_str(from)),
+                         OMS_DB_S(stock_res_state_str(to)), OMS_DB_I(now_ms)};
+    int rc = oms_db_exec(tx,
+                         "UPDATE reservations SET state = $3, updated_at = $4"
+                         " WHERE order_id = $1 AND state = $2",
+                         p, 4, &changes, err);
+    if (rc != OMS_OK)
+        return rc;
+    if (changes != 1)
+        return oms_error_set(err, OMS_AGAIN,
+                             "reservation for order %s changed concurrently; try again",
+                             order_id);
+    return OMS_OK;
+}
+
+void stock_ids_free(stock_ids *ids)
+{
+    for (size_t i = 0; i < ids->n; i++)
+        free(ids->v[i]);
+    free(ids->v);
+    ids->v = NULL;
+    ids->n = ids->cap = 0;
+}
+
+static int id_row(const oms_db_row *row, void *ud)
+{
+    stock_ids *ids = ud;
+    if (ids->n == ids->cap) {
+        ids->cap = ids->cap ? ids->cap * 2 : 16;
+        ids->v = oms_xrealloc(ids->v, ids->cap * sizeof(*ids->v));
+    }
+    ids->v[ids->n++] = oms_strdup(oms_db_row_text(row, 0));
+    return OMS_OK;
+}
+
+int stock_store_due_reservations(struct oms_db_tx *tx, int64_t now_ms, long long limit,
+                                 stock_ids *out, oms_error *err)
+{
+    oms_db_param p[3] = {OMS_DB_S(stock_res_state_str(STOCK_RES_RESERVED)), OMS_DB_I(now_ms),
+                         OMS_DB_I(limit)};
+    return oms_db_query(tx,
+                        "SELECT order_id FROM reservations WHERE state = $1 AND expires_at <= $2"
+                        " ORDER BY expires_at, order_id LIMIT $3",
+                        p, 3, id_row, out, NULL, err);
+}
+
+static int state_count_row(const oms_db_row *row, void *ud)
+{
+    long long *counts = ud;
+    int st = stock_res_state_parse(oms_db_row_text(row, 0));
+    if (st >= 0)
+        counts[st] = oms_db_row_int(row, 1);
+    return OMS_OK;
+}
+
+int stock_store_count_states(struct oms_db_tx *tx, long long counts[STOCK_RES__COUNT],
+                             oms_error *err)
+{
+    for (int i = 0; i < STOCK_RES__COUNT; i++)
+        counts[i] = 0;
+    return oms_db_query(tx, "SELECT state, COUNT(*) FROM reservations GROUP BY state", NULL, 0,
+                        state_count_row, counts, NULL, err);
+}

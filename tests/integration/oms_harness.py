@@ -1,0 +1,296 @@
+"""Starts the real OMS services and infrastructure for integration tests.
+
+Everything runs on private loopback ports chosen at random, with state in a
+temporary directory, and is stopped afterwards (also when a test fails). No sleeps
+as synchronisation: every wait polls a condition with a deadline.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+SRC = os.environ.get("OMS_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("OMS_BUILD_DIR") or os.path.join(SRC, "build")
+
+
+def free_port():
+    """A port the kernel just handed out on 127.0.0.1 (closed again for the service)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout=30.0, what="condition", interval=0.02):
+    """Polls cond() until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - the condition may fail while starting
+            last_exc = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """Returns (status, headers, parsed JSON or text)."""
+    data = None
+    hdrs = dict(headers or {})
+    if body is not None:
+        if isinstance(body, (bytes, str)):
+            data = body.encode() if isinstance(body, str) else body
+        else:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            status, rh = r.status, dict(r.headers)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        status, rh = e.code, dict(e.headers)
+    try:
+        return status, rh, json.loads(raw) if raw else None
+    except ValueError:
+        return status, rh, raw.decode(errors="replace")
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class RabbitMQ:
+    """A private broker node (scripts/rabbitmq.sh) in its own directory."""
+
+    def __init__(self, root):
+        self.dir = os.path.join(root, "rabbitmq")
+        self.port = free_port()
+        self.mgmt_port = free_port()
+        self.running = False
+
+    def start(self):
+        subprocess.run([os.path.join(SRC, "scripts", "rabbitmq.sh"), "start", self.dir, str(self.port), str(self.mgmt_port)],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.running = True
+
+    def stop(self):
+        if self.running:
+            subprocess.run([os.path.join(SRC, "scripts", "rabbitmq.sh"), "stop", self.dir], check=False,
+                           stdout=subprocess.DEVNULL)
+            self.running = False
+
+    def api(self, path):
+        """GET on the management API (guest/guest from loopback)."""
+        import base64
+        req = urllib.request.Request(f"http://127.0.0.1:{self.mgmt_port}/api/{path}",
+                                     headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def queue(self, name):
+        return self.api("queues/%2F/" + urllib.request.quote(name, safe=""))
+
+
+class Service:
+    """One service process with its environment, log file and clean stop."""
+
+    def __init__(self, name, env, logdir, health_url=None, grpc_port=None):
+        self.name = name
+        self.env = env
+        self.log_path = os.path.join(logdir, f"{name}.log")
+        self.health_url = health_url
+        self.grpc_port = grpc_port
+        self.proc = None
+
+    def start(self, wait=True):
+        exe = os.path.join(BUILD, f"oms-{self.name}")
+        env = dict(os.environ)
+        env.update({k: str(v) for k, v in self.env.items()})
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([exe], env=env, cwd=SRC, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout=30):
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            if self.health_url:
+                return http("GET", self.health_url, timeout=1)[0] == 200
+            return port_open(self.grpc_port)
+        wait_for(up, timeout, f"{self.name} to start")
+
+    def tail(self, n=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"".join(f.readlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+    def stop(self, timeout=20):
+        """SIGTERM and wait; returns the exit code (0 = clean, no leaks under ASan)."""
+        if not self.proc:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                self.log.close()
+                return "timeout"
+        self.log.close()
+        return self.proc.returncode
+
+
+class Shop:
+    """The whole system on private ports: broker + stock, orders, gateway (+ payments,
+    kitchen when built). env: extra environment for every service."""
+
+    SERVICES = ["stock", "orders", "payments", "kitchen", "gateway"]
+
+    def __init__(self, rabbit, root, catalog=None, env=None, services=None):
+        self.rabbit = rabbit
+        self.root = root
+        self.dir = tempfile.mkdtemp(prefix="shop-", dir=root)
+        self.ports = {k: free_port() for k in ["orders_grpc", "orders_admin", "stock_grpc", "stock_admin", "payments_grpc",
+                                               "payments_http", "kitchen_grpc", "kitchen_admin", "gateway_http"]}
+        self.catalog = catalog
+        self.extra = dict(env or {})
+        self.wanted = services or [s for s in self.SERVICES if os.path.exists(os.path.join(BUILD, f"oms-{s}"))]
+        self.svc = {}
+        p = self.ports
+        self.gateway = f"http://127.0.0.1:{p['gateway_http']}"
+        self.stock_admin = f"http://127.0.0.1:{p['stock_admin']}"
+        self.orders_admin = f"http://127.0.0.1:{p['orders_admin']}"
+        self.payments = f"http://127.0.0.1:{p['payments_http']}"
+        self.kitchen_admin = f"http://127.0.0.1:{p['kitchen_admin']}"
+
+    def common_env(self):
+        env = {
+            "LOG_LEVEL": "debug",
+            "RABBITMQ_HOST": "127.0.0.1",
+            "RABBITMQ_PORT": self.rabbit.port if self.rabbit else 1,
+            "RETRY_DELAY_MS": 100,
+            "MAX_RETRIES": 3,
+            "KITCHEN_COOK_MS": 0,
+            "ORDERS_ADDRS": f"127.0.0.1:{self.ports['orders_grpc']}",
+            "STOCK_ADDRS": f"127.0.0.1:{self.ports['stock_grpc']}",
+            "PAYMENTS_ADDRS": f"127.0.0.1:{self.ports['payments_grpc']}",
+            "PUBLIC_URL": self.gateway,
+            "GATEWAY_HTTP_ADDR": self.gateway,
+            "PAYMENTS_PUBLIC_URL": self.payments,
+            "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
+        }
+        env.update(self.extra)
+        return env
+
+    def env_for(self, name):
+        p = self.ports
+        env = self.common_env()
+        env["DATABASE_URL"] = os.path.join(self.dir, f"{name}.db")
+        if name == "stock":
+            env.update(GRPC_ADDR=f"127.0.0.1:{p['stock_grpc']}", ADMIN_ADDR=f"127.0.0.1:{p['stock_admin']}")
+            if self.catalog is not None:
+                path = os.path.join(self.dir, "catalog.json")
+                with open(path, "w") as f:
+                    json.dump(self.catalog, f)
+                env["CATALOG_FILE"] = path
+        elif name == "orders":
+            env.update(GRPC_ADDR=f"127.0.0.1:{p['orders_grpc']}", ADMIN_ADDR=f"127.0.0.1:{p['orders_admin']}")
+        elif name == "payments":
+            env.update(GRPC_ADDR=f"127.0.0.1:{p['payments_grpc']}", PAYMENTS_HTTP_ADDR=f"127.0.0.1:{p['payments_http']}")
+        elif name == "kitchen":
+            env.update(GRPC_ADDR=f"127.0.0.1:{p['kitchen_grpc']}", ADMIN_ADDR=f"127.0.0.1:{p['kitchen_admin']}")
+        elif name == "gateway":
+            env.update(HTTP_ADDR=f"127.0.0.1:{p['gateway_http']}", PUBLIC_DIR=os.path.join(SRC, "gateway", "public"))
+        env.update(self.extra.get(name + ":", {}) if isinstance(self.extra.get(name + ":"), dict) else {})
+        return env
+
+    def health_url(self, name):
+        return {
+            "stock": self.stock_admin + "/healthz",
+            "orders": self.orders_admin + "/healthz",
+            "payments": self.payments + "/healthz",
+            "kitchen": self.kitchen_admin + "/healthz",
+            "gateway": self.gateway + "/healthz",
+        }[name]
+
+    def make(self, name):
+        env = {k: v for k, v in self.env_for(name).items() if not k.endswith(":")}
+        return Service(name, env, self.dir, health_url=self.health_url(name))
+
+    def start(self):
+        for name in self.wanted:
+            self.svc[name] = self.make(name).start()
+        return self
+
+    def restart(self, name):
+        self.svc[name] = self.make(name).start()
+
+    def stop(self):
+        """Stops every service; returns {name: exit code}."""
+        codes = {}
+        for name in reversed(list(self.svc)):
+            codes[name] = self.svc[name].stop()
+        return codes
+
+    def logs(self):
+        return "\n".join(f"---- {n} ----\n{s.tail(60)}" for n, s in self.svc.items())
+
+    # ---- API helpers ---------------------------------------------------------------
+    def create(self, customer, items, headers=None, raw=None):
+        url = f"{self.gateway}/api/customers/{customer}/orders"
+        if raw is not None:
+            return http("POST", url, raw, headers=headers)
+        return http("POST", url, {"items": items}, headers=headers)
+
+    def get(self, customer, order_id):
+        return http("GET", f"{self.gateway}/api/customers/{customer}/orders/{order_id}")
+
+    def stock(self):
+        st, _, body = http("GET", self.stock_admin + "/stock")
+        assert st == 200, body
+        return {p["productID"]: p for p in body["products"]}
+
+    def wait_status(self, customer, order_id, status, timeout=30):
+        def reached():
+            st, _, body = self.get(customer, order_id)
+            return body if st == 200 and body["status"] == status else None
+        return wait_for(reached, timeout, f"order {order_id} to become {status!r}")
+
+
+def grpc_stubs(outdir):
+    """Generates Python stubs for proto/oms.proto with Debian's grpc_tools; returns
+    (pb2, pb2_grpc) modules."""
+    os.makedirs(outdir, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{SRC}/proto", f"--python_out={outdir}",
+                    f"--grpc_python_out={outdir}", f"{SRC}/proto/oms.proto"], check=True)
+    sys.path.insert(0, outdir)
+    import oms_pb2  # noqa: E402
+    import oms_pb2_grpc  # noqa: E402
+    return oms_pb2, oms_pb2_grpc
