@@ -199,7 +199,7 @@ int oms_order_parse_request(const char *body, size_t len, oms_order *out, oms_er
                              OMS_MAX_BODY);
     json_error_t jerr;
     /* REJECT_DUPLICATES: {"items":..,"items":..} is ambiguous; refuse it. */
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!root)
         return oms_error_set(err, OMS_INVALID, "malformed JSON at line %d column %d: %s",
                              jerr.line, jerr.column, jerr.text);

@@ -6,7 +6,8 @@
  * Gauges: /metrics must not touch the database (the gauge callbacks run under the
  * metrics lock, and a database call from there could wait on a connection whose
  * holder waits on that lock), so the service keeps atomics: reservation counts move
- * by deltas after each commit, product levels are re-read by every expiry sweep. */
+ * by deltas after each commit, product levels are set after each commit from the
+ * levels read in that transaction, and all re-read by every expiry sweep. */
 #include "service.h"
 
 #include <stdatomic.h>
@@ -49,7 +50,9 @@ static void state_moved(stock_service *svc, int from, stock_res_state to)
     atomic_fetch_add(&svc->states[to], 1);
 }
 
-/* Sets the gauge levels from a product list read inside a committed transaction. */
+/* Sets the gauge levels from products whose levels were read (and adjusted for our
+ * own moves) inside a transaction that has committed. Two commits applying out of
+ * order can leave a level stale until the next sweep re-reads them all. */
 static void levels_apply(stock_service *svc, const stock_items *products)
 {
     for (size_t i = 0; i < products->n; i++) {
@@ -214,8 +217,7 @@ void stock_service_register_metrics(stock_service *svc)
         labels[0] = '\0';
         oms_metrics_label(labels, sizeof(labels), "product", svc->levels[i].product_id);
         oms_metrics_gauge_fn("stock_available",
-                             "Units free to reserve per product (refreshed by each expiry "
-                             "sweep).",
+                             "Units free to reserve per product.",
                              labels, gauge_read, &svc->levels[i].available);
     }
 }
@@ -315,6 +317,7 @@ int stock_reserve(stock_service *svc, const char *order_id, const stock_req_item
     }
 
     if (created) {
+        levels_apply(svc, &r.items);
         state_moved(svc, -1, STOCK_RES_RESERVED);
         oms_log_info("stock reserved", "order_id", order_id);
     } else {
@@ -334,12 +337,13 @@ done:
 
 /* ---- release / commit / expiry ---------------------------------------------------- */
 
-/* Moves r's items back to available and marks it released (r must be reserved). */
-static int release_locked(struct oms_db_tx *tx, const stock_reservation *r, int64_t now_ms,
+/* Moves r's items back to available and marks it released (r must be reserved); the
+ * items' levels are updated to match. */
+static int release_locked(struct oms_db_tx *tx, stock_reservation *r, int64_t now_ms,
                           oms_error *err)
 {
     for (size_t i = 0; i < r->items.n; i++) {
-        const stock_item *it = &r->items.v[i];
+        stock_item *it = &r->items.v[i];
         int rc = stock_store_move(tx, STOCK_MOVE_RELEASE, it->product_id, it->quantity, err);
         if (rc == OMS_CONFLICT)
             return oms_error_set(err, OMS_ERR,
@@ -348,6 +352,8 @@ static int release_locked(struct oms_db_tx *tx, const stock_reservation *r, int6
                                  it->product_id, it->quantity, r->order_id);
         if (rc != OMS_OK)
             return rc;
+        it->available += it->quantity;
+        it->reserved -= it->quantity;
     }
     return stock_store_set_state(tx, r->order_id, STOCK_RES_RESERVED, STOCK_RES_RELEASED, now_ms,
                                  err);
@@ -390,6 +396,7 @@ int stock_release(stock_service *svc, const char *order_id, int64_t now_ms,
     if (rc != OMS_OK)
         goto done;
     *state = STOCK_RES_RELEASED;
+    levels_apply(svc, &r.items);
     state_moved(svc, STOCK_RES_RESERVED, STOCK_RES_RELEASED);
     oms_log_info("stock reservation released", "order_id", order_id);
 
@@ -439,7 +446,7 @@ int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms,
         }
     }
     for (size_t i = 0; i < r.items.n; i++) {
-        const stock_item *it = &r.items.v[i];
+        stock_item *it = &r.items.v[i];
         rc = stock_store_move(tx, move, it->product_id, it->quantity, err);
         if (rc == OMS_CONFLICT && move == STOCK_MOVE_SELL)
             rc = short_after_race(tx, prefix, it, it->quantity, err);
@@ -449,6 +456,11 @@ int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms,
                                it->product_id, it->quantity, order_id);
         if (rc != OMS_OK)
             goto done;
+        if (move == STOCK_MOVE_SELL)
+            it->available -= it->quantity;
+        else
+            it->reserved -= it->quantity;
+        it->sold += it->quantity;
     }
     rc = stock_store_set_state(tx, order_id, r.state, STOCK_RES_COMMITTED, now_ms, err);
     if (rc != OMS_OK)
@@ -457,6 +469,7 @@ int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms,
     tx = NULL;
     if (rc != OMS_OK)
         goto done;
+    levels_apply(svc, &r.items);
     state_moved(svc, (int)r.state, STOCK_RES_COMMITTED);
     *state = STOCK_RES_COMMITTED;
     oms_log_info("stock reservation committed", "order_id", order_id, "from",

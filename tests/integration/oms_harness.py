@@ -27,6 +27,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_port_in(lo, hi):
+    """A free port in [lo, hi) (the broker derives its dist/epmd ports from its port)."""
+    import random
+    for _ in range(200):
+        p = random.randrange(lo, hi)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+                return p
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
 def wait_for(cond, timeout=30.0, what="condition", interval=0.02):
     """Polls cond() until it returns a truthy value or the deadline passes."""
     deadline = time.monotonic() + timeout
@@ -79,7 +93,7 @@ class RabbitMQ:
 
     def __init__(self, root):
         self.dir = os.path.join(root, "rabbitmq")
-        self.port = free_port()
+        self.port = free_port_in(11000, 30000)
         self.mgmt_port = free_port()
         self.running = False
 

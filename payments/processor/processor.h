@@ -1,0 +1,50 @@
+/* Payment processors: where a checkout session is opened for an order. A const
+ * vtable per backend (curl's vtls style), chosen once at start from
+ * PAYMENT_PROCESSOR; the rest of payments never asks which one it has. */
+#ifndef PAYMENTS_PROCESSOR_H
+#define PAYMENTS_PROCESSOR_H
+
+#include "oms/order.h"
+#include "oms/status.h"
+
+/* Settings every backend may need; strings borrowed from the service's config and
+ * valid for the process's life. */
+typedef struct payments_processor_config {
+    const char *gateway_url;  /* GATEWAY_HTTP_ADDR: success/cancel pages */
+    const char *public_url;   /* PAYMENTS_PUBLIC_URL: local checkout links */
+    const char *stripe_key;   /* STRIPE_KEY (secret: never logged) */
+    const char *stripe_api;   /* STRIPE_API_BASE */
+} payments_processor_config;
+
+#define PAYMENTS_SESSION_ID_MAX 255
+
+/* A session the processor opened. url is heap (owned by the struct;
+ * payments_session_free releases it). */
+typedef struct payments_session {
+    char id[PAYMENTS_SESSION_ID_MAX + 1];
+    char *url;
+} payments_session;
+
+void payments_session_free(payments_session *s);
+
+typedef struct payment_processor {
+    const char *name;
+    /* Process-wide set-up before any other call (NULL: nothing to do). */
+    int (*init)(const payments_processor_config *cfg, oms_error *err);
+    void (*cleanup)(void);
+    /* Opens a checkout session for o (its items, total, ids). Must be idempotent per
+     * order where the backend allows it (Stripe: Idempotency-Key). On OMS_OK out is
+     * filled (caller frees with payments_session_free). OMS_AGAIN: transient (rate
+     * limit, 5xx, network) -- retry later; OMS_ERR: refused (retried, then
+     * dead-lettered); both with a message in err. */
+    int (*create_session)(const payments_processor_config *cfg, const oms_order *o,
+                          payments_session *out, oms_error *err);
+} payment_processor;
+
+extern const payment_processor payments_processor_local;
+extern const payment_processor payments_processor_stripe;
+
+/* The backend called name ("local", "stripe"), or NULL. */
+const payment_processor *payments_processor_find(const char *name);
+
+#endif
