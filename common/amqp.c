@@ -35,12 +35,12 @@
 #define AMQP_CHANNEL 1
 #define AMQP_HEARTBEAT_S 10
 #define AMQP_FRAME_MAX 131072
-#define AMQP_IO_TIMEOUT_MS 5000     /* connect, login, each RPC */
+#define AMQP_IO_TIMEOUT_MS 5000 /* connect, login, each RPC */
 #define AMQP_REPUBLISH_TIMEOUT_MS 5000
-#define AMQP_POLL_MS 200            /* consumer's stop-flag latency */
+#define AMQP_POLL_MS 200 /* consumer's stop-flag latency */
 #define AMQP_BACKOFF_MIN_MS 100
 #define AMQP_BACKOFF_MAX_MS 5000
-#define AMQP_MAX_BODY (4u << 20)    /* larger deliveries are dead-lettered unread */
+#define AMQP_MAX_BODY (4u << 20) /* larger deliveries are dead-lettered unread */
 
 /* ---- connection settings, owned copies ---------------------------------------- */
 
@@ -81,12 +81,8 @@ static void ms_to_tv(int ms, struct timeval *tv)
 static void reply_describe(amqp_rpc_reply_t r, char *buf, size_t size)
 {
     switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-        snprintf(buf, size, "ok");
-        return;
-    case AMQP_RESPONSE_NONE:
-        snprintf(buf, size, "no reply from broker");
-        return;
+    case AMQP_RESPONSE_NORMAL: snprintf(buf, size, "ok"); return;
+    case AMQP_RESPONSE_NONE: snprintf(buf, size, "no reply from broker"); return;
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
         snprintf(buf, size, "%s", amqp_error_string2(r.library_error));
         return;
@@ -117,10 +113,10 @@ static int check_reply(amqp_connection_state_t conn, const char *what, oms_error
     reply_describe(r, desc, sizeof(desc));
     /* A channel-level refusal (406 precondition, 404 not found, 403) is a topology or
      * usage error; anything else means the connection is gone. */
-    int code = r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-                       r.reply.id == AMQP_CHANNEL_CLOSE_METHOD
-                   ? OMS_ERR
-                   : OMS_UNAVAILABLE;
+    int code =
+        r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD
+            ? OMS_ERR
+            : OMS_UNAVAILABLE;
     return oms_error_set(err, code, "amqp %s: %s", what, desc);
 }
 
@@ -159,8 +155,8 @@ static int conn_open(const amqp_settings *s, int timeout_ms, amqp_connection_sta
                                     AMQP_SASL_METHOD_PLAIN, s->user, s->password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         reply_describe(r, desc, sizeof(desc));
-        rc = oms_error_set(err, OMS_UNAVAILABLE, "amqp login to %s:%d as %s: %s", s->host,
-                           s->port, s->user, desc);
+        rc = oms_error_set(err, OMS_UNAVAILABLE, "amqp login to %s:%d as %s: %s", s->host, s->port,
+                           s->user, desc);
         goto fail;
     }
     if (!amqp_channel_open(conn, AMQP_CHANNEL)) {
@@ -235,15 +231,14 @@ static void link_up(link_state *st, const char *role, const amqp_settings *s)
     *st = LINK_UP;
 }
 
-static void link_down(link_state *st, const char *role, const amqp_settings *s,
-                      const char *why)
+static void link_down(link_state *st, const char *role, const amqp_settings *s, const char *why)
 {
     char port[16];
     if (*st == LINK_DOWN)
         return;
     snprintf(port, sizeof(port), "%d", s->port);
-    oms_log_warn(*st == LINK_UP ? "amqp connection lost" : "amqp broker unreachable", "role",
-                 role, "host", s->host, "port", port, "error", why);
+    oms_log_warn(*st == LINK_UP ? "amqp connection lost" : "amqp broker unreachable", "role", role,
+                 "host", s->host, "port", port, "error", why);
     *st = LINK_DOWN;
 }
 
@@ -407,8 +402,8 @@ static int pub_send(oms_amqp_publisher *p, const oms_amqp_msg *m)
 
     amqp_basic_properties_t props;
     memset(&props, 0, sizeof(props));
-    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-                   AMQP_BASIC_HEADERS_FLAG;
+    props._flags =
+        AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_HEADERS_FLAG;
     props.content_type = amqp_cstring_bytes("application/json");
     props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
     props.headers.num_entries = nh;
@@ -425,8 +420,8 @@ static int pub_send(oms_amqp_publisher *p, const oms_amqp_msg *m)
 }
 
 /* Marks tag (or every tag up to it when multiple) with verdict v (1 ack, -1 nack). */
-static size_t settle(signed char *state, size_t n, uint64_t first_tag, uint64_t tag,
-                     int multiple, signed char v)
+static size_t settle(signed char *state, size_t n, uint64_t first_tag, uint64_t tag, int multiple,
+                     signed char v)
 {
     size_t settled = 0;
     if (tag < first_tag)
@@ -462,7 +457,7 @@ static int mark_returned(const oms_amqp_msg *msgs, size_t n, const signed char *
 int oms_amqp_publish(oms_amqp_publisher *p, const oms_amqp_msg *msgs, size_t n, int *confirmed,
                      int timeout_ms, oms_error *err)
 {
-    signed char *state = NULL;     /* 0 pending, 1 acked, -1 nacked */
+    signed char *state = NULL;      /* 0 pending, 1 acked, -1 nacked */
     unsigned char *returned = NULL; /* 1: came back unroutable */
     char why[300] = "";
     int rc = OMS_OK;
@@ -505,8 +500,8 @@ int oms_amqp_publish(oms_amqp_publisher *p, const oms_amqp_msg *msgs, size_t n, 
     while (pending > 0) {
         int64_t left = deadline - oms_mono_ms();
         if (left <= 0) {
-            snprintf(why, sizeof(why), "no confirm for %zu of %zu messages within %d ms",
-                     pending, n, timeout_ms);
+            snprintf(why, sizeof(why), "no confirm for %zu of %zu messages within %d ms", pending,
+                     n, timeout_ms);
             rc = OMS_UNAVAILABLE;
             goto lost;
         }
@@ -576,8 +571,7 @@ int oms_amqp_publish(oms_amqp_publisher *p, const oms_amqp_msg *msgs, size_t n, 
             rc = OMS_UNAVAILABLE;
             goto lost;
         }
-        default:
-            break;
+        default: break;
         }
     }
 
@@ -592,8 +586,8 @@ int oms_amqp_publish(oms_amqp_publisher *p, const oms_amqp_msg *msgs, size_t n, 
         failed += !ok;
     }
     if (failed) {
-        rc = oms_error_set(err, OMS_ERR, "amqp: %zu of %zu messages not accepted (%s)", failed,
-                           n, *why ? why : "nacked by broker");
+        rc = oms_error_set(err, OMS_ERR, "amqp: %zu of %zu messages not accepted (%s)", failed, n,
+                           *why ? why : "nacked by broker");
     }
     goto out;
 
@@ -723,8 +717,7 @@ static int consumer_setup(oms_amqp_consumer *c, oms_error *err)
     }
     if (rc == OMS_OK) {
         amqp_basic_consume(conn, AMQP_CHANNEL, amqp_cstring_bytes(c->queue), amqp_empty_bytes,
-                           0 /* no_local */, 0 /* no_ack */, 0 /* exclusive */,
-                           amqp_empty_table);
+                           0 /* no_local */, 0 /* no_ack */, 0 /* exclusive */, amqp_empty_table);
         rc = check_reply(conn, "basic.consume", err);
     }
     return rc;
@@ -842,8 +835,8 @@ static int consumer_handle(oms_amqp_consumer *c, amqp_envelope_t *env, oms_error
                      c->queue, "message_id", mid);
     } else if (retry + 1 > c->max_retries) {
         target = c->dlq;
-        oms_log_warn("amqp message failed after max retries, moved to dead-letter queue",
-                     "queue", c->queue, "message_id", mid);
+        oms_log_warn("amqp message failed after max retries, moved to dead-letter queue", "queue",
+                     c->queue, "message_id", mid);
     } else {
         target = c->retry_queue;
         next_retry = retry + 1;
@@ -852,7 +845,11 @@ static int consumer_handle(oms_amqp_consumer *c, amqp_envelope_t *env, oms_error
     if (target) {
         /* Body of an oversized message was not copied; the original bytes are still in
          * the envelope and are forwarded as they are. */
-        oms_amqp_msg m = {"", target, mid, tp, next_retry,
+        oms_amqp_msg m = {"",
+                          target,
+                          mid,
+                          tp,
+                          next_retry,
                           body ? body : (const char *)env->message.body.bytes,
                           env->message.body.len};
         int confirmed = 0;
@@ -906,10 +903,8 @@ static int consumer_other_frame(oms_amqp_consumer *c, oms_error *err)
     }
     case AMQP_BASIC_CANCEL_METHOD:
         /* Queue deleted under us: reconnecting re-declares it. */
-        return oms_error_set(err, OMS_UNAVAILABLE, "consumer on %s cancelled by broker",
-                             c->queue);
-    default:
-        return OMS_OK;
+        return oms_error_set(err, OMS_UNAVAILABLE, "consumer on %s cancelled by broker", c->queue);
+    default: return OMS_OK;
     }
 }
 

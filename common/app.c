@@ -37,5 +37,5 @@ void oms_app_amqp_config(const oms_app_common *common, oms_amqp_config *out)
     out->port = (int)common->rabbitmq_port;
     out->user = common->rabbitmq_user;
     out->password = common->rabbitmq_password;
-    out->vhost = "/";
+    out->vhost = common->rabbitmq_vhost;
 }

@@ -64,10 +64,8 @@ int oms_outbox_add(oms_db_tx *tx, const char *exchange, const char *body, char *
         return oms_error_set(err, OMS_ERR, "outbox: no randomness for a message id");
     oms_trace_current_header(tp);
     oms_db_param params[] = {
-        OMS_DB_S(mid),
-        OMS_DB_S(exchange),
-        OMS_DB_S(body),
-        *tp ? OMS_DB_S(tp) : OMS_DB_NULLP,
+        OMS_DB_S(mid),          OMS_DB_S(exchange),
+        OMS_DB_S(body),         *tp ? OMS_DB_S(tp) : OMS_DB_NULLP,
         OMS_DB_I(oms_now_ms()),
     };
     int rc = oms_db_exec(tx,
@@ -207,8 +205,7 @@ static int relay_mark(oms_outbox_relay *r, const outbox_batch *b, const int *con
         if (!confirmed[i])
             continue;
         oms_db_param params[] = {OMS_DB_I(now), OMS_DB_I(b->rows[i].id)};
-        rc = oms_db_exec(tx, "UPDATE outbox SET sent_at = $1 WHERE id = $2", params, 2, NULL,
-                         err);
+        rc = oms_db_exec(tx, "UPDATE outbox SET sent_at = $1 WHERE id = $2", params, 2, NULL, err);
         if (rc != OMS_OK) {
             oms_db_rollback(tx);
             return rc;
@@ -235,8 +232,18 @@ static void relay_count(const outbox_batch *b, const int *confirmed)
         labels[0] = '\0';
         oms_metrics_label(labels, sizeof(labels), "exchange", b->rows[i].exchange);
         oms_metrics_counter_add("events_published_total",
-                                "Events published to RabbitMQ and confirmed by the broker",
-                                labels, count);
+                                "Events published to RabbitMQ and confirmed by the broker", labels,
+                                count);
+    }
+}
+
+/* pthread calls on our own, correctly initialised objects only fail on a programming
+ * error; carrying on with a broken lock would be worse than stopping. */
+static void relay_check(int e, const char *what)
+{
+    if (e != 0) {
+        oms_log_errorf("outbox relay: %s: %s", what, strerror(e));
+        abort();
     }
 }
 
@@ -245,22 +252,23 @@ static void relay_count(const outbox_batch *b, const int *confirmed)
 static void relay_wait(oms_outbox_relay *r, int ms, int wake_on_notify)
 {
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
+    relay_check(clock_gettime(CLOCK_MONOTONIC, &until) == 0 ? 0 : errno, "clock_gettime");
     until.tv_sec += ms / 1000;
     until.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (until.tv_nsec >= 1000000000L) {
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    pthread_mutex_lock(&r->mu);
+    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
     while (!atomic_load(&r->stop) && !(wake_on_notify && r->notified)) {
         int e = pthread_cond_timedwait(&r->cv, &r->mu, &until);
         if (e == ETIMEDOUT)
             break;
+        relay_check(e, "pthread_cond_timedwait");
     }
     if (wake_on_notify)
         r->notified = 0;
-    pthread_mutex_unlock(&r->mu);
+    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
 }
 
 /* Fetches and publishes one batch of unsent rows after the cursor. Returns the
@@ -283,8 +291,8 @@ static int relay_pass(oms_outbox_relay *r, long long cursor, int *refused, long 
     }
     for (size_t i = 0; i < b->n; i++) {
         const outbox_row *row = &b->rows[i];
-        msgs[i] = (oms_amqp_msg){row->exchange, "", row->message_id, row->traceparent, 0,
-                                 row->body, strlen(row->body)};
+        msgs[i] = (oms_amqp_msg){
+            row->exchange, "", row->message_id, row->traceparent, 0, row->body, strlen(row->body)};
     }
     int prc = oms_amqp_publish(r->pub, msgs, b->n, confirmed, RELAY_CONFIRM_TIMEOUT_MS, err);
     /* Whatever was confirmed is marked, whatever the overall outcome. */
@@ -328,7 +336,7 @@ static void *relay_thread(void *arg)
     int backoff = RELAY_BACKOFF_MIN_MS;        /* broker or database unavailable */
     int refuse_backoff = RELAY_BACKOFF_MIN_MS; /* before retrying refused rows */
     int64_t retry_refused_at = 0;
-    int failing = 0, refusing = 0;             /* log once per episode */
+    int failing = 0, refusing = 0; /* log once per episode */
 
     for (;;) {
         int stopping = atomic_load(&r->stop);
@@ -430,20 +438,20 @@ void oms_outbox_relay_notify(oms_outbox_relay *r)
 {
     if (!r)
         return;
-    pthread_mutex_lock(&r->mu);
+    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
     r->notified = 1;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
+    relay_check(pthread_cond_signal(&r->cv), "pthread_cond_signal");
+    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
 }
 
 void oms_outbox_relay_stop(oms_outbox_relay *r)
 {
     if (!r)
         return;
-    pthread_mutex_lock(&r->mu);
+    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
     atomic_store(&r->stop, 1);
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
+    relay_check(pthread_cond_signal(&r->cv), "pthread_cond_signal");
+    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
     int e = pthread_join(r->thread, NULL);
     if (e != 0)
         oms_log_errorf("outbox relay: pthread_join: %s", strerror(e));

@@ -108,16 +108,30 @@ class RabbitMQ:
                            stdout=subprocess.DEVNULL)
             self.running = False
 
-    def api(self, path):
-        """GET on the management API (guest/guest from loopback)."""
+    def api(self, path, method="GET", body=None):
+        """A call on the management API (guest/guest from loopback); parsed JSON or None."""
         import base64
-        req = urllib.request.Request(f"http://127.0.0.1:{self.mgmt_port}/api/{path}",
-                                     headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read())
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.mgmt_port}/api/{path}", data=data, method=method,
+                                     headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
 
-    def queue(self, name):
-        return self.api("queues/%2F/" + urllib.request.quote(name, safe=""))
+    def add_vhost(self, vhost):
+        """A private virtual host, so each test's shop has its own exchanges and queues."""
+        q = urllib.request.quote(vhost, safe="")
+        self.api(f"vhosts/{q}", "PUT", {})
+        self.api(f"permissions/{q}/guest", "PUT", {"configure": ".*", "write": ".*", "read": ".*"})
+
+    def queue(self, name, vhost="/"):
+        return self.api("queues/" + urllib.request.quote(vhost, safe="") + "/" + urllib.request.quote(name, safe=""))
+
+    def get_messages(self, name, vhost="/", count=10):
+        """Peeks at up to count messages (requeued)."""
+        return self.api("queues/" + urllib.request.quote(vhost, safe="") + "/" + urllib.request.quote(name, safe="") + "/get",
+                        "POST", {"count": count, "ackmode": "ack_requeue_true", "encoding": "auto"})
 
 
 class Service:
@@ -197,6 +211,9 @@ class Shop:
         self.extra = dict(env or {})
         self.wanted = services or [s for s in self.SERVICES if os.path.exists(os.path.join(BUILD, f"oms-{s}"))]
         self.svc = {}
+        self.vhost = "shop-" + os.path.basename(self.dir)
+        if rabbit:
+            rabbit.add_vhost(self.vhost)
         p = self.ports
         self.gateway = f"http://127.0.0.1:{p['gateway_http']}"
         self.stock_admin = f"http://127.0.0.1:{p['stock_admin']}"
@@ -209,6 +226,7 @@ class Shop:
             "LOG_LEVEL": "debug",
             "RABBITMQ_HOST": "127.0.0.1",
             "RABBITMQ_PORT": self.rabbit.port if self.rabbit else 1,
+            "RABBITMQ_VHOST": self.vhost,
             "RETRY_DELAY_MS": 100,
             "MAX_RETRIES": 3,
             "KITCHEN_COOK_MS": 0,
@@ -242,7 +260,6 @@ class Shop:
             env.update(GRPC_ADDR=f"127.0.0.1:{p['kitchen_grpc']}", ADMIN_ADDR=f"127.0.0.1:{p['kitchen_admin']}")
         elif name == "gateway":
             env.update(HTTP_ADDR=f"127.0.0.1:{p['gateway_http']}", PUBLIC_DIR=os.path.join(SRC, "gateway", "public"))
-        env.update(self.extra.get(name + ":", {}) if isinstance(self.extra.get(name + ":"), dict) else {})
         return env
 
     def health_url(self, name):
@@ -255,8 +272,7 @@ class Shop:
         }[name]
 
     def make(self, name):
-        env = {k: v for k, v in self.env_for(name).items() if not k.endswith(":")}
-        return Service(name, env, self.dir, health_url=self.health_url(name))
+        return Service(name, self.env_for(name), self.dir, health_url=self.health_url(name))
 
     def start(self):
         for name in self.wanted:
@@ -275,6 +291,23 @@ class Shop:
 
     def logs(self):
         return "\n".join(f"---- {n} ----\n{s.tail(60)}" for n, s in self.svc.items())
+
+    # ---- broker helpers (this shop's virtual host) ----------------------------------
+    @property
+    def amqp_url(self):
+        return f"amqp://guest:guest@127.0.0.1:{self.rabbit.port}/" + urllib.request.quote(self.vhost, safe="")
+
+    def queue(self, name):
+        return self.rabbit.queue(name, self.vhost)
+
+    def publish(self, exchange, body, message_id=None):
+        """Publishes a persistent JSON event into this shop's broker vhost (amqp-tools)."""
+        import uuid
+        mid = message_id or uuid.uuid4().hex
+        subprocess.run(["amqp-publish", "--url", self.amqp_url, "-e", exchange, "-C", "application/json", "-p",
+                        "-H", f"message-id: {mid}", "-b", body if isinstance(body, str) else json.dumps(body)],
+                       check=True)
+        return mid
 
     # ---- API helpers ---------------------------------------------------------------
     def create(self, customer, items, headers=None, raw=None):

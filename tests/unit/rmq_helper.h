@@ -35,9 +35,9 @@
 #include "oms/util.h"
 
 typedef struct rmq_node {
-    char script[PATH_MAX]; /* scripts/rabbitmq.sh */
+    char script[PATH_MAX];   /* scripts/rabbitmq.sh */
     char tmp[PATH_MAX - 16]; /* our temp dir (removed at the end) */
-    char dir[PATH_MAX];    /* broker state: tmp/rmq */
+    char dir[PATH_MAX];      /* broker state: tmp/rmq */
     int port;
     int running;
     int64_t start_ms; /* duration of the last start */
@@ -221,8 +221,7 @@ static inline amqp_connection_state_t rmq_raw_connect(void)
         goto fail;
     if (amqp_set_rpc_timeout(c, &tv) != AMQP_STATUS_OK)
         goto fail;
-    amqp_rpc_reply_t r =
-        amqp_login(c, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest");
+    amqp_rpc_reply_t r = amqp_login(c, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest");
     if (r.reply_type != AMQP_RESPONSE_NORMAL)
         goto fail;
     if (!amqp_channel_open(c, 1))
@@ -247,15 +246,15 @@ static inline int rmq_raw_bind(const char *exchange, const char *queue)
     if (!c)
         return -1;
     int rc = -1;
-    amqp_exchange_declare(c, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes("fanout"), 0,
-                          1, 0, 0, amqp_empty_table);
+    amqp_exchange_declare(c, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes("fanout"), 0, 1, 0,
+                          0, amqp_empty_table);
     if (amqp_get_rpc_reply(c).reply_type != AMQP_RESPONSE_NORMAL)
         goto out;
     amqp_queue_declare(c, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
     if (amqp_get_rpc_reply(c).reply_type != AMQP_RESPONSE_NORMAL)
         goto out;
-    amqp_queue_bind(c, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange),
-                    amqp_empty_bytes, amqp_empty_table);
+    amqp_queue_bind(c, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange), amqp_empty_bytes,
+                    amqp_empty_table);
     if (amqp_get_rpc_reply(c).reply_type != AMQP_RESPONSE_NORMAL)
         goto out;
     rc = 0;
@@ -309,8 +308,7 @@ static inline int rmq_raw_get(const char *queue, rmq_got *got)
             if (strcmp(key, "message-id") == 0 && e->value.kind == AMQP_FIELD_KIND_UTF8)
                 rmq_copy_bytes(got->message_id, sizeof(got->message_id), e->value.value.bytes);
             else if (strcmp(key, "traceparent") == 0 && e->value.kind == AMQP_FIELD_KIND_UTF8)
-                rmq_copy_bytes(got->traceparent, sizeof(got->traceparent),
-                               e->value.value.bytes);
+                rmq_copy_bytes(got->traceparent, sizeof(got->traceparent), e->value.value.bytes);
             else if (strcmp(key, "x-retry-count") == 0 && e->value.kind == AMQP_FIELD_KIND_I32)
                 got->retry_count = e->value.value.i32;
         }

@@ -216,8 +216,7 @@ static void test_retry_then_dlq(void **state)
     oms_error err;
     int confirmed = 0;
     assert_int_equal(oms_amqp_publisher_new(&p, &cfg), OMS_OK);
-    assert_int_equal(publish_one(p, "t2.ex", "mid-retry", "{\"x\":1}", &confirmed, &err),
-                     OMS_OK);
+    assert_int_equal(publish_one(p, "t2.ex", "mid-retry", "{\"x\":1}", &confirmed, &err), OMS_OK);
 
     getter g;
     memset(&g, 0, sizeof(g));
@@ -271,8 +270,7 @@ static void test_unroutable_reported(void **state)
     assert_int_equal(oms_amqp_publisher_new(&p, &cfg), OMS_OK);
     int confirmed = 1;
     /* order.ready is an event exchange with nothing bound in this broker. */
-    assert_int_equal(publish_one(p, "order.ready", "mid-nobody", "{}", &confirmed, &err),
-                     OMS_ERR);
+    assert_int_equal(publish_one(p, "order.ready", "mid-nobody", "{}", &confirmed, &err), OMS_ERR);
     assert_int_equal(confirmed, 0);
     assert_non_null(strstr(err.msg, "NO_ROUTE"));
 
@@ -313,8 +311,7 @@ static void test_durable_queue_waits(void **state)
     oms_error err;
     int confirmed = 0;
     assert_int_equal(oms_amqp_publisher_new(&p, &cfg), OMS_OK);
-    assert_int_equal(publish_one(p, "t6.ex", "mid-waiting", "{\"w\":1}", &confirmed, &err),
-                     OMS_OK);
+    assert_int_equal(publish_one(p, "t6.ex", "mid-waiting", "{\"w\":1}", &confirmed, &err), OMS_OK);
     assert_int_equal(c.n, 0);
 
     cons = start_consumer("t6.q", "t6.ex", &c, 3);

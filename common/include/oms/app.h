@@ -13,6 +13,7 @@ typedef struct oms_app_common {
     long long rabbitmq_port;
     char *rabbitmq_user;
     char *rabbitmq_password;
+    char *rabbitmq_vhost;
     long long max_retries;
     long long retry_delay_ms;
 } oms_app_common;
@@ -32,6 +33,8 @@ typedef struct oms_app_common {
      "RabbitMQ user"},                                                                         \
     {"RABBITMQ_PASSWORD", OMS_CFG_STR, "guest", 0, 0, NULL, &(c)->rabbitmq_password, NULL,     \
      "RabbitMQ password (never logged)"},                                                      \
+    {"RABBITMQ_VHOST", OMS_CFG_STR, "/", 0, 0, NULL, &(c)->rabbitmq_vhost, NULL,               \
+     "RabbitMQ virtual host"},                                                                 \
     {"MAX_RETRIES", OMS_CFG_INT, "5", 0, 100, NULL, &(c)->max_retries, NULL,                   \
      "deliveries of a failing message before it goes to <queue>.dlq"},                         \
     {"RETRY_DELAY_MS", OMS_CFG_INT, "1000", 1, 3600000, NULL, &(c)->retry_delay_ms, NULL,      \

@@ -1,0 +1,254 @@
+/* Stripe Checkout Sessions over libcurl (POST /v1/checkout/sessions, form-encoded).
+ * One request per call with its own easy handle: sessions are created once per
+ * order, so connection reuse buys nothing worth a shared, locked handle.
+ * The secret key only ever goes into the Authorization header; it is never logged. */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oms/log.h"
+#include "oms/util.h"
+#include "processor.h"
+#include "urls.h"
+
+#define STRIPE_MAX_RESPONSE (1024 * 1024) /* a session object is a few KiB */
+#define STRIPE_CONNECT_TIMEOUT_MS 5000L
+#define STRIPE_TIMEOUT_MS 15000L
+
+/* A growable buffer with a hard cap (curl's dynbuf idea). */
+typedef struct form_buf {
+    char *p;
+    size_t len, cap;
+} form_buf;
+
+static void buf_add(form_buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->p = oms_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+/* Appends "&key=<escaped value>". key is one of our literals (brackets are legal in
+ * Stripe's form keys); the value is escaped with curl_easy_escape. */
+static int form_add(CURL *h, form_buf *b, const char *key, const char *value, oms_error *err)
+{
+    char *esc = curl_easy_escape(h, value ? value : "", 0);
+    if (!esc)
+        return oms_error_set(err, OMS_ERR, "stripe: cannot encode %s", key);
+    if (b->len)
+        buf_add(b, "&", 1);
+    buf_add(b, key, strlen(key));
+    buf_add(b, "=", 1);
+    buf_add(b, esc, strlen(esc));
+    curl_free(esc);
+    return OMS_OK;
+}
+
+static int build_form(CURL *h, const payments_processor_config *cfg, const oms_order *o,
+                      form_buf *b, oms_error *err)
+{
+    char *success = payments_status_url(cfg->gateway_url, "success.html", o->customer_id,
+                                        o->order_id);
+    char *cancel = payments_status_url(cfg->gateway_url, "cancel.html", o->customer_id,
+                                       o->order_id);
+    int rc = form_add(h, b, "mode", "payment", err);
+    if (rc == OMS_OK)
+        rc = form_add(h, b, "success_url", success, err);
+    if (rc == OMS_OK)
+        rc = form_add(h, b, "cancel_url", cancel, err);
+    if (rc == OMS_OK)
+        rc = form_add(h, b, "client_reference_id", o->order_id, err);
+    for (size_t i = 0; rc == OMS_OK && i < o->nitems; i++) {
+        const oms_order_item *it = &o->items[i];
+        char key[64], qty[16];
+        if (!it->price_id || !it->price_id[0]) {
+            rc = oms_error_set(err, OMS_ERR, "stripe: item %s of order %s has no priceID",
+                               it->product_id, o->order_id);
+            break;
+        }
+        snprintf(key, sizeof(key), "line_items[%zu][price]", i);
+        rc = form_add(h, b, key, it->price_id, err);
+        if (rc != OMS_OK)
+            break;
+        snprintf(key, sizeof(key), "line_items[%zu][quantity]", i);
+        snprintf(qty, sizeof(qty), "%d", it->quantity);
+        rc = form_add(h, b, key, qty, err);
+    }
+    if (rc == OMS_OK)
+        rc = form_add(h, b, "metadata[orderID]", o->order_id, err);
+    if (rc == OMS_OK)
+        rc = form_add(h, b, "metadata[customerID]", o->customer_id, err);
+    free(success);
+    free(cancel);
+    return rc;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    form_buf *b = ud;
+    size_t n = size * nmemb;
+    if (b->len + n > STRIPE_MAX_RESPONSE)
+        return 0; /* makes curl fail with CURLE_WRITE_ERROR: a bounded read */
+    buf_add(b, data, n);
+    return n;
+}
+
+static const char *json_str(const json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "";
+}
+
+/* Maps a non-2xx answer to a status, logging Stripe's error object in one line. */
+static int stripe_failure(long status, const form_buf *resp, const oms_order *o, oms_error *err)
+{
+    json_t *j = resp->p ? json_loadb(resp->p, resp->len, 0, NULL) : NULL;
+    const json_t *e = json_object_get(j, "error");
+    const char *type = json_str(e, "type"), *code = json_str(e, "code"),
+               *msg = json_str(e, "message");
+    char st[16];
+    snprintf(st, sizeof(st), "%ld", status);
+    oms_log_error("stripe: create checkout session failed", "order_id", o->order_id, "status", st,
+                  "type", type, "code", code, "message", msg);
+    int rc = (status == 429 || status >= 500) ? OMS_AGAIN : OMS_ERR;
+    oms_error_set(err, rc, "stripe answered %ld (%s%s%s): %s", status, type, code[0] ? "/" : "",
+                  code, msg[0] ? msg : "no error message");
+    json_decref(j);
+    return rc;
+}
+
+static int parse_session(const form_buf *resp, payments_session *out, oms_error *err)
+{
+    json_error_t je;
+    json_t *j = resp->p ? json_loadb(resp->p, resp->len, 0, &je) : NULL;
+    const char *id = json_string_value(json_object_get(j, "id"));
+    const char *url = json_string_value(json_object_get(j, "url"));
+    int rc = OMS_OK;
+    if (!j)
+        rc = oms_error_set(err, OMS_ERR, "stripe: response is not JSON");
+    else if (!id || !id[0] || strlen(id) > PAYMENTS_SESSION_ID_MAX)
+        rc = oms_error_set(err, OMS_ERR, "stripe: response has no valid session id");
+    else if (!url || strncmp(url, "http", 4) != 0)
+        rc = oms_error_set(err, OMS_ERR, "stripe: session %s has no url", id);
+    if (rc == OMS_OK) {
+        snprintf(out->id, sizeof(out->id), "%s", id);
+        out->url = oms_strdup(url);
+    }
+    json_decref(j);
+    return rc;
+}
+
+static int stripe_create_session(const payments_processor_config *cfg, const oms_order *o,
+                                 payments_session *out, oms_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    form_buf form = {0}, resp = {0};
+    struct curl_slist *hdrs = NULL, *tmp;
+    char *url = payments_join_url(cfg->stripe_api, "/v1/checkout/sessions");
+    char *auth = NULL;
+    int rc;
+    CURL *h = curl_easy_init();
+    if (!h) {
+        rc = oms_error_set(err, OMS_AGAIN, "stripe: cannot create a curl handle");
+        goto done;
+    }
+    rc = build_form(h, cfg, o, &form, err);
+    if (rc != OMS_OK)
+        goto done;
+
+    size_t alen = strlen(cfg->stripe_key) + 32;
+    auth = oms_xmalloc(alen);
+    snprintf(auth, alen, "Authorization: Bearer %s", cfg->stripe_key);
+    char idem[128];
+    /* Stripe returns the first session for a repeated key, so a retry after a lost
+     * answer does not open a second checkout for the same order. */
+    snprintf(idem, sizeof(idem), "Idempotency-Key: oms-%s", o->order_id);
+    const char *lines[] = {auth, idem, "Content-Type: application/x-www-form-urlencoded",
+                           "Accept: application/json"};
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        tmp = curl_slist_append(hdrs, lines[i]);
+        if (!tmp) {
+            rc = oms_error_set(err, OMS_AGAIN, "stripe: out of memory for headers");
+            goto done;
+        }
+        hdrs = tmp;
+    }
+
+    CURLcode cc = CURLE_OK;
+    /* Each setopt can only fail on a bad option or OOM; keep the first failure. */
+#define SETOPT(opt, val) \
+    if (cc == CURLE_OK)  \
+    cc = curl_easy_setopt(h, opt, val)
+    SETOPT(CURLOPT_URL, url);
+    SETOPT(CURLOPT_HTTPHEADER, hdrs);
+    SETOPT(CURLOPT_POSTFIELDS, form.p);
+    SETOPT(CURLOPT_POSTFIELDSIZE, (long)form.len);
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, STRIPE_CONNECT_TIMEOUT_MS);
+    SETOPT(CURLOPT_TIMEOUT_MS, STRIPE_TIMEOUT_MS);
+    SETOPT(CURLOPT_NOSIGNAL, 1L); /* we are multi-threaded */
+    SETOPT(CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(CURLOPT_WRITEDATA, &resp);
+    SETOPT(CURLOPT_USERAGENT, "oms-payments/1.0");
+    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+#undef SETOPT
+    if (cc == CURLE_OK)
+        cc = curl_easy_perform(h);
+    if (cc != CURLE_OK) {
+        /* Network trouble, a timeout or an oversized answer: transient by nature. */
+        oms_log_warn("stripe: request failed", "order_id", o->order_id, "error",
+                     curl_easy_strerror(cc));
+        rc = oms_error_set(err, OMS_AGAIN, "stripe: %s", curl_easy_strerror(cc));
+        goto done;
+    }
+    long status = 0;
+    if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
+        status = 0;
+    if (status < 200 || status > 299) {
+        rc = stripe_failure(status, &resp, o, err);
+        goto done;
+    }
+    rc = parse_session(&resp, out, err);
+done:
+    curl_slist_free_all(hdrs);
+    if (h)
+        curl_easy_cleanup(h);
+    if (auth) {
+        /* The header held the secret key: do not leave it in freed memory. */
+        memset(auth, 0, strlen(auth));
+        free(auth);
+    }
+    free(url);
+    free(form.p);
+    free(resp.p);
+    return rc;
+}
+
+static int stripe_init(const payments_processor_config *cfg, oms_error *err)
+{
+    if (!cfg->stripe_key || !cfg->stripe_key[0])
+        return oms_error_set(err, OMS_INVALID, "STRIPE_KEY must be set when PAYMENT_PROCESSOR=stripe");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return oms_error_set(err, OMS_ERR, "stripe: curl_global_init failed");
+    return OMS_OK;
+}
+
+static void stripe_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+const payment_processor payments_processor_stripe = {
+    .name = "stripe",
+    .init = stripe_init,
+    .cleanup = stripe_cleanup,
+    .create_session = stripe_create_session,
+};

@@ -1,0 +1,150 @@
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "oms/inbox.h"
+#include "oms/outbox.h"
+#include "oms/util.h"
+
+static const char *const status_names[] = {
+#define PAYMENTS_SESSION_NAME(name, str) str,
+    PAYMENTS_SESSION_STATUS_MAP(PAYMENTS_SESSION_NAME)
+#undef PAYMENTS_SESSION_NAME
+};
+#define NSTATUS (sizeof(status_names) / sizeof(status_names[0]))
+
+const char *payments_session_status_str(payments_session_status s)
+{
+    return (size_t)s < NSTATUS ? status_names[s] : "unknown";
+}
+
+static payments_session_status status_parse(const char *s)
+{
+    for (size_t i = 0; s && i < NSTATUS; i++)
+        if (strcmp(status_names[i], s) == 0)
+            return (payments_session_status)i;
+    /* Only this module writes the column; an unknown value is treated as closed so it
+     * can never be paid. */
+    return PAYMENTS_SESSION_CANCELLED;
+}
+
+static const oms_db_migration sessions_v1 = {
+    "checkout_sessions_v1",
+    "CREATE TABLE checkout_sessions("
+    " session_id TEXT PRIMARY KEY, order_id TEXT NOT NULL UNIQUE, customer_id TEXT NOT NULL,"
+    " status TEXT NOT NULL, url TEXT NOT NULL, amount BIGINT NOT NULL, currency TEXT NOT NULL,"
+    " order_json TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);",
+    NULL,
+};
+
+int payments_store_open(oms_db **db, const char *url, oms_error *err)
+{
+    const oms_db_migration migs[] = {sessions_v1, oms_outbox_migration, oms_inbox_migration};
+    return oms_db_open(db, url, migs, sizeof(migs) / sizeof(migs[0]), err);
+}
+
+void payments_row_free(payments_row *r)
+{
+    if (!r)
+        return;
+    free(r->session_id);
+    free(r->order_id);
+    free(r->customer_id);
+    free(r->url);
+    free(r->currency);
+    free(r->order_json);
+    memset(r, 0, sizeof(*r));
+}
+
+int payments_store_insert(oms_db_tx *tx, const payments_row *r, oms_error *err)
+{
+    oms_db_param p[] = {
+        OMS_DB_S(r->session_id), OMS_DB_S(r->order_id),   OMS_DB_S(r->customer_id),
+        OMS_DB_S(payments_session_status_str(r->status)), OMS_DB_S(r->url),
+        OMS_DB_I(r->amount),     OMS_DB_S(r->currency),   OMS_DB_S(r->order_json),
+        OMS_DB_I(r->created_ms), OMS_DB_I(r->updated_ms),
+    };
+    return oms_db_exec(tx,
+                       "INSERT INTO checkout_sessions(session_id, order_id, customer_id, status,"
+                       " url, amount, currency, order_json, created_at, updated_at)"
+                       " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                       p, 10, NULL, err);
+}
+
+#define SESSION_COLUMNS                                                                      \
+    "session_id, order_id, customer_id, status, url, amount, currency, order_json, created_at," \
+    " updated_at"
+
+static int row_cb(const oms_db_row *row, void *ud)
+{
+    payments_row *r = ud;
+    payments_row_free(r); /* at most one row by key; stay leak-free regardless */
+    r->session_id = oms_strdup(oms_db_row_text(row, 0));
+    r->order_id = oms_strdup(oms_db_row_text(row, 1));
+    r->customer_id = oms_strdup(oms_db_row_text(row, 2));
+    r->status = status_parse(oms_db_row_text(row, 3));
+    r->url = oms_strdup(oms_db_row_text(row, 4));
+    r->amount = oms_db_row_int(row, 5);
+    r->currency = oms_strdup(oms_db_row_text(row, 6));
+    r->order_json = oms_strdup(oms_db_row_text(row, 7));
+    r->created_ms = oms_db_row_int(row, 8);
+    r->updated_ms = oms_db_row_int(row, 9);
+    return OMS_OK;
+}
+
+static int get_one(oms_db_tx *tx, const char *sql, const char *key, payments_row *out,
+                   oms_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    oms_db_param p[] = {OMS_DB_S(key)};
+    long long n = 0;
+    int rc = oms_db_query(tx, sql, p, 1, row_cb, out, &n, err);
+    if (rc == OMS_OK && n == 0)
+        rc = oms_error_set(err, OMS_NOTFOUND, "checkout session for %s not found", key);
+    if (rc != OMS_OK)
+        payments_row_free(out);
+    return rc;
+}
+
+int payments_store_get(oms_db_tx *tx, const char *session_id, payments_row *out, oms_error *err)
+{
+    return get_one(tx, "SELECT " SESSION_COLUMNS " FROM checkout_sessions WHERE session_id = $1",
+                   session_id, out, err);
+}
+
+int payments_store_get_by_order(oms_db_tx *tx, const char *order_id, payments_row *out,
+                                oms_error *err)
+{
+    return get_one(tx, "SELECT " SESSION_COLUMNS " FROM checkout_sessions WHERE order_id = $1",
+                   order_id, out, err);
+}
+
+static int close_where(oms_db_tx *tx, const char *sql, const char *key,
+                       payments_session_status st, long long now_ms, int *changed, oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_S(key), OMS_DB_S(payments_session_status_str(st)),
+                        OMS_DB_I(now_ms)};
+    long long n = 0;
+    int rc = oms_db_exec(tx, sql, p, 3, &n, err);
+    *changed = rc == OMS_OK && n > 0;
+    return rc;
+}
+
+int payments_store_close(oms_db_tx *tx, const char *session_id, payments_session_status st,
+                         long long now_ms, int *changed, oms_error *err)
+{
+    return close_where(tx,
+                       "UPDATE checkout_sessions SET status = $2, updated_at = $3"
+                       " WHERE session_id = $1 AND status = 'open'",
+                       session_id, st, now_ms, changed, err);
+}
+
+int payments_store_close_by_order(oms_db_tx *tx, const char *order_id, payments_session_status st,
+                                  long long now_ms, int *changed, oms_error *err)
+{
+    return close_where(tx,
+                       "UPDATE checkout_sessions SET status = $2, updated_at = $3"
+                       " WHERE order_id = $1 AND status = 'open'",
+                       order_id, st, now_ms, changed, err);
+}

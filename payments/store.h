@@ -1,0 +1,56 @@
+/* Persistence of checkout sessions. Every function runs inside the caller's
+ * transaction; SQL lives only here. */
+#ifndef PAYMENTS_STORE_H
+#define PAYMENTS_STORE_H
+
+#include "oms/db.h"
+#include "oms/order.h"
+
+/* XX(NAME, "column value"). open is the only state that can still change. */
+#define PAYMENTS_SESSION_STATUS_MAP(XX) \
+    XX(OPEN, "open")                    \
+    XX(PAID, "paid")                    \
+    XX(EXPIRED, "expired")              \
+    XX(FAILED, "failed")                \
+    XX(CANCELLED, "cancelled")
+
+typedef enum {
+#define PAYMENTS_SESSION_ENUM(name, str) PAYMENTS_SESSION_##name,
+    PAYMENTS_SESSION_STATUS_MAP(PAYMENTS_SESSION_ENUM)
+#undef PAYMENTS_SESSION_ENUM
+} payments_session_status;
+
+const char *payments_session_status_str(payments_session_status s);
+
+/* A stored session. Heap strings owned by the struct (payments_row_free). */
+typedef struct payments_row {
+    char *session_id;
+    char *order_id;
+    char *customer_id;
+    payments_session_status status;
+    char *url;
+    long long amount;
+    char *currency;
+    char *order_json; /* the order as received in order.created */
+    long long created_ms, updated_ms;
+} payments_row;
+
+void payments_row_free(payments_row *r);
+
+/* Opens the payments database with its migrations (sessions, outbox, inbox). *db is
+ * owned by the caller (oms_db_close). */
+int payments_store_open(oms_db **db, const char *url, oms_error *err);
+/* Inserts a new open session. OMS_CONFLICT when the order (or id) already has one. */
+int payments_store_insert(oms_db_tx *tx, const payments_row *r, oms_error *err);
+/* Loads into out (zeroed here; caller frees). OMS_NOTFOUND when absent. */
+int payments_store_get(oms_db_tx *tx, const char *session_id, payments_row *out, oms_error *err);
+int payments_store_get_by_order(oms_db_tx *tx, const char *order_id, payments_row *out,
+                                oms_error *err);
+/* Moves an open session to st; *changed = 0 when it was not open (or absent). */
+int payments_store_close(oms_db_tx *tx, const char *session_id, payments_session_status st,
+                         long long now_ms, int *changed, oms_error *err);
+/* Same, by order id (the order.cancelled consumer). */
+int payments_store_close_by_order(oms_db_tx *tx, const char *order_id, payments_session_status st,
+                                  long long now_ms, int *changed, oms_error *err);
+
+#endif
