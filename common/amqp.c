@@ -255,6 +255,10 @@ struct oms_amqp_publisher {
     /* Exchanges outside oms_event_exchanges declared on this connection. */
     char *declared[PUB_MAX_DECLARED];
     size_t ndeclared;
+    /* Set by the consumer while it republishes to Q.retry/Q.dlq: the exchange the
+     * message first came through, kept in x-original-exchange because the retry path
+     * goes through the default exchange. */
+    const char *orig_exchange;
 };
 
 int oms_amqp_publisher_new(oms_amqp_publisher **out, const oms_amqp_config *cfg)
@@ -383,7 +387,7 @@ static int pub_send(oms_amqp_publisher *p, const oms_amqp_msg *m)
 {
     const char *tp = m->traceparent ? m->traceparent : "";
     const char *mid = m->message_id ? m->message_id : "";
-    amqp_table_entry_t h[3];
+    amqp_table_entry_t h[4];
     int nh = 0;
     h[nh].key = amqp_cstring_bytes("message-id");
     h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
@@ -399,6 +403,12 @@ static int pub_send(oms_amqp_publisher *p, const oms_amqp_msg *m)
     h[nh].value.kind = AMQP_FIELD_KIND_I32;
     h[nh].value.value.i32 = m->retry_count;
     nh++;
+    if (p->orig_exchange && *p->orig_exchange) {
+        h[nh].key = amqp_cstring_bytes("x-original-exchange");
+        h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
+        h[nh].value.value.bytes = amqp_cstring_bytes(p->orig_exchange);
+        nh++;
+    }
 
     amqp_basic_properties_t props;
     memset(&props, 0, sizeof(props));
@@ -795,9 +805,16 @@ static int consumer_handle(oms_amqp_consumer *c, amqp_envelope_t *env, oms_error
 {
     const amqp_basic_properties_t *props = &env->message.properties;
     amqp_bytes_t b = amqp_empty_bytes;
-    char *exchange = bytes_dup(env->exchange);
-    char *mid = NULL, *tp = NULL, *body = NULL;
+    char *exchange = NULL, *mid = NULL, *tp = NULL, *body = NULL;
     int rc;
+
+    /* A retried message arrives through the default exchange; report the one it was
+     * first published to. */
+    if (header_string(header_get(props, "x-original-exchange"), &b) && b.len > 0)
+        exchange = bytes_dup(b);
+    else
+        exchange = bytes_dup(env->exchange);
+    b = amqp_empty_bytes;
 
     if (header_string(header_get(props, "message-id"), &b) && b.len > 0)
         mid = bytes_dup(b);
@@ -853,7 +870,9 @@ static int consumer_handle(oms_amqp_consumer *c, amqp_envelope_t *env, oms_error
                           body ? body : (const char *)env->message.body.bytes,
                           env->message.body.len};
         int confirmed = 0;
+        c->pub->orig_exchange = exchange;
         rc = oms_amqp_publish(c->pub, &m, 1, &confirmed, AMQP_REPUBLISH_TIMEOUT_MS, err);
+        c->pub->orig_exchange = NULL;
         if (rc != OMS_OK || !confirmed) {
             if (rc == OMS_OK)
                 rc = oms_error_set(err, OMS_UNAVAILABLE, "republish to %s not confirmed", target);

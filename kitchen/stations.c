@@ -70,12 +70,15 @@ static int station_wait(kitchen_stations *st, long long ms, int wake_on_ticket, 
     return stopping;
 }
 
-static unsigned long wakes_now(kitchen_stations *st)
+/* The wake-up count now; returns 1 when stopping (checked before every ticket, so a
+ * long queue with no cooking time still lets a station stop promptly). */
+static int station_poll(kitchen_stations *st, unsigned long *wakes)
 {
     pthread_mutex_lock(&st->mu);
-    unsigned long w = st->wakes;
+    *wakes = st->wakes;
+    int stopping = st->stopping;
     pthread_mutex_unlock(&st->mu);
-    return w;
+    return stopping;
 }
 
 static long long backoff_next(long long ms)
@@ -117,7 +120,9 @@ static void *station_main(void *arg)
     for (;;) {
         /* Read before looking for work: a ticket announced after this point ends the
          * idle wait below at once, so no wake-up is lost between the two. */
-        unsigned long seen = wakes_now(st);
+        unsigned long seen;
+        if (station_poll(st, &seen))
+            break;
         kitchen_ticket t;
         oms_error err;
         oms_error_clear(&err);

@@ -42,6 +42,8 @@ setup_env() {
     export RABBITMQ_MNESIA_BASE="$dir/mnesia"
     export RABBITMQ_LOG_BASE="$dir/log"
     export RABBITMQ_PID_FILE="$dir/rabbit.pid"
+    # A node that dies at boot writes a crash dump; keep it out of the caller's cwd.
+    export ERL_CRASH_DUMP="$dir/log/erl_crash.dump"
     export ERL_EPMD_ADDRESS=127.0.0.1
     export ERL_EPMD_PORT=$((port + 30000))
     export RABBITMQ_CTL_DIST_PORT_MIN=0
@@ -56,7 +58,7 @@ setup_env() {
         for v in PATH HOME RABBITMQ_NODENAME RABBITMQ_NODE_IP_ADDRESS RABBITMQ_NODE_PORT \
             RABBITMQ_DIST_PORT RABBITMQ_CONF_ENV_FILE RABBITMQ_CONFIG_FILE \
             RABBITMQ_ENABLED_PLUGINS_FILE RABBITMQ_MNESIA_BASE RABBITMQ_LOG_BASE \
-            RABBITMQ_PID_FILE ERL_EPMD_ADDRESS ERL_EPMD_PORT RABBITMQ_CTL_DIST_PORT_MIN \
+            RABBITMQ_PID_FILE ERL_CRASH_DUMP ERL_EPMD_ADDRESS ERL_EPMD_PORT RABBITMQ_CTL_DIST_PORT_MIN \
             RABBITMQ_CTL_DIST_PORT_MAX RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS \
             RABBITMQ_CTL_ERL_ARGS OMS_RMQ_PORT OMS_RMQ_MGMT_PORT; do
             printf 'export %s=%q\n' "$v" "${!v}"
@@ -70,13 +72,21 @@ port_open() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# The beam's pid from the pid file, when that process is alive.
+# 0 when process $1 is alive and its command line contains $2 (a pid file left by a
+# crashed node may name a pid that now belongs to somebody else).
+pid_is() {
+    [[ "$1" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$1" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"
+}
+
+# The beam's pid from the pid file, when that process is alive and is our node (its
+# command line names our HOME, which is unique to DIR).
 node_pid() {
     local pid
     [ -s "$RABBITMQ_PID_FILE" ] || return 1
     pid=$(cat "$RABBITMQ_PID_FILE" 2>/dev/null) || return 1
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
+    pid_is "$pid" "$HOME" || return 1
     echo "$pid"
 }
 
@@ -91,8 +101,9 @@ log_tail() {
 }
 
 kill_epmd() {
-    # epmd outlives the node. -kill talks to the epmd on ERL_EPMD_PORT only, i.e. ours.
-    # It fails harmlessly when none is running.
+    # epmd outlives the node. -kill talks to the epmd on ERL_EPMD_PORT only, i.e. ours;
+    # it refuses while a live node is registered there and fails harmlessly when no
+    # epmd runs, so it can never take a running node's epmd away.
     "$(command -v epmd || echo /usr/lib/erlang/bin/epmd)" -kill >/dev/null 2>&1 || true
 }
 
@@ -134,13 +145,36 @@ cmd_start() {
         echo "[]." >"$RABBITMQ_ENABLED_PLUGINS_FILE"
     fi
 
+    # Fail fast, before touching anything shared, when another process holds our ports
+    # (a clash would otherwise surface as a 60 s wait, and stopping the failed node
+    # would kill the other owner's epmd).
+    local p
+    for p in "$port" "$RABBITMQ_DIST_PORT"; do
+        if port_open "$p"; then
+            die "127.0.0.1:$p is already in use by another process (PORT=$port)"
+        fi
+    done
+
     rm -f "$RABBITMQ_PID_FILE"
     # setsid: the node must not die with the caller's terminal or process group.
     setsid "$RMQ_BIN/rabbitmq-server" >"$RABBITMQ_LOG_BASE/console.out" 2>&1 </dev/null &
-    echo $! >"$dir/launcher.pid"
+    local launcher=$!
+    echo "$launcher" >"$dir/launcher.pid"
 
-    if ! rabbitmqctl -q wait --timeout 60 "$RABBITMQ_PID_FILE" >/dev/null 2>&1; then
-        echo "rabbitmq.sh: node $RABBITMQ_NODENAME did not become ready within 60 s" >&2
+    # rabbitmqctl wait only gives up after its timeout; a node that dies at boot (bad
+    # config, port taken meanwhile) is noticed through the launcher exiting instead.
+    rabbitmqctl -q wait --timeout 60 "$RABBITMQ_PID_FILE" >/dev/null 2>&1 &
+    local waiter=$! rc=0
+    while kill -0 "$waiter" 2>/dev/null; do
+        if ! kill -0 "$launcher" 2>/dev/null; then
+            kill "$waiter" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+    wait "$waiter" || rc=$?
+    if [ "$rc" -ne 0 ] || ! kill -0 "$launcher" 2>/dev/null; then
+        echo "rabbitmq.sh: node $RABBITMQ_NODENAME did not start (see log below)" >&2
         log_tail
         cmd_stop_env "$dir"
         exit 1
@@ -182,7 +216,7 @@ cmd_stop_env() {
     # The launcher shell (if it did not exec the beam) exits with the node; make sure.
     if [ -s "$dir/launcher.pid" ]; then
         pid=$(cat "$dir/launcher.pid")
-        if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+        if pid_is "$pid" rabbitmq-server; then
             kill -TERM "$pid" 2>/dev/null || true
         fi
         rm -f "$dir/launcher.pid"

@@ -6,7 +6,7 @@
 
 #include "oms/util.h"
 #include "processor.h"
-#include "urls.h"
+#include "../urls.h"
 
 static int local_create_session(const payments_processor_config *cfg, const oms_order *o,
                                 payments_session *out, oms_error *err)
@@ -16,7 +16,7 @@ static int local_create_session(const payments_processor_config *cfg, const oms_
     if (oms_random_hex(hex, 12) != OMS_OK)
         return oms_error_set(err, OMS_AGAIN, "local processor: no randomness for a session id");
     snprintf(out->id, sizeof(out->id), "cs_local_%s", hex);
-    char path[64];
+    char path[sizeof(out->id) + 16];
     snprintf(path, sizeof(path), "/checkout/%s", out->id);
     out->url = payments_join_url(cfg->public_url, path);
     return OMS_OK;

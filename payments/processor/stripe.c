@@ -11,7 +11,7 @@
 #include "oms/log.h"
 #include "oms/util.h"
 #include "processor.h"
-#include "urls.h"
+#include "../urls.h"
 
 #define STRIPE_MAX_RESPONSE (1024 * 1024) /* a session object is a few KiB */
 #define STRIPE_CONNECT_TIMEOUT_MS 5000L

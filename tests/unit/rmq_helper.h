@@ -97,9 +97,13 @@ static inline int rmq_port_free(int port)
  * the script derives the latter two from P. */
 static inline int rmq_pick_port(void)
 {
-    unsigned seed = (unsigned)getpid() ^ (unsigned)oms_mono_ms();
+    /* Random, not pid/clock based: tests started together (ctest -j) must not pick
+     * the same port. */
     for (int i = 0; i < 200; i++) {
-        int p = 10000 + (int)(rand_r(&seed) % 10000);
+        char hex[5];
+        if (oms_random_hex(hex, 2) != OMS_OK)
+            return -1;
+        int p = 10000 + (int)(strtoul(hex, NULL, 16) % 10000);
         if (rmq_port_free(p) && rmq_port_free(p + 20000) && rmq_port_free(p + 30000))
             return p;
     }
@@ -165,19 +169,23 @@ static inline int rmq_start(oms_amqp_config *cfg)
         return -1;
     }
     snprintf(rmq_g.dir, sizeof(rmq_g.dir), "%s/rmq", rmq_g.tmp);
-    rmq_g.port = rmq_pick_port();
-    if (rmq_g.port < 0) {
-        fprintf(stderr, "rmq_helper: no free port\n");
-        return -1;
-    }
     if (!registered) {
         registered = 1;
         atexit(rmq_atexit);
     }
-    if (rmq_start_again() != 0) {
-        (void)rmq_stop(); /* the script stops what it started; make sure of epmd too */
-        return -1;
+    /* The free-port check races with other processes; a start that fails on a taken
+     * port is retried on another one. */
+    int started = 0;
+    for (int attempt = 0; attempt < 3 && !started; attempt++) {
+        rmq_g.port = rmq_pick_port();
+        if (rmq_g.port < 0) {
+            fprintf(stderr, "rmq_helper: no free port\n");
+            return -1;
+        }
+        started = rmq_start_again() == 0;
     }
+    if (!started)
+        return -1;
     fprintf(stderr, "rmq_helper: broker on 127.0.0.1:%d started in %lld ms\n", rmq_g.port,
             (long long)rmq_g.start_ms);
     cfg->host = "127.0.0.1";

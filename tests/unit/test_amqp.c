@@ -28,6 +28,7 @@ typedef struct collector {
     char ids[MAX_SEEN][64];
     char tps[MAX_SEEN][64];
     char bodies[MAX_SEEN][128];
+    char exchanges[MAX_SEEN][64];
     int retry[MAX_SEEN];
     int trace_ok[MAX_SEEN]; /* current trace context == the delivery's traceparent */
 } collector;
@@ -51,6 +52,7 @@ static int handler(const oms_amqp_delivery *d, void *ud)
         snprintf(c->ids[i], sizeof(c->ids[i]), "%s", d->message_id);
         snprintf(c->tps[i], sizeof(c->tps[i]), "%s", d->traceparent);
         snprintf(c->bodies[i], sizeof(c->bodies[i]), "%s", d->body);
+        snprintf(c->exchanges[i], sizeof(c->exchanges[i]), "%s", d->exchange);
         c->retry[i] = d->retry_count;
         c->trace_ok[i] = strcmp(cur, d->traceparent) == 0 && strlen(d->body) == d->len;
     }
@@ -184,6 +186,7 @@ static void test_publish_100_delivered(void **state)
             assert_string_equal(c->tps[j], tps[i]);
             assert_string_equal(c->bodies[j], bodies[i]);
             assert_int_equal(c->retry[j], 0);
+            assert_string_equal(c->exchanges[j], "t1.ex");
             assert_true(c->trace_ok[j]);
         }
         assert_int_equal(found, 1);
@@ -228,8 +231,11 @@ static void test_retry_then_dlq(void **state)
     assert_int_equal(g.got.retry_count, 3);
     oms_amqp_consumer_stop(cons);
     assert_int_equal(c.calls, 4); /* first delivery + 3 retries */
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 4; i++) {
         assert_int_equal(c.retry[i], i);
+        /* Retries come back through the default exchange; the original is reported. */
+        assert_string_equal(c.exchanges[i], "t2.ex");
+    }
     assert_int_equal(rmq_raw_get("t2.q.retry", &g.got), 0);
     assert_int_equal(rmq_raw_get("t2.q", &g.got), 0);
     oms_amqp_publisher_free(p);

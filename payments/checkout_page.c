@@ -1,0 +1,145 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* open_memstream */
+#endif
+#include "checkout_page.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The rules of gateway/public/style.css, inlined so the page needs nothing else. */
+static const char page_css[] =
+    ":root{--fg:#1d1d1f;--muted:#5a5a5f;--accent:#0b5cad;--ok:#1b7f3b;--bad:#b42318;--bg:#fafaf7}"
+    "*{box-sizing:border-box}"
+    "body{font:16px/1.5 system-ui,sans-serif;color:var(--fg);background:var(--bg);margin:0}"
+    "main{max-width:40rem;margin:0 auto;padding:1.5rem 1rem}"
+    "h1{font-size:1.6rem;margin:0 0 1rem}"
+    ".card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:1rem;margin:0 0 1rem}"
+    "button,.button{font:inherit;padding:.6rem 1rem;border-radius:6px;border:1px solid "
+    "var(--accent);background:var(--accent);color:#fff;cursor:pointer;text-decoration:none;"
+    "display:inline-block;min-height:44px}"
+    "button.secondary{background:#fff;color:var(--accent)}"
+    "button:focus-visible,a:focus-visible{outline:3px solid #f5a623;outline-offset:2px}"
+    "table{width:100%;border-collapse:collapse}"
+    "td,th{padding:.4rem;border-bottom:1px solid #eee;text-align:left}"
+    "td.num,th.num{text-align:right}"
+    ".total{font-size:1.3rem;font-weight:600}"
+    ".muted{color:var(--muted)}"
+    ".actions{display:flex;gap:.75rem;flex-wrap:wrap}"
+    ".actions form{margin:0}";
+
+/* Writes s with the five HTML-special characters escaped. */
+static void put_esc(FILE *f, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        case '\'': fputs("&#39;", f); break;
+        default: fputc(*s, f);
+        }
+    }
+}
+
+static void put_money(FILE *f, long long cents, const char *currency)
+{
+    const char *sign = cents < 0 ? "-" : "";
+    unsigned long long v = cents < 0 ? 0ULL - (unsigned long long)cents : (unsigned long long)cents;
+    fprintf(f, "%s%llu.%02llu ", sign, v / 100, v % 100);
+    for (const char *c = currency; c && *c; c++)
+        fputc(toupper((unsigned char)*c), f);
+}
+
+static void head(FILE *f, const char *title)
+{
+    fputs("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+          "<title>",
+          f);
+    put_esc(f, title);
+    fprintf(f, "</title><style>%s</style></head><body><main>\n<h1>", page_css);
+    put_esc(f, title);
+    fputs("</h1>\n", f);
+}
+
+static char *finish(FILE *f, char **buf, size_t *len)
+{
+    fputs("</main></body></html>\n", f);
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        free(*buf);
+        return NULL;
+    }
+    return *buf;
+}
+
+char *payments_page_checkout(const payments_row *r, const oms_order *o, size_t *len)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    if (!f)
+        return NULL;
+    head(f, "Checkout");
+    fputs("<section class=\"card\" aria-labelledby=\"order-h\"><h2 id=\"order-h\">Order ", f);
+    put_esc(f, r->order_id);
+    fputs("</h2>\n<table><caption class=\"muted\">Items in this order</caption>"
+          "<thead><tr><th scope=\"col\">Item</th><th scope=\"col\" class=\"num\">Quantity</th>"
+          "<th scope=\"col\" class=\"num\">Price</th></tr></thead><tbody>\n",
+          f);
+    for (size_t i = 0; i < o->nitems; i++) {
+        const oms_order_item *it = &o->items[i];
+        fputs("<tr><td>", f);
+        put_esc(f, it->product_name && it->product_name[0] ? it->product_name : it->product_id);
+        fprintf(f, "</td><td class=\"num\">%d</td><td class=\"num\">", it->quantity);
+        put_money(f, it->unit_price * it->quantity, r->currency);
+        fputs("</td></tr>\n", f);
+    }
+    fputs("</tbody></table>\n<p class=\"total\">Total: <span id=\"total\">", f);
+    put_money(f, r->amount, r->currency);
+    fputs("</span></p></section>\n<div class=\"actions\">"
+          "<form method=\"post\" action=\"/checkout/",
+          f);
+    put_esc(f, r->session_id);
+    fputs("/pay\"><button type=\"submit\">Pay</button></form>"
+          "<form method=\"post\" action=\"/checkout/",
+          f);
+    put_esc(f, r->session_id);
+    fputs("/cancel\"><button type=\"submit\" class=\"secondary\">Cancel</button></form></div>\n"
+          "<p class=\"muted\">Local test checkout: no card is charged.</p>\n",
+          f);
+    return finish(f, &buf, len);
+}
+
+char *payments_page_closed(const payments_row *r, const char *status_url, size_t *len)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    if (!f)
+        return NULL;
+    const char *what = r->status == PAYMENTS_SESSION_PAID ? "already paid" : "closed";
+    head(f, r->status == PAYMENTS_SESSION_PAID ? "Already paid" : "Checkout closed");
+    fputs("<section class=\"card\"><p>This checkout for order ", f);
+    put_esc(f, r->order_id);
+    fprintf(f, " is %s (%s); nothing was charged now.</p>", what,
+            payments_session_status_str(r->status));
+    fputs("<p><a class=\"button\" href=\"", f);
+    put_esc(f, status_url);
+    fputs("\">See the order's status</a></p></section>\n", f);
+    return finish(f, &buf, len);
+}
+
+char *payments_page_message(const char *title, const char *text, size_t *len)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    if (!f)
+        return NULL;
+    head(f, title);
+    fputs("<section class=\"card\"><p>", f);
+    put_esc(f, text);
+    fputs("</p></section>\n", f);
+    return finish(f, &buf, len);
+}

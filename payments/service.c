@@ -1,0 +1,452 @@
+#include "service.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "event.h"
+#include "oms/events.h"
+#include "oms/inbox.h"
+#include "oms/log.h"
+#include "oms/metrics.h"
+#include "oms/outbox.h"
+#include "oms/util.h"
+#include "signature.h"
+#include "urls.h"
+
+static void notify(payments_service *s)
+{
+    if (s->outbox_notify)
+        s->outbox_notify(s->outbox_ud);
+}
+
+static void count_webhook(const char *type, const char *result)
+{
+    char labels[256] = "";
+    oms_metrics_label(labels, sizeof(labels), "type", type);
+    oms_metrics_label(labels, sizeof(labels), "result", result);
+    oms_metrics_counter_add("payments_webhooks_total", "Webhook events by type and outcome",
+                            labels, 1);
+}
+
+static void count_session(const char *processor)
+{
+    char labels[128] = "";
+    oms_metrics_label(labels, sizeof(labels), "processor", processor);
+    oms_metrics_counter_add("payments_sessions_created_total",
+                            "Checkout sessions opened, by processor", labels, 1);
+}
+
+/* ---- order.created ------------------------------------------------------------- */
+
+/* 1 when the inbox already holds the message. The inbox API only claims; claiming and
+ * rolling back asks the same question without reaching into its table. */
+static int inbox_seen(payments_service *s, const char *queue, const char *message_id, int *seen,
+                      oms_error *err)
+{
+    oms_db_tx *tx;
+    *seen = 0;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = oms_inbox_claim(tx, queue, message_id, err);
+    oms_db_rollback(tx);
+    if (rc == OMS_DUPLICATE) {
+        *seen = 1;
+        oms_error_clear(err);
+        return OMS_OK;
+    }
+    return rc;
+}
+
+static int inbox_record(payments_service *s, const char *queue, const char *message_id,
+                        oms_error *err)
+{
+    oms_db_tx *tx;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = oms_inbox_claim(tx, queue, message_id, err);
+    if (rc != OMS_OK) {
+        oms_db_rollback(tx);
+        return rc == OMS_DUPLICATE ? OMS_OK : rc;
+    }
+    return oms_db_commit(tx, err);
+}
+
+static int find_by_order(payments_service *s, const char *order_id, payments_row *out,
+                         oms_error *err)
+{
+    oms_db_tx *tx;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = payments_store_get_by_order(tx, order_id, out, err);
+    oms_db_rollback(tx);
+    return rc;
+}
+
+/* The order's session: the stored one, or a new one from the processor. The processor
+ * is called outside any transaction (it may take seconds), so two racing deliveries
+ * can both call it; the UNIQUE order_id keeps one row and the loser reads it back
+ * (Stripe's Idempotency-Key makes both calls return the same session there). */
+static int session_for_order(payments_service *s, const oms_order *o, payments_row *out,
+                             oms_error *err)
+{
+    int rc = find_by_order(s, o->order_id, out, err);
+    if (rc != OMS_NOTFOUND)
+        return rc;
+    oms_error_clear(err);
+
+    payments_session ps;
+    rc = s->processor->create_session(s->pcfg, o, &ps, err);
+    if (rc != OMS_OK)
+        return rc;
+    long long now = oms_now_ms();
+    payments_row r = {
+        .session_id = oms_strdup(ps.id),
+        .order_id = oms_strdup(o->order_id),
+        .customer_id = oms_strdup(o->customer_id),
+        .status = PAYMENTS_SESSION_OPEN,
+        .url = oms_strdup(ps.url),
+        .amount = o->total,
+        .currency = oms_strdup(o->currency[0] ? o->currency : "usd"),
+        .order_json = oms_order_to_json_str(o),
+        .created_ms = now,
+        .updated_ms = now,
+    };
+    payments_session_free(&ps);
+    oms_db_tx *tx;
+    rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        goto done;
+    rc = payments_store_insert(tx, &r, err);
+    if (rc != OMS_OK) {
+        oms_db_rollback(tx);
+        goto done;
+    }
+    rc = oms_db_commit(tx, err);
+done:
+    if (rc == OMS_OK) {
+        count_session(s->processor->name);
+        oms_log_info("checkout session created", "order_id", o->order_id, "session_id",
+                     r.session_id, "processor", s->processor->name);
+        *out = r;
+        return OMS_OK;
+    }
+    payments_row_free(&r);
+    if (rc == OMS_CONFLICT) { /* lost the race: use the winner's row */
+        oms_error_clear(err);
+        return find_by_order(s, o->order_id, out, err);
+    }
+    return rc;
+}
+
+static int close_order_session(payments_service *s, const char *order_id,
+                               payments_session_status st, int *changed, oms_error *err)
+{
+    oms_db_tx *tx;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = payments_store_close_by_order(tx, order_id, st, oms_now_ms(), changed, err);
+    if (rc != OMS_OK) {
+        oms_db_rollback(tx);
+        return rc;
+    }
+    return oms_db_commit(tx, err);
+}
+
+int payments_handle_order_created(payments_service *s, const char *queue, const char *message_id,
+                                  const char *body, size_t len, oms_error *err)
+{
+    oms_order o;
+    payments_row row;
+    memset(&row, 0, sizeof(row));
+    int rc = oms_order_from_json_str(body, len, &o, err);
+    if (rc != OMS_OK)
+        return OMS_INVALID;
+    int seen = 0;
+    rc = inbox_seen(s, queue, message_id, &seen, err);
+    if (rc != OMS_OK || seen)
+        goto done;
+    rc = session_for_order(s, &o, &row, err);
+    if (rc != OMS_OK)
+        goto done;
+    rc = s->orders.set_waiting_payment(s->orders.ud, o.order_id, row.url, err);
+    if (rc == OMS_CONFLICT) {
+        /* The order moved on before it got its link (cancelled meanwhile, or paid on a
+         * redelivery): nothing to tell it, and an open session must not stay payable. */
+        oms_log_info("order no longer awaits a payment link", "order_id", o.order_id, "reason",
+                     err->msg);
+        oms_error_clear(err);
+        int changed = 0;
+        rc = close_order_session(s, o.order_id, PAYMENTS_SESSION_CANCELLED, &changed, err);
+        if (rc != OMS_OK)
+            goto done;
+    } else if (rc != OMS_OK) {
+        rc = OMS_AGAIN; /* orders down or slow: the consumer retries */
+        goto done;
+    } else {
+        oms_log_info("order awaits payment", "order_id", o.order_id, "session_id",
+                     row.session_id);
+    }
+    rc = inbox_record(s, queue, message_id, err);
+done:
+    if (rc == OMS_OK && seen)
+        rc = OMS_DUPLICATE;
+    payments_row_free(&row);
+    oms_order_free(&o);
+    return rc;
+}
+
+int payments_handle_order_cancelled(payments_service *s, const char *queue,
+                                    const char *message_id, const char *body, size_t len,
+                                    oms_error *err)
+{
+    oms_order o;
+    int rc = oms_order_from_json_str(body, len, &o, err);
+    if (rc != OMS_OK)
+        return OMS_INVALID;
+    payments_session_status st = o.status == OMS_ORDER_PAYMENT_FAILED ? PAYMENTS_SESSION_FAILED
+                                                                       : PAYMENTS_SESSION_CANCELLED;
+    oms_db_tx *tx;
+    int changed = 0;
+    rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        goto done;
+    rc = oms_inbox_claim(tx, queue, message_id, err);
+    if (rc == OMS_OK)
+        rc = payments_store_close_by_order(tx, o.order_id, st, oms_now_ms(), &changed, err);
+    if (rc != OMS_OK) {
+        oms_db_rollback(tx);
+        goto done;
+    }
+    rc = oms_db_commit(tx, err);
+    if (rc == OMS_OK && changed)
+        oms_log_info("checkout session closed: order cancelled", "order_id", o.order_id,
+                     "status", payments_session_status_str(st));
+done:
+    oms_order_free(&o);
+    return rc;
+}
+
+/* ---- webhook ------------------------------------------------------------------- */
+
+/* What a handled checkout event does: the session's final state and the event that
+ * tells the rest of the system (order.paid, or order.cancelled with a status). */
+typedef struct webhook_action {
+    const char *type;
+    int needs_paid;                 /* completed: only when payment_status says paid */
+    payments_session_status target;
+    oms_event event;
+    oms_order_status order_status;
+} webhook_action;
+
+static const webhook_action actions[] = {
+    {"checkout.session.completed", 1, PAYMENTS_SESSION_PAID, OMS_EVENT_ORDER_PAID,
+     OMS_ORDER_PAID},
+    {"checkout.session.async_payment_succeeded", 0, PAYMENTS_SESSION_PAID, OMS_EVENT_ORDER_PAID,
+     OMS_ORDER_PAID},
+    {"checkout.session.expired", 0, PAYMENTS_SESSION_EXPIRED, OMS_EVENT_ORDER_CANCELLED,
+     OMS_ORDER_CANCELLED},
+    {"checkout.session.async_payment_failed", 0, PAYMENTS_SESSION_FAILED,
+     OMS_EVENT_ORDER_CANCELLED, OMS_ORDER_PAYMENT_FAILED},
+};
+
+static const webhook_action *action_for(const char *type)
+{
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+        if (strcmp(actions[i].type, type) == 0)
+            return &actions[i];
+    return NULL;
+}
+
+/* The session an event is about: by the checkout session id, else by the order id
+ * in its metadata. OMS_NOTFOUND when neither is known. */
+static int find_session(oms_db_tx *tx, const payments_event *ev, payments_row *out,
+                        oms_error *err)
+{
+    int rc = OMS_NOTFOUND;
+    memset(out, 0, sizeof(*out));
+    if (ev->object_id[0])
+        rc = payments_store_get(tx, ev->object_id, out, err);
+    if (rc == OMS_NOTFOUND && ev->order_id[0])
+        rc = payments_store_get_by_order(tx, ev->order_id, out, err);
+    if (rc == OMS_NOTFOUND)
+        oms_error_set(err, OMS_NOTFOUND, "no checkout session %s (order %s)",
+                      ev->object_id[0] ? ev->object_id : "-",
+                      ev->order_id[0] ? ev->order_id : "-");
+    return rc;
+}
+
+/* Closes the session and adds the order event, inside tx. *result names the outcome. */
+static int apply_action(oms_db_tx *tx, const webhook_action *a, const payments_row *row,
+                        const char **result, oms_error *err)
+{
+    int changed = 0;
+    int rc = payments_store_close(tx, row->session_id, a->target, oms_now_ms(), &changed, err);
+    if (rc != OMS_OK)
+        return rc;
+    if (!changed) {
+        /* Already final: a late or repeated event changes nothing. Money arriving for a
+         * session closed by a cancel needs a human (refund), so say so loudly. */
+        if (a->target == PAYMENTS_SESSION_PAID && row->status != PAYMENTS_SESSION_PAID)
+            oms_log_error("payment for a closed checkout session: refund needed", "order_id",
+                          row->order_id, "session_id", row->session_id, "status",
+                          payments_session_status_str(row->status));
+        *result = "noop";
+        return OMS_OK;
+    }
+    oms_order o;
+    rc = oms_order_from_json_str(row->order_json, strlen(row->order_json), &o, err);
+    if (rc != OMS_OK)
+        return oms_error_set(err, OMS_ERR, "stored order of session %s is unreadable: %s",
+                             row->session_id, err->msg);
+    o.status = a->order_status;
+    free(o.payment_link);
+    o.payment_link = oms_strdup(row->url);
+    o.updated_ms = oms_now_ms();
+    char *body = oms_order_to_json_str(&o);
+    rc = oms_outbox_add(tx, oms_event_exchanges[a->event], body, NULL, err);
+    free(body);
+    oms_order_free(&o);
+    *result = "applied";
+    return rc;
+}
+
+int payments_webhook(payments_service *s, const char *sig_header, const char *body, size_t len,
+                     oms_error *err)
+{
+    payments_sig_result sr = payments_signature_verify(
+        sig_header, body, len, s->webhook_secret, (int64_t)time(NULL),
+        PAYMENTS_SIGNATURE_TOLERANCE_S, err);
+    if (sr != PAYMENTS_SIG_OK) {
+        count_webhook("unverified", payments_sig_result_str(sr));
+        oms_log_warn("webhook rejected", "reason", err->msg);
+        return OMS_INVALID;
+    }
+    payments_event ev;
+    int rc = payments_event_parse(body, len, &ev, err);
+    if (rc != OMS_OK) {
+        count_webhook("unparsed", "malformed");
+        oms_log_warn("webhook event malformed", "error", err->msg);
+        return OMS_INVALID;
+    }
+    const webhook_action *a = action_for(ev.type);
+    /* Unhandled types share one label: the set Stripe may send is large. */
+    const char *type_label = a ? a->type : "other";
+    const char *result = "ignored";
+    payments_row row;
+    memset(&row, 0, sizeof(row));
+    oms_db_tx *tx;
+    rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        goto fail;
+    rc = oms_inbox_claim(tx, PAYMENTS_WEBHOOK_CONSUMER, ev.id, err);
+    if (rc == OMS_INVALID) { /* an id the inbox cannot hold: refuse it, change nothing */
+        oms_db_rollback(tx);
+        count_webhook(type_label, "malformed");
+        return rc;
+    }
+    if (rc != OMS_OK) { /* OMS_DUPLICATE: delivered before */
+        oms_db_rollback(tx);
+        goto fail;
+    }
+    if (a && a->needs_paid && strcmp(ev.payment_status, "paid") != 0 &&
+        strcmp(ev.payment_status, "no_payment_required") != 0) {
+        /* Delayed payment methods: the money comes later with async_payment_*. */
+        oms_log_info("checkout completed, payment pending", "event_id", ev.id, "payment_status",
+                     ev.payment_status);
+        a = NULL;
+    }
+    if (a) {
+        rc = find_session(tx, &ev, &row, err);
+        if (rc == OMS_NOTFOUND) {
+            oms_log_warn("webhook for an unknown checkout session", "event_id", ev.id, "type",
+                         ev.type, "error", err->msg);
+            oms_error_clear(err);
+            result = "unknown_session";
+            rc = OMS_OK;
+        } else if (rc == OMS_OK) {
+            rc = apply_action(tx, a, &row, &result, err);
+        }
+    }
+    if (rc != OMS_OK) {
+        oms_db_rollback(tx);
+        goto fail;
+    }
+    rc = oms_db_commit(tx, err);
+    if (rc != OMS_OK)
+        goto fail;
+    if (strcmp(result, "applied") == 0) {
+        notify(s);
+        oms_log_info("checkout session closed", "event_id", ev.id, "type", ev.type, "order_id",
+                     row.order_id, "session_id", row.session_id, "status",
+                     payments_session_status_str(a->target));
+    }
+    count_webhook(type_label, result);
+    payments_row_free(&row);
+    return OMS_OK;
+fail:
+    count_webhook(type_label, rc == OMS_DUPLICATE ? "duplicate" : "error");
+    if (rc != OMS_DUPLICATE)
+        oms_log_error("webhook not applied", "event_id", ev.id, "error", err->msg);
+    payments_row_free(&row);
+    return rc;
+}
+
+/* ---- local checkout ------------------------------------------------------------ */
+
+int payments_checkout_get(payments_service *s, const char *session_id, payments_row *out,
+                          oms_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    oms_db_tx *tx;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = payments_store_get(tx, session_id, out, err);
+    oms_db_rollback(tx);
+    return rc;
+}
+
+int payments_checkout_finish(payments_service *s, const char *session_id, int pay,
+                             payments_row *out, oms_error *err)
+{
+    int rc = payments_checkout_get(s, session_id, out, err);
+    if (rc != OMS_OK)
+        return rc;
+    if (out->status != PAYMENTS_SESSION_OPEN)
+        return oms_error_set(err, OMS_CONFLICT, "checkout session %s is %s", session_id,
+                             payments_session_status_str(out->status));
+    char *success = payments_status_url(s->gateway_url, "success.html", out->customer_id,
+                                        out->order_id);
+    payments_local_event le = {
+        .type = pay ? "checkout.session.completed" : "checkout.session.expired",
+        .session_status = pay ? "complete" : "expired",
+        .payment_status = pay ? "paid" : "unpaid",
+        .session_id = out->session_id,
+        .session_url = out->url,
+        .success_url = success,
+        .order_id = out->order_id,
+        .customer_id = out->customer_id,
+        .amount = out->amount,
+        .currency = out->currency,
+        .created = (int64_t)time(NULL),
+    };
+    char *body = payments_event_build_local(&le);
+    free(success);
+    if (!body)
+        return oms_error_set(err, OMS_ERR, "cannot build the checkout event");
+    char header[128];
+    rc = payments_signature_header(s->webhook_secret, body, strlen(body), le.created, header,
+                                   sizeof(header));
+    if (rc != OMS_OK)
+        rc = oms_error_set(err, OMS_ERR, "cannot sign the checkout event");
+    else
+        rc = payments_webhook(s, header, body, strlen(body), err);
+    free(body);
+    return rc == OMS_DUPLICATE ? OMS_OK : rc;
+}
