@@ -20,8 +20,7 @@ static int on_paid(const oms_amqp_delivery *d, void *ud)
 }
 
 int kitchen_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *amqp,
-                           const kitchen_consumer_config *kc, kitchen_service *svc,
-                           oms_error *err)
+                           const kitchen_consumer_config *kc, kitchen_service *svc, oms_error *err)
 {
     /* Copied by oms_amqp_consumer_start (names included), so a stack struct is fine. */
     oms_amqp_consumer_config cc = {

@@ -18,7 +18,6 @@ typedef struct kitchen_consumer_config {
 /* Starts consuming into svc (borrowed; must outlive the consumer). On OMS_OK *out is
  * owned by the caller (oms_amqp_consumer_stop). */
 int kitchen_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *amqp,
-                           const kitchen_consumer_config *kc, kitchen_service *svc,
-                           oms_error *err);
+                           const kitchen_consumer_config *kc, kitchen_service *svc, oms_error *err);
 
 #endif

@@ -163,8 +163,8 @@ out:
 
 /* The event body for t: its stored order in `status`, updated now. *out is a heap
  * string (caller frees). */
-static int event_body(const kitchen_ticket *t, oms_order_status status, long long now,
-                      char **out, oms_error *err)
+static int event_body(const kitchen_ticket *t, oms_order_status status, long long now, char **out,
+                      oms_error *err)
 {
     oms_order o;
     oms_error perr;

@@ -14,10 +14,10 @@
 #include "store.h"
 
 typedef struct kitchen_service {
-    oms_db *db;                        /* borrowed */
-    void (*outbox_notify)(void *ud);   /* wakes the outbox relay after a commit; may be NULL */
+    oms_db *db;                      /* borrowed */
+    void (*outbox_notify)(void *ud); /* wakes the outbox relay after a commit; may be NULL */
     void *outbox_ud;
-    void (*ticket_notify)(void *ud);   /* wakes idle stations after a new ticket; may be NULL */
+    void (*ticket_notify)(void *ud); /* wakes idle stations after a new ticket; may be NULL */
     void *ticket_ud;
     /* Queued tickets as last counted inside a committed transaction. The
      * kitchen_queue_depth gauge reads this instead of the database because gauge

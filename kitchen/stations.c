@@ -12,19 +12,19 @@
 #include "oms/util.h"
 
 #define STATIONS_MAX 64
-#define IDLE_WAIT_MS 1000    /* idle re-check, also for tickets from other instances */
-#define BACKOFF_MIN_MS 100   /* after a database error */
+#define IDLE_WAIT_MS 1000  /* idle re-check, also for tickets from other instances */
+#define BACKOFF_MIN_MS 100 /* after a database error */
 #define BACKOFF_MAX_MS 5000
 
 struct kitchen_stations {
     kitchen_service *svc; /* borrowed */
     long long cook_ms;
-    int n;                /* threads started */
+    int n; /* threads started */
     pthread_t threads[STATIONS_MAX];
     pthread_mutex_t mu;
-    pthread_cond_t cv;    /* on CLOCK_MONOTONIC */
-    int stopping;         /* under mu */
-    unsigned long wakes;  /* under mu: bumped by kitchen_stations_wake */
+    pthread_cond_t cv;   /* on CLOCK_MONOTONIC */
+    int stopping;        /* under mu */
+    unsigned long wakes; /* under mu: bumped by kitchen_stations_wake */
 };
 
 /* now + ms on the monotonic clock the condition variable uses. */

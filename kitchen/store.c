@@ -89,8 +89,8 @@ int kitchen_store_insert(oms_db_tx *tx, const kitchen_ticket *t, oms_error *err)
     return OMS_OK;
 }
 
-#define TICKET_COLUMNS                                                                   \
-    "order_id, customer_id, order_json, state, cooking_published, traceparent, queued_at," \
+#define TICKET_COLUMNS                                                                             \
+    "order_id, customer_id, order_json, state, cooking_published, traceparent, queued_at,"         \
     " started_at, ready_at"
 
 /* Fills an initialised ticket from a row of TICKET_COLUMNS (strings copied: the row's
@@ -218,8 +218,7 @@ static int list_row(const oms_db_row *row, void *ud)
     return OMS_OK;
 }
 
-int kitchen_store_list(oms_db_tx *tx, int limit, kitchen_ticket **out, size_t *n,
-                       oms_error *err)
+int kitchen_store_list(oms_db_tx *tx, int limit, kitchen_ticket **out, size_t *n, oms_error *err)
 {
     ticket_list l = {NULL, 0};
     oms_db_param p[] = {OMS_DB_I(limit)};
@@ -242,8 +241,7 @@ int kitchen_store_claim_message(oms_db_tx *tx, const char *queue, const char *me
     return oms_inbox_claim(tx, queue, message_id, err);
 }
 
-int kitchen_store_add_event(oms_db_tx *tx, const char *exchange, const char *body,
-                            oms_error *err)
+int kitchen_store_add_event(oms_db_tx *tx, const char *exchange, const char *body, oms_error *err)
 {
     return oms_outbox_add(tx, exchange, body, NULL, err);
 }

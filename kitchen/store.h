@@ -11,16 +11,16 @@
 #include "oms/order.h"
 
 /* XX(NAME, "column value") */
-#define KITCHEN_STATE_MAP(XX)     \
-    XX(QUEUED, "queued")          \
-    XX(COOKING, "cooking")        \
+#define KITCHEN_STATE_MAP(XX)                                                                      \
+    XX(QUEUED, "queued")                                                                           \
+    XX(COOKING, "cooking")                                                                         \
     XX(READY, "ready")
 
 typedef enum {
 #define KITCHEN_STATE_ENUM(name, str) KITCHEN_##name,
     KITCHEN_STATE_MAP(KITCHEN_STATE_ENUM)
 #undef KITCHEN_STATE_ENUM
-    KITCHEN_STATE__COUNT
+        KITCHEN_STATE__COUNT
 } kitchen_state;
 
 const char *kitchen_state_str(kitchen_state s);
@@ -66,15 +66,13 @@ int kitchen_store_count_queued(oms_db_tx *tx, long long *n, oms_error *err);
 int kitchen_store_get(oms_db_tx *tx, const char *order_id, kitchen_ticket *out, oms_error *err);
 /* Up to limit tickets, newest first. *out: heap array of *n tickets (caller frees each
  * with kitchen_ticket_free, then the array); NULL when none. */
-int kitchen_store_list(oms_db_tx *tx, int limit, kitchen_ticket **out, size_t *n,
-                       oms_error *err);
+int kitchen_store_list(oms_db_tx *tx, int limit, kitchen_ticket **out, size_t *n, oms_error *err);
 
 /* Records a consumed message id (oms_inbox_claim): OMS_OK the first time,
  * OMS_DUPLICATE when seen before. */
 int kitchen_store_claim_message(oms_db_tx *tx, const char *queue, const char *message_id,
                                 oms_error *err);
 /* Writes an outbox row (oms_outbox_add) for exchange with body, in tx. */
-int kitchen_store_add_event(oms_db_tx *tx, const char *exchange, const char *body,
-                            oms_error *err);
+int kitchen_store_add_event(oms_db_tx *tx, const char *exchange, const char *body, oms_error *err);
 
 #endif

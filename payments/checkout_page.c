@@ -65,7 +65,9 @@ static void head(FILE *f, const char *title)
     fputs("</h1>\n", f);
 }
 
-static char *finish(FILE *f, char **buf, size_t *len)
+/* Closes the stream and hands over its buffer. Write errors on a stream are sticky,
+ * so the individual fputs/fprintf calls are checked once, here, through ferror. */
+static char *finish(FILE *f, char **buf)
 {
     fputs("</main></body></html>\n", f);
     int bad = ferror(f);
@@ -110,7 +112,7 @@ char *payments_page_checkout(const payments_row *r, const oms_order *o, size_t *
     fputs("/cancel\"><button type=\"submit\" class=\"secondary\">Cancel</button></form></div>\n"
           "<p class=\"muted\">Local test checkout: no card is charged.</p>\n",
           f);
-    return finish(f, &buf, len);
+    return finish(f, &buf);
 }
 
 char *payments_page_closed(const payments_row *r, const char *status_url, size_t *len)
@@ -128,7 +130,7 @@ char *payments_page_closed(const payments_row *r, const char *status_url, size_t
     fputs("<p><a class=\"button\" href=\"", f);
     put_esc(f, status_url);
     fputs("\">See the order's status</a></p></section>\n", f);
-    return finish(f, &buf, len);
+    return finish(f, &buf);
 }
 
 char *payments_page_message(const char *title, const char *text, size_t *len)
@@ -141,5 +143,5 @@ char *payments_page_message(const char *title, const char *text, size_t *len)
     fputs("<section class=\"card\"><p>", f);
     put_esc(f, text);
     fputs("</p></section>\n", f);
-    return finish(f, &buf, len);
+    return finish(f, &buf);
 }

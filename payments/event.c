@@ -89,20 +89,19 @@ char *payments_event_build_local(const payments_local_event *e)
         return NULL;
     snprintf(id, sizeof(id), "evt_local_%s", hex);
     json_t *obj = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:{s:s, s:s}, s:s, s:s, s:I, s:b}",
-        "id", e->session_id, "object", "checkout.session", "mode", "payment", "status",
-        e->session_status, "payment_status", e->payment_status, "amount_total",
-        (json_int_t)e->amount, "currency", e->currency, "client_reference_id", e->order_id,
-        "metadata", "orderID", e->order_id, "customerID", e->customer_id, "success_url",
-        e->success_url, "url", e->session_url, "created", (json_int_t)e->created, "livemode", 0);
+        "{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:{s:s, s:s}, s:s, s:s, s:I, s:b}", "id",
+        e->session_id, "object", "checkout.session", "mode", "payment", "status", e->session_status,
+        "payment_status", e->payment_status, "amount_total", (json_int_t)e->amount, "currency",
+        e->currency, "client_reference_id", e->order_id, "metadata", "orderID", e->order_id,
+        "customerID", e->customer_id, "success_url", e->success_url, "url", e->session_url,
+        "created", (json_int_t)e->created, "livemode", 0);
     if (!obj)
         return NULL;
     /* "o" steals obj, also when packing fails. */
-    json_t *evt = json_pack("{s:s, s:s, s:s, s:I, s:b, s:i, s:{s:n, s:n}, s:s, s:{s:o}}", "id",
-                            id, "object", "event", "api_version", STRIPE_API_VERSION, "created",
-                            (json_int_t)e->created, "livemode", 0, "pending_webhooks", 1,
-                            "request", "id", "idempotency_key", "type", e->type, "data",
-                            "object", obj);
+    json_t *evt = json_pack("{s:s, s:s, s:s, s:I, s:b, s:i, s:{s:n, s:n}, s:s, s:{s:o}}", "id", id,
+                            "object", "event", "api_version", STRIPE_API_VERSION, "created",
+                            (json_int_t)e->created, "livemode", 0, "pending_webhooks", 1, "request",
+                            "id", "idempotency_key", "type", e->type, "data", "object", obj);
     if (!evt)
         return NULL;
     char *s = json_dumps(evt, JSON_COMPACT);

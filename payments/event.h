@@ -10,12 +10,12 @@
 #include "oms/status.h"
 
 typedef struct payments_event {
-    char id[256];             /* evt_... (required) */
-    char type[128];           /* checkout.session.completed ... (required) */
-    char object_id[256];      /* data.object.id, "" when absent */
+    char id[256];                     /* evt_... (required) */
+    char type[128];                   /* checkout.session.completed ... (required) */
+    char object_id[256];              /* data.object.id, "" when absent */
     char order_id[OMS_ID_MAX + 1];    /* data.object.metadata.orderID, "" when absent */
     char customer_id[OMS_ID_MAX + 1]; /* data.object.metadata.customerID, "" when absent */
-    char payment_status[32];  /* data.object.payment_status, "" when absent */
+    char payment_status[32];          /* data.object.payment_status, "" when absent */
 } payments_event;
 
 /* Parses body[0..len). OMS_INVALID with a message naming the field when the JSON is
@@ -34,7 +34,7 @@ typedef struct payments_local_event {
     const char *customer_id;
     long long amount;
     const char *currency;
-    int64_t created;            /* unix seconds */
+    int64_t created; /* unix seconds */
 } payments_local_event;
 
 /* A Stripe-shaped event JSON (id "evt_local_<hex>", object "event", api_version,

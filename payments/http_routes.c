@@ -48,19 +48,17 @@ static void webhook(const oms_http_req *req, oms_http_resp *resp)
     }
     oms_error err;
     oms_error_clear(&err);
-    int rc = payments_webhook(s, oms_http_header(req, "Stripe-Signature"), req->body,
-                              req->body_len, &err);
+    int rc = payments_webhook(s, oms_http_header(req, "Stripe-Signature"), req->body, req->body_len,
+                              &err);
     switch (rc) {
     case OMS_OK:
         oms_http_resp_text(resp, 200, "application/json", "{\"received\":true}", 17);
         break;
     case OMS_DUPLICATE:
-        oms_http_resp_text(resp, 200, "application/json",
-                           "{\"received\":true,\"duplicate\":true}", 34);
+        oms_http_resp_text(resp, 200, "application/json", "{\"received\":true,\"duplicate\":true}",
+                           34);
         break;
-    case OMS_INVALID:
-        oms_http_resp_error(resp, 400, "%s", err.msg);
-        break;
+    case OMS_INVALID: oms_http_resp_error(resp, 400, "%s", err.msg); break;
     default:
         /* Not committed: a non-2xx makes Stripe deliver the event again later. */
         oms_http_resp_error(resp, 503, "event not recorded, retry later");
@@ -93,8 +91,8 @@ static void checkout_show(const oms_http_req *req, oms_http_resp *resp)
     }
     size_t len = 0;
     if (row.status != PAYMENTS_SESSION_OPEN) {
-        char *url = payments_status_url(s->gateway_url, "success.html", row.customer_id,
-                                        row.order_id);
+        char *url =
+            payments_status_url(s->gateway_url, "success.html", row.customer_id, row.order_id);
         char *html = payments_page_closed(&row, url, &len);
         page(resp, 200, html, len);
         free(url);

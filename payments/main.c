@@ -51,12 +51,12 @@ static const oms_cfg_def config_table[] = {
      "Stripe secret key, required with stripe (never logged)"},
     {"STRIPE_API_BASE", OMS_CFG_URL, "https://api.stripe.com", 0, 0, NULL, &cfg.stripe_api_base,
      NULL, "Stripe API base URL"},
-    {"STRIPE_WEBHOOK_SECRET", OMS_CFG_STR, "whsec_local_dev", 0, 0, NULL, &cfg.webhook_secret,
-     NULL, "webhook signing secret (never logged)"},
-    {"GATEWAY_HTTP_ADDR", OMS_CFG_URL, "http://localhost:8080", 0, 0, NULL, &cfg.gateway_url,
-     NULL, "public gateway URL for the success/cancel pages"},
-    {"PAYMENTS_PUBLIC_URL", OMS_CFG_URL, "http://localhost:8081", 0, 0, NULL, &cfg.public_url,
-     NULL, "public URL of this service (local checkout links)"},
+    {"STRIPE_WEBHOOK_SECRET", OMS_CFG_STR, "whsec_local_dev", 0, 0, NULL, &cfg.webhook_secret, NULL,
+     "webhook signing secret (never logged)"},
+    {"GATEWAY_HTTP_ADDR", OMS_CFG_URL, "http://localhost:8080", 0, 0, NULL, &cfg.gateway_url, NULL,
+     "public gateway URL for the success/cancel pages"},
+    {"PAYMENTS_PUBLIC_URL", OMS_CFG_URL, "http://localhost:8081", 0, 0, NULL, &cfg.public_url, NULL,
+     "public URL of this service (local checkout links)"},
     OMS_APP_LOG_CONFIG(&cfg.common),
     OMS_APP_AMQP_CONFIG(&cfg.common),
 };
@@ -149,8 +149,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (app.processor->init && app.processor->init(&pcfg, &err) != OMS_OK) {
-        oms_log_error("cannot start payment processor", "processor", app.processor->name,
-                      "error", err.msg);
+        oms_log_error("cannot start payment processor", "processor", app.processor->name, "error",
+                      err.msg);
         goto out;
     }
     app.processor_ready = 1;

@@ -26,8 +26,8 @@ static void count_webhook(const char *type, const char *result)
     char labels[256] = "";
     oms_metrics_label(labels, sizeof(labels), "type", type);
     oms_metrics_label(labels, sizeof(labels), "result", result);
-    oms_metrics_counter_add("payments_webhooks_total", "Webhook events by type and outcome",
-                            labels, 1);
+    oms_metrics_counter_add("payments_webhooks_total", "Webhook events by type and outcome", labels,
+                            1);
 }
 
 static void count_session(const char *processor)
@@ -189,8 +189,7 @@ int payments_handle_order_created(payments_service *s, const char *queue, const 
         rc = OMS_AGAIN; /* orders down or slow: the consumer retries */
         goto done;
     } else {
-        oms_log_info("order awaits payment", "order_id", o.order_id, "session_id",
-                     row.session_id);
+        oms_log_info("order awaits payment", "order_id", o.order_id, "session_id", row.session_id);
     }
     rc = inbox_record(s, queue, message_id, err);
 done:
@@ -201,16 +200,15 @@ done:
     return rc;
 }
 
-int payments_handle_order_cancelled(payments_service *s, const char *queue,
-                                    const char *message_id, const char *body, size_t len,
-                                    oms_error *err)
+int payments_handle_order_cancelled(payments_service *s, const char *queue, const char *message_id,
+                                    const char *body, size_t len, oms_error *err)
 {
     oms_order o;
     int rc = oms_order_from_json_str(body, len, &o, err);
     if (rc != OMS_OK)
         return OMS_INVALID;
-    payments_session_status st = o.status == OMS_ORDER_PAYMENT_FAILED ? PAYMENTS_SESSION_FAILED
-                                                                       : PAYMENTS_SESSION_CANCELLED;
+    payments_session_status st =
+        o.status == OMS_ORDER_PAYMENT_FAILED ? PAYMENTS_SESSION_FAILED : PAYMENTS_SESSION_CANCELLED;
     oms_db_tx *tx;
     int changed = 0;
     rc = oms_db_begin(s->db, &tx, err);
@@ -225,8 +223,8 @@ int payments_handle_order_cancelled(payments_service *s, const char *queue,
     }
     rc = oms_db_commit(tx, err);
     if (rc == OMS_OK && changed)
-        oms_log_info("checkout session closed: order cancelled", "order_id", o.order_id,
-                     "status", payments_session_status_str(st));
+        oms_log_info("checkout session closed: order cancelled", "order_id", o.order_id, "status",
+                     payments_session_status_str(st));
 done:
     oms_order_free(&o);
     return rc;
@@ -238,21 +236,20 @@ done:
  * tells the rest of the system (order.paid, or order.cancelled with a status). */
 typedef struct webhook_action {
     const char *type;
-    int needs_paid;                 /* completed: only when payment_status says paid */
+    int needs_paid; /* completed: only when payment_status says paid */
     payments_session_status target;
     oms_event event;
     oms_order_status order_status;
 } webhook_action;
 
 static const webhook_action actions[] = {
-    {"checkout.session.completed", 1, PAYMENTS_SESSION_PAID, OMS_EVENT_ORDER_PAID,
-     OMS_ORDER_PAID},
+    {"checkout.session.completed", 1, PAYMENTS_SESSION_PAID, OMS_EVENT_ORDER_PAID, OMS_ORDER_PAID},
     {"checkout.session.async_payment_succeeded", 0, PAYMENTS_SESSION_PAID, OMS_EVENT_ORDER_PAID,
      OMS_ORDER_PAID},
     {"checkout.session.expired", 0, PAYMENTS_SESSION_EXPIRED, OMS_EVENT_ORDER_CANCELLED,
      OMS_ORDER_CANCELLED},
-    {"checkout.session.async_payment_failed", 0, PAYMENTS_SESSION_FAILED,
-     OMS_EVENT_ORDER_CANCELLED, OMS_ORDER_PAYMENT_FAILED},
+    {"checkout.session.async_payment_failed", 0, PAYMENTS_SESSION_FAILED, OMS_EVENT_ORDER_CANCELLED,
+     OMS_ORDER_PAYMENT_FAILED},
 };
 
 static const webhook_action *action_for(const char *type)
@@ -265,8 +262,7 @@ static const webhook_action *action_for(const char *type)
 
 /* The session an event is about: by the checkout session id, else by the order id
  * in its metadata. OMS_NOTFOUND when neither is known. */
-static int find_session(oms_db_tx *tx, const payments_event *ev, payments_row *out,
-                        oms_error *err)
+static int find_session(oms_db_tx *tx, const payments_event *ev, payments_row *out, oms_error *err)
 {
     int rc = OMS_NOTFOUND;
     memset(out, 0, sizeof(*out));
@@ -276,8 +272,7 @@ static int find_session(oms_db_tx *tx, const payments_event *ev, payments_row *o
         rc = payments_store_get_by_order(tx, ev->order_id, out, err);
     if (rc == OMS_NOTFOUND)
         oms_error_set(err, OMS_NOTFOUND, "no checkout session %s (order %s)",
-                      ev->object_id[0] ? ev->object_id : "-",
-                      ev->order_id[0] ? ev->order_id : "-");
+                      ev->object_id[0] ? ev->object_id : "-", ev->order_id[0] ? ev->order_id : "-");
     return rc;
 }
 
@@ -319,9 +314,9 @@ static int apply_action(oms_db_tx *tx, const webhook_action *a, const payments_r
 int payments_webhook(payments_service *s, const char *sig_header, const char *body, size_t len,
                      oms_error *err)
 {
-    payments_sig_result sr = payments_signature_verify(
-        sig_header, body, len, s->webhook_secret, (int64_t)time(NULL),
-        PAYMENTS_SIGNATURE_TOLERANCE_S, err);
+    payments_sig_result sr =
+        payments_signature_verify(sig_header, body, len, s->webhook_secret, (int64_t)time(NULL),
+                                  PAYMENTS_SIGNATURE_TOLERANCE_S, err);
     if (sr != PAYMENTS_SIG_OK) {
         count_webhook("unverified", payments_sig_result_str(sr));
         oms_log_warn("webhook rejected", "reason", err->msg);
@@ -421,8 +416,8 @@ int payments_checkout_finish(payments_service *s, const char *session_id, int pa
     if (out->status != PAYMENTS_SESSION_OPEN)
         return oms_error_set(err, OMS_CONFLICT, "checkout session %s is %s", session_id,
                              payments_session_status_str(out->status));
-    char *success = payments_status_url(s->gateway_url, "success.html", out->customer_id,
-                                        out->order_id);
+    char *success =
+        payments_status_url(s->gateway_url, "success.html", out->customer_id, out->order_id);
     payments_local_event le = {
         .type = pay ? "checkout.session.completed" : "checkout.session.expired",
         .session_status = pay ? "complete" : "expired",

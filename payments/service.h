@@ -22,13 +22,13 @@ typedef struct payments_orders_port {
 } payments_orders_port;
 
 typedef struct payments_service {
-    oms_db *db;                                 /* borrowed */
-    const payment_processor *processor;         /* chosen at start */
-    const payments_processor_config *pcfg;      /* borrowed */
+    oms_db *db;                            /* borrowed */
+    const payment_processor *processor;    /* chosen at start */
+    const payments_processor_config *pcfg; /* borrowed */
     payments_orders_port orders;
-    const char *webhook_secret;                 /* STRIPE_WEBHOOK_SECRET (never logged) */
-    const char *gateway_url;                    /* GATEWAY_HTTP_ADDR */
-    void (*outbox_notify)(void *ud);            /* wakes the relay after a commit; may be NULL */
+    const char *webhook_secret;      /* STRIPE_WEBHOOK_SECRET (never logged) */
+    const char *gateway_url;         /* GATEWAY_HTTP_ADDR */
+    void (*outbox_notify)(void *ud); /* wakes the relay after a commit; may be NULL */
     void *outbox_ud;
 } payments_service;
 
@@ -42,9 +42,8 @@ int payments_handle_order_created(payments_service *s, const char *queue, const 
                                   const char *body, size_t len, oms_error *err);
 /* order.cancelled: closes the order's open session so it can no longer be paid
  * (status payment_failed -> failed, otherwise cancelled). Unknown orders are ignored. */
-int payments_handle_order_cancelled(payments_service *s, const char *queue,
-                                    const char *message_id, const char *body, size_t len,
-                                    oms_error *err);
+int payments_handle_order_cancelled(payments_service *s, const char *queue, const char *message_id,
+                                    const char *body, size_t len, oms_error *err);
 
 /* The webhook: verifies sig_header over body, parses the event and applies it in one
  * transaction. OMS_OK: applied or ignored (200). OMS_DUPLICATE: seen before (200).

@@ -24,8 +24,8 @@ static int sign(const char *secret, int64_t t, const char *body, size_t len, cha
     HMAC_CTX *ctx = NULL;
     if (n < 0 || (size_t)n >= sizeof(prefix))
         return OMS_ERR;
-    /* HMAC_CTX is deprecated in OpenSSL 3 but its replacement (EVP_MAC) is far
-     * wordier for one fixed algorithm; silence the warning locally. */
+        /* HMAC_CTX is deprecated in OpenSSL 3 but its replacement (EVP_MAC) is far
+         * wordier for one fixed algorithm; silence the warning locally. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     ctx = HMAC_CTX_new();
@@ -143,8 +143,8 @@ static payments_sig_result parse_header(const char *h, sig_header *out, oms_erro
 }
 
 payments_sig_result payments_signature_verify(const char *header, const char *body, size_t len,
-                                              const char *secret, int64_t now,
-                                              int64_t tolerance_s, oms_error *err)
+                                              const char *secret, int64_t now, int64_t tolerance_s,
+                                              oms_error *err)
 {
     if (!header || !header[0])
         return fail(PAYMENTS_SIG_MISSING, err, "no Stripe-Signature header");

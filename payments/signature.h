@@ -25,8 +25,8 @@ typedef enum {
  * Returns PAYMENTS_SIG_OK or the reason; err (optional) gets a message for the client
  * (OMS_INVALID). Never reads past header's NUL; body may hold any bytes. */
 payments_sig_result payments_signature_verify(const char *header, const char *body, size_t len,
-                                              const char *secret, int64_t now,
-                                              int64_t tolerance_s, oms_error *err);
+                                              const char *secret, int64_t now, int64_t tolerance_s,
+                                              oms_error *err);
 
 /* Writes "t=<t>,v1=<hex>" for body into out (size >= 96). Returns OMS_OK or OMS_ERR. */
 int payments_signature_header(const char *secret, const char *body, size_t len, int64_t t,

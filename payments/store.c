@@ -60,10 +60,11 @@ void payments_row_free(payments_row *r)
 int payments_store_insert(oms_db_tx *tx, const payments_row *r, oms_error *err)
 {
     oms_db_param p[] = {
-        OMS_DB_S(r->session_id), OMS_DB_S(r->order_id),   OMS_DB_S(r->customer_id),
-        OMS_DB_S(payments_session_status_str(r->status)), OMS_DB_S(r->url),
-        OMS_DB_I(r->amount),     OMS_DB_S(r->currency),   OMS_DB_S(r->order_json),
-        OMS_DB_I(r->created_ms), OMS_DB_I(r->updated_ms),
+        OMS_DB_S(r->session_id),  OMS_DB_S(r->order_id),
+        OMS_DB_S(r->customer_id), OMS_DB_S(payments_session_status_str(r->status)),
+        OMS_DB_S(r->url),         OMS_DB_I(r->amount),
+        OMS_DB_S(r->currency),    OMS_DB_S(r->order_json),
+        OMS_DB_I(r->created_ms),  OMS_DB_I(r->updated_ms),
     };
     return oms_db_exec(tx,
                        "INSERT INTO checkout_sessions(session_id, order_id, customer_id, status,"
@@ -72,8 +73,8 @@ int payments_store_insert(oms_db_tx *tx, const payments_row *r, oms_error *err)
                        p, 10, NULL, err);
 }
 
-#define SESSION_COLUMNS                                                                      \
-    "session_id, order_id, customer_id, status, url, amount, currency, order_json, created_at," \
+#define SESSION_COLUMNS                                                                            \
+    "session_id, order_id, customer_id, status, url, amount, currency, order_json, created_at,"    \
     " updated_at"
 
 static int row_cb(const oms_db_row *row, void *ud)
@@ -120,11 +121,10 @@ int payments_store_get_by_order(oms_db_tx *tx, const char *order_id, payments_ro
                    order_id, out, err);
 }
 
-static int close_where(oms_db_tx *tx, const char *sql, const char *key,
-                       payments_session_status st, long long now_ms, int *changed, oms_error *err)
+static int close_where(oms_db_tx *tx, const char *sql, const char *key, payments_session_status st,
+                       long long now_ms, int *changed, oms_error *err)
 {
-    oms_db_param p[] = {OMS_DB_S(key), OMS_DB_S(payments_session_status_str(st)),
-                        OMS_DB_I(now_ms)};
+    oms_db_param p[] = {OMS_DB_S(key), OMS_DB_S(payments_session_status_str(st)), OMS_DB_I(now_ms)};
     long long n = 0;
     int rc = oms_db_exec(tx, sql, p, 3, &n, err);
     *changed = rc == OMS_OK && n > 0;

@@ -7,11 +7,11 @@
 #include "oms/order.h"
 
 /* XX(NAME, "column value"). open is the only state that can still change. */
-#define PAYMENTS_SESSION_STATUS_MAP(XX) \
-    XX(OPEN, "open")                    \
-    XX(PAID, "paid")                    \
-    XX(EXPIRED, "expired")              \
-    XX(FAILED, "failed")                \
+#define PAYMENTS_SESSION_STATUS_MAP(XX)                                                            \
+    XX(OPEN, "open")                                                                               \
+    XX(PAID, "paid")                                                                               \
+    XX(EXPIRED, "expired")                                                                         \
+    XX(FAILED, "failed")                                                                           \
     XX(CANCELLED, "cancelled")
 
 typedef enum {

@@ -157,7 +157,8 @@ cmd_start() {
 
     rm -f "$RABBITMQ_PID_FILE"
     # setsid: the node must not die with the caller's terminal or process group.
-    setsid "$RMQ_BIN/rabbitmq-server" >"$RABBITMQ_LOG_BASE/console.out" 2>&1 </dev/null &
+    # run from DIR: Mnesia writes its core dumps into the current directory
+    (cd "$dir" && exec setsid "$RMQ_BIN/rabbitmq-server" >"$RABBITMQ_LOG_BASE/console.out" 2>&1 </dev/null) &
     local launcher=$!
     echo "$launcher" >"$dir/launcher.pid"
 

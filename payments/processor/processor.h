@@ -10,10 +10,10 @@
 /* Settings every backend may need; strings borrowed from the service's config and
  * valid for the process's life. */
 typedef struct payments_processor_config {
-    const char *gateway_url;  /* GATEWAY_HTTP_ADDR: success/cancel pages */
-    const char *public_url;   /* PAYMENTS_PUBLIC_URL: local checkout links */
-    const char *stripe_key;   /* STRIPE_KEY (secret: never logged) */
-    const char *stripe_api;   /* STRIPE_API_BASE */
+    const char *gateway_url; /* GATEWAY_HTTP_ADDR: success/cancel pages */
+    const char *public_url;  /* PAYMENTS_PUBLIC_URL: local checkout links */
+    const char *stripe_key;  /* STRIPE_KEY (secret: never logged) */
+    const char *stripe_api;  /* STRIPE_API_BASE */
 } payments_processor_config;
 
 #define PAYMENTS_SESSION_ID_MAX 255

@@ -56,10 +56,10 @@ static int form_add(CURL *h, form_buf *b, const char *key, const char *value, om
 static int build_form(CURL *h, const payments_processor_config *cfg, const oms_order *o,
                       form_buf *b, oms_error *err)
 {
-    char *success = payments_status_url(cfg->gateway_url, "success.html", o->customer_id,
-                                        o->order_id);
-    char *cancel = payments_status_url(cfg->gateway_url, "cancel.html", o->customer_id,
-                                       o->order_id);
+    char *success =
+        payments_status_url(cfg->gateway_url, "success.html", o->customer_id, o->order_id);
+    char *cancel =
+        payments_status_url(cfg->gateway_url, "cancel.html", o->customer_id, o->order_id);
     int rc = form_add(h, b, "mode", "payment", err);
     if (rc == OMS_OK)
         rc = form_add(h, b, "success_url", success, err);
@@ -185,8 +185,8 @@ static int stripe_create_session(const payments_processor_config *cfg, const oms
 
     CURLcode cc = CURLE_OK;
     /* Each setopt can only fail on a bad option or OOM; keep the first failure. */
-#define SETOPT(opt, val) \
-    if (cc == CURLE_OK)  \
+#define SETOPT(opt, val)                                                                           \
+    if (cc == CURLE_OK)                                                                            \
     cc = curl_easy_setopt(h, opt, val)
     SETOPT(CURLOPT_URL, url);
     SETOPT(CURLOPT_HTTPHEADER, hdrs);
@@ -235,7 +235,8 @@ done:
 static int stripe_init(const payments_processor_config *cfg, oms_error *err)
 {
     if (!cfg->stripe_key || !cfg->stripe_key[0])
-        return oms_error_set(err, OMS_INVALID, "STRIPE_KEY must be set when PAYMENT_PROCESSOR=stripe");
+        return oms_error_set(err, OMS_INVALID,
+                             "STRIPE_KEY must be set when PAYMENT_PROCESSOR=stripe");
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return oms_error_set(err, OMS_ERR, "stripe: curl_global_init failed");
     return OMS_OK;

@@ -70,8 +70,8 @@ static inline int rmq_find_script(char *out, size_t size)
         if (!slash)
             return -1;
         *slash = '\0';
-        snprintf(out, size, "%s/scripts/rabbitmq.sh", *dir ? dir : "");
-        if (rmq_file_exists(out))
+        int w = snprintf(out, size, "%s/scripts/rabbitmq.sh", *dir ? dir : "");
+        if (w > 0 && (size_t)w < size && rmq_file_exists(out))
             return 0;
         if (!*dir)
             return -1;

@@ -377,8 +377,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_same_message_twice_one_ticket, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_other_message_same_order_one_ticket, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_other_message_same_order_one_ticket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_bodies_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_is_oldest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cooking_and_ready_events, setup, teardown),

@@ -34,18 +34,17 @@ static void v1_for(const char *secret, int64_t t, const char *body, char out[65]
 static void test_known_vector(void **state)
 {
     char h[128];
-    assert_int_equal(payments_signature_header("whsec_test_secret", "{}", 2, 1700000000, h,
-                                               sizeof(h)),
-                     OMS_OK);
+    assert_int_equal(
+        payments_signature_header("whsec_test_secret", "{}", 2, 1700000000, h, sizeof(h)), OMS_OK);
     assert_string_equal(
         h, "t=1700000000,v1=ceb8863f7208fa249a6cd8f951e993c7563412aca65866f6272283debe143ab3");
 }
 
 typedef struct sig_case {
     const char *name;
-    const char *header;   /* "%T" = the right timestamp, "%S" = the right v1, "%W" = a wrong one */
-    int64_t t;            /* timestamp substituted for %T */
-    const char *body;     /* NULL = BODY */
+    const char *header; /* "%T" = the right timestamp, "%S" = the right v1, "%W" = a wrong one */
+    int64_t t;          /* timestamp substituted for %T */
+    const char *body;   /* NULL = BODY */
     payments_sig_result want;
 } sig_case;
 
@@ -132,9 +131,8 @@ static void test_signature_cases(void **state)
 static void test_wrong_secret(void **state)
 {
     char h[128];
-    assert_int_equal(payments_signature_header("whsec_wrong", BODY, strlen(BODY), NOW, h,
-                                               sizeof(h)),
-                     OMS_OK);
+    assert_int_equal(
+        payments_signature_header("whsec_wrong", BODY, strlen(BODY), NOW, h, sizeof(h)), OMS_OK);
     oms_error err;
     assert_int_equal(payments_signature_verify(h, BODY, strlen(BODY), SECRET, NOW, 300, &err),
                      PAYMENTS_SIG_NO_MATCH);
@@ -194,19 +192,21 @@ static void test_binary_body(void **state)
 typedef struct event_case {
     const char *name;
     const char *json;
-    int want;                /* OMS_OK or OMS_INVALID */
-    const char *msg_has;     /* substring of the error, or of the parsed object id */
+    int want;            /* OMS_OK or OMS_INVALID */
+    const char *msg_has; /* substring of the error, or of the parsed object id */
 } event_case;
 
 static const event_case event_cases[] = {
-    {"full", "{\"id\":\"evt_1\",\"type\":\"checkout.session.completed\",\"data\":{\"object\":"
-             "{\"id\":\"cs_1\",\"payment_status\":\"paid\",\"metadata\":{\"orderID\":\"o1\","
-             "\"customerID\":\"c1\"}}}}",
+    {"full",
+     "{\"id\":\"evt_1\",\"type\":\"checkout.session.completed\",\"data\":{\"object\":"
+     "{\"id\":\"cs_1\",\"payment_status\":\"paid\",\"metadata\":{\"orderID\":\"o1\","
+     "\"customerID\":\"c1\"}}}}",
      OMS_OK, "cs_1"},
     {"no metadata", "{\"id\":\"evt_1\",\"type\":\"x\",\"data\":{\"object\":{\"id\":\"cs_2\"}}}",
      OMS_OK, "cs_2"},
-    {"null metadata", "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{\"id\":\"cs_3\","
-                      "\"metadata\":null}}}",
+    {"null metadata",
+     "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{\"id\":\"cs_3\","
+     "\"metadata\":null}}}",
      OMS_OK, "cs_3"},
     {"malformed JSON", "{\"id\":\"evt_1\",", OMS_INVALID, "malformed JSON"},
     {"empty body", "", OMS_INVALID, "malformed JSON"},
@@ -229,15 +229,18 @@ static const event_case event_cases[] = {
      OMS_INVALID, "data.object.id"},
     {"metadata string", "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{\"metadata\":\"m\"}}}",
      OMS_INVALID, "data.object.metadata"},
-    {"orderID number", "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{\"metadata\":"
-                       "{\"orderID\":7}}}}",
+    {"orderID number",
+     "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{\"metadata\":"
+     "{\"orderID\":7}}}}",
      OMS_INVALID, "metadata.orderID"},
-    {"payment_status bool", "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":"
-                            "{\"payment_status\":true}}}",
+    {"payment_status bool",
+     "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":"
+     "{\"payment_status\":true}}}",
      OMS_INVALID, "payment_status"},
-    {"orderID too long", "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{\"metadata\":"
-                         "{\"orderID\":\"0123456789012345678901234567890123456789012345678901"
-                         "2345678901234\"}}}}",
+    {"orderID too long",
+     "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{\"metadata\":"
+     "{\"orderID\":\"0123456789012345678901234567890123456789012345678901"
+     "2345678901234\"}}}}",
      OMS_INVALID, "too long"},
     {"duplicate key", "{\"id\":\"e\",\"id\":\"f\",\"type\":\"x\",\"data\":{\"object\":{}}}",
      OMS_INVALID, "malformed JSON"},
@@ -281,10 +284,17 @@ static void test_event_fields(void **state)
 static void test_local_event_roundtrip(void **state)
 {
     payments_local_event le = {
-        .type = "checkout.session.completed", .session_status = "complete",
-        .payment_status = "paid", .session_id = "cs_local_abc", .session_url = "http://p/x",
-        .success_url = "http://g/success.html", .order_id = "o1", .customer_id = "c1",
-        .amount = 1234, .currency = "usd", .created = NOW,
+        .type = "checkout.session.completed",
+        .session_status = "complete",
+        .payment_status = "paid",
+        .session_id = "cs_local_abc",
+        .session_url = "http://p/x",
+        .success_url = "http://g/success.html",
+        .order_id = "o1",
+        .customer_id = "c1",
+        .amount = 1234,
+        .currency = "usd",
+        .created = NOW,
     };
     char *body = payments_event_build_local(&le);
     assert_non_null(body);
@@ -304,14 +314,10 @@ static void test_local_event_roundtrip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_known_vector),
-        cmocka_unit_test(test_signature_cases),
-        cmocka_unit_test(test_wrong_secret),
-        cmocka_unit_test(test_null_header_and_secret),
-        cmocka_unit_test(test_huge_headers),
-        cmocka_unit_test(test_binary_body),
-        cmocka_unit_test(test_event_cases),
-        cmocka_unit_test(test_event_fields),
+        cmocka_unit_test(test_known_vector),          cmocka_unit_test(test_signature_cases),
+        cmocka_unit_test(test_wrong_secret),          cmocka_unit_test(test_null_header_and_secret),
+        cmocka_unit_test(test_huge_headers),          cmocka_unit_test(test_binary_body),
+        cmocka_unit_test(test_event_cases),           cmocka_unit_test(test_event_fields),
         cmocka_unit_test(test_local_event_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

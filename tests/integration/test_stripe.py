@@ -1,0 +1,169 @@
+"""payments with PAYMENT_PROCESSOR=stripe against a fake Stripe API in this test:
+the exact request we send (form fields, Authorization, Idempotency-Key) and what
+happens when Stripe refuses once (the consumer retries; the log names the error)."""
+import json
+import threading
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from oms_harness import http, wait_for
+
+KEY = "sk_test_x"
+CHEESE_PRICE = "price_1RWg6C07x6KdXnTOR532hPIw"  # data/catalog.json product 1
+
+
+class FakeStripe:
+    """POST /v1/checkout/sessions answered like Stripe. `failures` is a list of
+    (status, error body) answered first, one per request, before successes."""
+
+    def __init__(self, failures=()):
+        self.failures = list(failures)
+        self.requests = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # keep pytest output clean
+                pass
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                req = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                       "raw": raw.decode(), "form": urllib.parse.parse_qs(raw.decode(), keep_blank_values=True,
+                                                                          strict_parsing=True)}
+                with fake.lock:
+                    fake.requests.append(req)
+                    failure = fake.failures.pop(0) if fake.failures else None
+                if failure:
+                    status, body = failure
+                else:
+                    sid = "cs_test_" + uuid.uuid4().hex
+                    status, body = 200, {"id": sid, "object": "checkout.session",
+                                         "url": f"https://checkout.stripe.com/c/pay/{sid}"}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answered(self):
+        """Every request received so far, in order."""
+        with self.lock:
+            return list(self.requests)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def fake_stripe():
+    fakes = []
+
+    def factory(failures=()):
+        f = FakeStripe(failures)
+        fakes.append(f)
+        return f
+    yield factory
+    for f in fakes:
+        f.stop()
+
+
+def stripe_shop(make_shop, fake):
+    shop = make_shop(env={"PAYMENT_PROCESSOR": "stripe", "STRIPE_KEY": KEY, "STRIPE_API_BASE": fake.base})
+    if "payments" not in shop.svc:
+        pytest.skip("oms-payments is not built")
+    return shop
+
+
+def single(form, key):
+    v = form.get(key)
+    assert v is not None and len(v) == 1, (key, form)
+    return v[0]
+
+
+def check_request(req, shop, customer, oid, items):
+    assert req["path"] == "/v1/checkout/sessions"
+    assert req["headers"]["authorization"] == f"Bearer {KEY}"
+    assert req["headers"]["idempotency-key"] == f"oms-{oid}"
+    assert req["headers"]["content-type"].startswith("application/x-www-form-urlencoded")
+    form = req["form"]
+    q = urllib.parse.urlencode({"customerID": customer, "orderID": oid}, quote_via=urllib.parse.quote, safe="")
+    expected = {
+        "mode": "payment",
+        "success_url": f"{shop.gateway}/success.html?{q}",
+        "cancel_url": f"{shop.gateway}/cancel.html?{q}",
+        "client_reference_id": oid,
+        "metadata[orderID]": oid,
+        "metadata[customerID]": customer,
+    }
+    for i, (price, qty) in enumerate(items):
+        expected[f"line_items[{i}][price]"] = price
+        expected[f"line_items[{i}][quantity]"] = str(qty)
+    assert {k: single(form, k) for k in form} == expected
+
+
+def test_session_created_at_stripe(make_shop, fake_stripe):
+    fake = fake_stripe()
+    shop = stripe_shop(make_shop, fake)
+    customer = "cust.stripe:1"  # ':' must arrive percent-encoded inside the URLs
+    st, _, body = shop.create(customer, [{"productID": "1", "quantity": 2}, {"productID": "4", "quantity": 1}])
+    assert st == 201, body
+    oid = body["order"]["orderID"]
+    order = shop.wait_status(customer, oid, "waiting_payment")
+    reqs = fake.answered()
+    assert len(reqs) == 1, reqs
+    check_request(reqs[0], shop, customer, oid, [(CHEESE_PRICE, 2), ("price_oms_flat_white", 1)])
+    assert order["PaymentLink"].startswith("https://checkout.stripe.com/c/pay/cs_test_")
+    assert metric_value(shop, 'payments_sessions_created_total{processor="stripe"}') == 1
+    log = open(shop.svc["payments"].log_path, errors="replace").read()
+    assert KEY not in log, "the Stripe key must never be logged"
+
+
+def metric_value(shop, series):
+    st, _, text = http("GET", shop.payments + "/metrics")
+    assert st == 200
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("status,error", [
+    (402, {"type": "card_error", "code": "card_declined", "message": "Your card was declined."}),
+    (400, {"type": "invalid_request_error", "code": "resource_missing",
+           "message": "No such price: 'price_1RWg6C07x6KdXnTOR532hPIw'"}),
+    (500, {"type": "api_error", "message": "Something went wrong on Stripe's end."}),
+])
+def test_refused_once_then_retried(make_shop, fake_stripe, status, error):
+    fake = fake_stripe(failures=[(status, {"error": error})])
+    shop = stripe_shop(make_shop, fake)
+    st, _, body = shop.create("c-retry", [{"productID": "1", "quantity": 1}])
+    assert st == 201, body
+    oid = body["order"]["orderID"]
+    order = shop.wait_status("c-retry", oid, "waiting_payment")
+    assert order["PaymentLink"].startswith("https://checkout.stripe.com/c/pay/cs_test_")
+    reqs = fake.answered()
+    assert len(reqs) == 2, reqs  # the refusal, then the retry
+    for r in reqs:  # the retry is the same request: Stripe dedupes it by the key
+        check_request(r, shop, "c-retry", oid, [(CHEESE_PRICE, 1)])
+    log_path = shop.svc["payments"].log_path
+
+    def logged():
+        lines = [json.loads(l) for l in open(log_path, errors="replace") if l.startswith("{")]
+        return [l for l in lines if l.get("message") == error["message"]]
+    entry = wait_for(logged, 10, "the Stripe error in the log")[0]
+    assert entry["status"] == str(status) and entry["type"] == error["type"]
+    assert entry.get("code", "") == error.get("code", "")
+    assert KEY not in open(log_path, errors="replace").read()
