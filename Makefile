@@ -12,7 +12,7 @@ ifneq ($(CI),)
 endif
 export OMS_BUILD_DIR := $(abspath $(BUILD))
 
-.PHONY: all deps build test unit integration run format format-check clean
+.PHONY: all deps build test unit integration run bench fuzz chaos format format-check clean
 
 all: build
 
@@ -34,6 +34,18 @@ test: build
 
 run: build
 	@scripts/run.sh
+
+# Performance figures (never a pass/fail): QUICK=1 for a few-second smoke run.
+bench: build
+	@bench/run.sh
+
+# libFuzzer targets (clang); FUZZ_SECONDS per target.
+fuzz:
+	@scripts/fuzz.sh
+
+# Fault-injection run: kills services and restarts the broker under a steady load.
+chaos: build
+	@scripts/chaos.sh
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

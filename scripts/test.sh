@@ -11,4 +11,10 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 echo "== unit tests ($OMS_BUILD_DIR)"
 (cd "$OMS_BUILD_DIR" && ctest --output-on-failure -j2)
 echo "== integration tests"
-exec scripts/test-integration.sh "$@"
+scripts/test-integration.sh "$@"
+# Further suites join here as they exist (each is a separate script so it can be run alone).
+if [ -x scripts/test-browser.sh ]; then echo "== browser tests"; scripts/test-browser.sh; fi
+if [ -x scripts/fuzz.sh ]; then echo "== fuzz smoke"; scripts/fuzz.sh --smoke; fi
+if [ -x scripts/chaos.sh ]; then echo "== short fault run"; scripts/chaos.sh --short; fi
+if [ -x bench/run.sh ]; then echo "== benchmark smoke (figures only, never fails on a number)"; QUICK=1 bench/run.sh; fi
+echo "== all test suites passed"
