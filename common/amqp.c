@@ -29,7 +29,9 @@
 
 #include "oms/events.h"
 #include "oms/log.h"
+#include "oms/metrics.h"
 #include "oms/trace.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 
 #define AMQP_CHANNEL 1
@@ -784,7 +786,8 @@ static int header_retry_count(const amqp_field_value_t *v)
     case AMQP_FIELD_KIND_BYTES: {
         char buf[24];
         size_t l = v->value.bytes.len < sizeof(buf) - 1 ? v->value.bytes.len : sizeof(buf) - 1;
-        memcpy(buf, v->value.bytes.bytes, l);
+        if (l) /* an empty value may come with a NULL pointer (fuzz_amqp_decode) */
+            memcpy(buf, v->value.bytes.bytes, l);
         buf[l] = '\0';
         n = strtoll(buf, NULL, 10);
         break;
@@ -798,46 +801,111 @@ static int header_retry_count(const amqp_field_value_t *v)
     return (int)n;
 }
 
+/* bytes_dup for a raw pointer and length (NULL with 0 gives ""). */
+static char *mem_dup(const void *p, size_t len)
+{
+    amqp_bytes_t b = {len, (void *)p};
+    return bytes_dup(len ? b : amqp_empty_bytes);
+}
+
+void oms_amqp_decode(const amqp_basic_properties_t *props, const void *exchange,
+                     size_t exchange_len, const void *body, size_t len, oms_amqp_decoded *out)
+{
+    amqp_bytes_t b = amqp_empty_bytes;
+    memset(out, 0, sizeof(*out));
+    /* A retried message arrives through the default exchange; report the one it was
+     * first published to. */
+    if (header_string(header_get(props, "x-original-exchange"), &b) && b.len > 0)
+        out->exchange = bytes_dup(b);
+    else
+        out->exchange = mem_dup(exchange, exchange_len);
+    b = amqp_empty_bytes;
+    if (header_string(header_get(props, "message-id"), &b) && b.len > 0)
+        out->message_id = bytes_dup(b);
+    else if (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+        out->message_id = bytes_dup(props->message_id);
+    else
+        out->message_id = oms_strdup("");
+    b = amqp_empty_bytes;
+    (void)header_string(header_get(props, "traceparent"), &b);
+    out->traceparent = bytes_dup(b);
+    out->retry_count = header_retry_count(header_get(props, "x-retry-count"));
+    /* An oversized body is not copied: the caller dead-letters it as it is. */
+    out->len = len;
+    out->body = len > AMQP_MAX_BODY ? NULL : mem_dup(body, len);
+}
+
+void oms_amqp_decoded_free(oms_amqp_decoded *d)
+{
+    free(d->exchange);
+    free(d->message_id);
+    free(d->traceparent);
+    free(d->body);
+    memset(d, 0, sizeof(*d));
+}
+
+/* events_{consumed,retried,dead_lettered}_total{queue}: what became of a delivery,
+ * counted once the broker has its ack (and, for the last two, the republish confirm). */
+#define CONSUMED_TOTAL "events_consumed_total"
+#define CONSUMED_HELP "Deliveries handled and acknowledged (applied, or recognised as duplicates)"
+#define RETRIED_TOTAL "events_retried_total"
+#define RETRIED_HELP "Deliveries that failed and were sent to <queue>.retry"
+#define DEAD_TOTAL "events_dead_lettered_total"
+#define DEAD_HELP "Deliveries moved to <queue>.dlq (invalid, or out of retries)"
+
+static void count_outcome(const char *queue, const char *name, const char *help, double v)
+{
+    char labels[320] = "";
+    oms_metrics_label(labels, sizeof(labels), "queue", queue);
+    oms_metrics_counter_add(name, help, labels, v);
+}
+
+/* The CONSUMER span of one delivery, "<queue> process" (OpenTelemetry messaging
+ * conventions): a child of the publish span whose context the message carries, or a
+ * new trace when it carries none (or a malformed one). It is the thread's current
+ * context while the handler runs. */
+static oms_span *consume_span_start(const oms_amqp_consumer *c, const oms_amqp_decoded *d,
+                                    uint64_t delivery_tag)
+{
+    char name[300];
+    oms_trace_ctx parent;
+    snprintf(name, sizeof(name), "%s process", c->queue);
+    oms_span *s = oms_traceparent_parse(d->traceparent, &parent) == OMS_OK
+                      ? oms_span_start(name, OMS_SPAN_CONSUMER, &parent)
+                      : oms_span_start_root(name, OMS_SPAN_CONSUMER);
+    oms_span_set_str(s, "messaging.system", "rabbitmq");
+    oms_span_set_str(s, "messaging.operation.type", "process");
+    oms_span_set_str(s, "messaging.destination.name", d->exchange);
+    oms_span_set_str(s, "messaging.destination.subscription.name", c->queue);
+    oms_span_set_str(s, "messaging.message.id", d->message_id);
+    oms_span_set_int(s, "messaging.message.body.size", (long long)d->len);
+    oms_span_set_int(s, "messaging.rabbitmq.message.delivery_tag", (long long)delivery_tag);
+    if (d->retry_count > 0)
+        oms_span_set_int(s, "messaging.message.retry_count", d->retry_count);
+    return s;
+}
+
 /* Handles one delivery: calls fn under the message's trace context, then acks, or
  * republishes to Q.retry / Q.dlq with confirms and acks. Returns OMS_OK, or an error
  * when the connection must be torn down (the broker then redelivers). */
 static int consumer_handle(oms_amqp_consumer *c, amqp_envelope_t *env, oms_error *err)
 {
-    const amqp_basic_properties_t *props = &env->message.properties;
-    amqp_bytes_t b = amqp_empty_bytes;
-    char *exchange = NULL, *mid = NULL, *tp = NULL, *body = NULL;
+    oms_amqp_decoded dec;
     int rc;
 
-    /* A retried message arrives through the default exchange; report the one it was
-     * first published to. */
-    if (header_string(header_get(props, "x-original-exchange"), &b) && b.len > 0)
-        exchange = bytes_dup(b);
-    else
-        exchange = bytes_dup(env->exchange);
-    b = amqp_empty_bytes;
-
-    if (header_string(header_get(props, "message-id"), &b) && b.len > 0)
-        mid = bytes_dup(b);
-    else if (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
-        mid = bytes_dup(props->message_id);
-    else
-        mid = oms_strdup("");
-    b = amqp_empty_bytes;
-    (void)header_string(header_get(props, "traceparent"), &b);
-    tp = bytes_dup(b);
-    int retry = header_retry_count(header_get(props, "x-retry-count"));
+    oms_amqp_decode(&env->message.properties, env->exchange.bytes, env->exchange.len,
+                    env->message.body.bytes, env->message.body.len, &dec);
+    const char *exchange = dec.exchange, *mid = dec.message_id, *tp = dec.traceparent;
+    const char *body = dec.body;
+    int retry = dec.retry_count;
 
     int verdict;
-    oms_trace_ctx ctx;
-    if (oms_traceparent_parse(tp, &ctx) != OMS_OK)
-        oms_trace_new_root(&ctx);
-    oms_trace_set_current(&ctx);
-    if (env->message.body.len > AMQP_MAX_BODY) {
+    oms_span *span = consume_span_start(c, &dec, env->delivery_tag);
+    if (!body) {
         oms_log_warn("amqp message too large, dead-lettering", "queue", c->queue, "message_id",
                      mid);
         verdict = OMS_INVALID;
     } else {
-        body = bytes_dup(env->message.body);
         oms_amqp_delivery d = {exchange, mid, tp, retry, body, env->message.body.len};
         verdict = c->fn(&d, c->ud);
     }
@@ -883,13 +951,23 @@ static int consumer_handle(oms_amqp_consumer *c, amqp_envelope_t *env, oms_error
         rc = oms_error_set(err, OMS_UNAVAILABLE, "amqp ack on %s failed", c->queue);
         goto out;
     }
+    if (!target)
+        count_outcome(c->queue, CONSUMED_TOTAL, CONSUMED_HELP, 1);
+    else if (target == c->retry_queue)
+        count_outcome(c->queue, RETRIED_TOTAL, RETRIED_HELP, 1);
+    else
+        count_outcome(c->queue, DEAD_TOTAL, DEAD_HELP, 1);
+    if (target)
+        oms_span_add_event(span, target == c->retry_queue ? "retry scheduled" : "dead-lettered",
+                           "messaging.destination.name", target);
     rc = OMS_OK;
 out:
-    oms_trace_clear_current();
-    free(exchange);
-    free(mid);
-    free(tp);
-    free(body);
+    if (verdict != OMS_OK && verdict != OMS_DUPLICATE)
+        oms_span_set_status(span, OMS_SPAN_ERROR, oms_status_text(verdict));
+    else if (rc != OMS_OK)
+        oms_span_set_status(span, OMS_SPAN_ERROR, err->msg);
+    oms_span_end(span); /* restores the consumer thread's empty context */
+    oms_amqp_decoded_free(&dec);
     return rc;
 }
 
@@ -1033,6 +1111,10 @@ int oms_amqp_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *cfg,
     c->retry_delay_ms = cc->retry_delay_ms > 0 ? cc->retry_delay_ms : 1000;
     c->fn = cc->fn;
     c->ud = cc->ud;
+    /* Zero series: a scrape shows every queue's counters before its first message. */
+    count_outcome(c->queue, CONSUMED_TOTAL, CONSUMED_HELP, 0);
+    count_outcome(c->queue, RETRIED_TOTAL, RETRIED_HELP, 0);
+    count_outcome(c->queue, DEAD_TOTAL, DEAD_HELP, 0);
     atomic_init(&c->stop, 0);
     atomic_init(&c->connected, 0);
     (void)oms_amqp_publisher_new(&c->pub, cfg); /* cannot fail: aborts on OOM */

@@ -34,8 +34,7 @@ struct oms_db {
     pthread_cond_t cv;
 };
 
-/* url prefix -> driver. drv NULL means "known scheme, driver not compiled in"; when
- * the PostgreSQL driver lands, its two rows point at it and nothing else changes.
+/* url prefix -> driver. drv NULL means "known scheme, driver not compiled in".
  * strip: remove the prefix before handing the url to the driver (sqlite only; libpq
  * wants the whole postgres:// url). mkdir: create the file's parent directory. */
 static const struct {
@@ -47,8 +46,8 @@ static const struct {
     const char *missing;
 } db_schemes[] = {
     {"sqlite:", &oms_db_driver_sqlite, 1, 1, 0, NULL},
-    {"postgres://", NULL, 0, 0, 1, "postgres driver not built yet"},
-    {"postgresql://", NULL, 0, 0, 1, "postgres driver not built yet"},
+    {"postgres://", &oms_db_driver_postgres, 0, 0, 1, NULL},
+    {"postgresql://", &oms_db_driver_postgres, 0, 0, 1, NULL},
 };
 
 /* Anything without a known prefix is a SQLite file path (or ":memory:"). */
@@ -121,6 +120,20 @@ static void db_free(oms_db *db)
     free(db);
 }
 
+/* Takes the driver's migration lock (if it has one) inside tx: concurrent instances
+ * then apply each migration once, one after the other. */
+static int db_migration_lock(oms_db_tx *tx, oms_error *err)
+{
+    if (!tx->db->drv->migration_lock)
+        return OMS_OK;
+    oms_error derr;
+    oms_error_clear(&derr);
+    int rc = tx->db->drv->migration_lock(tx->conn, &derr);
+    if (rc != OMS_OK)
+        return oms_error_set(err, rc, "migration lock: %s", derr.msg);
+    return OMS_OK;
+}
+
 /* Applies one migration in its own transaction unless schema_migrations already
  * names it. The check and the script run in the same transaction, so a crash halfway
  * leaves neither the tables nor the record. */
@@ -131,6 +144,9 @@ static int db_migrate_one(oms_db *db, const oms_db_migration *m, oms_error *err)
     int rc = oms_db_begin(db, &tx, err);
     if (rc != OMS_OK)
         return rc;
+    rc = db_migration_lock(tx, err);
+    if (rc != OMS_OK)
+        goto fail;
     oms_db_param name = OMS_DB_S(m->name);
     rc = oms_db_query(tx, "SELECT 1 FROM schema_migrations WHERE name = $1", &name, 1, NULL, NULL,
                       &seen, err);
@@ -175,6 +191,11 @@ static int db_migrate(oms_db *db, const oms_db_migration *migs, size_t nmigs, om
         return rc;
     oms_error derr;
     oms_error_clear(&derr);
+    rc = db_migration_lock(tx, err);
+    if (rc != OMS_OK) {
+        oms_db_rollback(tx);
+        return rc;
+    }
     rc = db->drv->exec_script(tx->conn,
                               "CREATE TABLE IF NOT EXISTS schema_migrations("
                               "name TEXT PRIMARY KEY, applied_at TEXT)",
@@ -275,6 +296,11 @@ void oms_db_close(oms_db *db)
 const char *oms_db_driver_name(const oms_db *db)
 {
     return db->drv->name;
+}
+
+int oms_db_locks_rows(const oms_db *db)
+{
+    return db->drv->row_locks;
 }
 
 int oms_db_ping(oms_db *db, oms_error *err)

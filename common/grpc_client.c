@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,9 @@
 #include <grpc/support/time.h>
 
 #include "oms/log.h"
+#include "oms/metrics.h"
 #include "oms/trace.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
@@ -39,6 +42,9 @@
 struct oms_grpc_client {
     grpc_channel *channel;
     char target[MAX_TARGETS_LEN + 1]; /* as given, for error messages */
+    /* Guards channel against oms_grpc_client_set_targets swapping it while a call is
+     * being created; a created call holds its own reference to its channel. */
+    pthread_mutex_t mu;
 };
 
 static char tag_call;
@@ -163,6 +169,13 @@ int oms_grpc_client_new(oms_grpc_client **out, const char *targets, oms_error *e
     }
 
     oms_grpc_client *c = oms_xcalloc(1, sizeof(*c));
+    int e = pthread_mutex_init(&c->mu, NULL);
+    if (e != 0) {
+        grpc_channel_destroy(ch);
+        free(c);
+        grpc_shutdown();
+        return oms_error_set(err, OMS_ERR, "grpc: pthread_mutex_init: %s", strerror(e));
+    }
     c->channel = ch;
     snprintf(c->target, sizeof(c->target), "%s", targets);
     *out = c;
@@ -174,8 +187,31 @@ void oms_grpc_client_free(oms_grpc_client *c)
     if (!c)
         return;
     grpc_channel_destroy(c->channel);
+    (void)pthread_mutex_destroy(&c->mu); /* no call can be starting: the owner frees */
     free(c);
     grpc_shutdown();
+}
+
+int oms_grpc_client_set_targets(oms_grpc_client *c, const char *targets, oms_error *err)
+{
+    if (!c)
+        return oms_error_set(err, OMS_INVALID, "grpc: set targets without a client");
+    /* Build the new channel exactly as a new client would, then trade channels: the
+     * temporary client leaves with the old one and frees it. Calls already started on
+     * the old channel finish on it (each holds a reference). */
+    oms_grpc_client *fresh = NULL;
+    int rc = oms_grpc_client_new(&fresh, targets, err);
+    if (rc != OMS_OK)
+        return rc;
+    if (pthread_mutex_lock(&c->mu) != 0)
+        abort(); /* an initialised mutex we own: cannot fail */
+    grpc_channel *old = c->channel;
+    c->channel = fresh->channel;
+    if (pthread_mutex_unlock(&c->mu) != 0)
+        abort();
+    fresh->channel = old;
+    oms_grpc_client_free(fresh);
+    return OMS_OK;
 }
 
 /* Maps a non-OK status to our code and message. The server's details are the
@@ -201,6 +237,51 @@ static int status_error(const oms_grpc_client *c, const char *method, grpc_statu
     return code;
 }
 
+/* The CLIENT span of a call, a child of the caller's current context; its context is
+ * what the call carries as traceparent. Health checks get none: readiness probes run
+ * every second and would each be a trace. */
+static oms_span *client_span_start(const oms_grpc_client *c, const char *method)
+{
+    if (strcmp(method, HEALTH_CHECK_PATH) == 0)
+        return NULL;
+    const char *name = method[0] == '/' ? method + 1 : method;
+    oms_span *span = oms_span_start(name, OMS_SPAN_CLIENT, NULL);
+    oms_span_set_str(span, "rpc.system", "grpc");
+    const char *slash = strchr(name, '/');
+    if (slash) {
+        char service[256];
+        snprintf(service, sizeof(service), "%.*s", (int)(slash - name), name);
+        oms_span_set_str(span, "rpc.service", service);
+        oms_span_set_str(span, "rpc.method", slash + 1);
+    }
+    oms_span_set_str(span, "server.address", c->target);
+    return span;
+}
+
+/* Ends the span (any non-OK status is an error for the caller) and counts the call in
+ * grpc_client_handled_total{method,code} and grpc_client_handling_seconds{method}. */
+static void client_call_done(oms_span *span, const char *method, grpc_status_code status,
+                             const oms_error *err, int64_t start_ms)
+{
+    if (span) {
+        oms_span_set_int(span, "rpc.grpc.status_code", (long long)status);
+        if (status != GRPC_STATUS_OK)
+            oms_span_set_status(span, OMS_SPAN_ERROR,
+                                err && err->msg[0] ? err->msg : oms_grpc_code_name((int)status));
+        oms_span_end(span);
+    }
+    char labels[384] = "", hl[320] = "";
+    oms_metrics_label(labels, sizeof(labels), "method", method);
+    oms_metrics_label(labels, sizeof(labels), "code", oms_grpc_code_name((int)status));
+    oms_metrics_counter_add("grpc_client_handled_total",
+                            "gRPC calls made by this service, by method and status code", labels,
+                            1);
+    oms_metrics_label(hl, sizeof(hl), "method", method);
+    oms_metrics_observe("grpc_client_handling_seconds",
+                        "gRPC client latency from call to status, by method", hl,
+                        (double)(oms_mono_ms() - start_ms) / 1000.0);
+}
+
 /* One unary call with req_bb as the request. On OMS_OK *resp_bb holds the response
  * message (owned by the caller: grpc_byte_buffer_destroy). req_bb stays the
  * caller's. */
@@ -212,11 +293,17 @@ static int unary_call(oms_grpc_client *c, const char *method, grpc_byte_buffer *
     if (timeout_ms <= 0)
         return oms_error_set(err, OMS_INVALID, "grpc: %s needs a positive timeout", method);
 
+    int64_t start_ms = oms_mono_ms();
+    oms_span *span = client_span_start(c, method); /* current until the call is done */
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = deadline_after_ms(timeout_ms);
     grpc_slice method_slice = grpc_slice_from_copied_string(method);
+    if (pthread_mutex_lock(&c->mu) != 0)
+        abort(); /* an initialised mutex we own: cannot fail */
     grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                                method_slice, NULL, deadline, NULL);
+    if (pthread_mutex_unlock(&c->mu) != 0)
+        abort();
     grpc_slice_unref(method_slice); /* only needed through create_call */
 
     char traceparent[OMS_TRACEPARENT_LEN + 1];
@@ -299,6 +386,8 @@ done:
         grpc_call_unref(call);
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
+    /* A call that never got a status (not created, not started) counts as UNKNOWN. */
+    client_call_done(span, method, status, err, start_ms);
     return rc;
 }
 

@@ -29,7 +29,9 @@
 #include <grpc/support/time.h>
 
 #include "oms/log.h"
+#include "oms/metrics.h"
 #include "oms/trace.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
@@ -125,11 +127,10 @@ static int64_t deadline_to_mono_ms(gpr_timespec deadline)
     return ms > 0 ? ms : 1; /* 0 means "no deadline" */
 }
 
-/* The trace context for the call: a child of the caller's traceparent, or a new
- * root when it is missing or malformed. Set as the thread's current context. */
-static void set_call_trace(const grpc_metadata_array *md)
+/* The caller's trace context from its traceparent metadata; 0 when it is missing or
+ * malformed. */
+static int call_traceparent(const grpc_metadata_array *md, oms_trace_ctx *parent)
 {
-    oms_trace_ctx parent, span;
     int have_parent = 0;
     for (size_t i = 0; i < md->count; i++) {
         if (grpc_slice_str_cmp(md->metadata[i].key, "traceparent") != 0)
@@ -141,14 +142,86 @@ static void set_call_trace(const grpc_metadata_array *md)
             break;
         memcpy(buf, GRPC_SLICE_START_PTR(v), len);
         buf[len] = '\0';
-        have_parent = oms_traceparent_parse(buf, &parent) == OMS_OK;
+        have_parent = oms_traceparent_parse(buf, parent) == OMS_OK;
         break;
     }
-    if (have_parent)
-        oms_trace_new_child(&parent, &span);
-    else
-        oms_trace_new_root(&span);
-    oms_trace_set_current(&span);
+    return have_parent;
+}
+
+/* The method label of a call: its path when it is one we serve (or health), else
+ * "unknown", so a client cannot create metric series at will. */
+static const char *method_label(const oms_grpc_server *s, const grpc_call_details *details)
+{
+    if (grpc_slice_str_cmp(details->method, HEALTH_CHECK_PATH) == 0)
+        return HEALTH_CHECK_PATH;
+    for (size_t i = 0; i < s->nmethods; i++)
+        if (grpc_slice_str_cmp(details->method, s->methods[i].path) == 0)
+            return s->methods[i].path;
+    return "unknown";
+}
+
+/* grpc_server_handled_total{method,code} and grpc_server_handling_seconds{method}. */
+static void count_call(const char *method, grpc_status_code code, int64_t start_ms)
+{
+    char labels[384] = "", hl[320] = "";
+    oms_metrics_label(labels, sizeof(labels), "method", method);
+    oms_metrics_label(labels, sizeof(labels), "code", oms_grpc_code_name((int)code));
+    oms_metrics_counter_add("grpc_server_handled_total",
+                            "gRPC calls completed by the server, by method and status code", labels,
+                            1);
+    oms_metrics_label(hl, sizeof(hl), "method", method);
+    oms_metrics_observe("grpc_server_handling_seconds",
+                        "gRPC server latency from accepted call to status, by method", hl,
+                        (double)(oms_mono_ms() - start_ms) / 1000.0);
+}
+
+/* The call's SERVER span, named "package.Service/Method" as OpenTelemetry's RPC
+ * conventions say: a child of the caller's traceparent, or a new trace when it is
+ * missing or malformed; the thread's current context while the handler runs.
+ * Health checks get none (every readiness probe would be a trace) but still run
+ * without any current context. */
+static oms_span *call_span_start(const char *method, const grpc_metadata_array *md,
+                                 const char *peer)
+{
+    oms_trace_ctx parent;
+    if (strcmp(method, HEALTH_CHECK_PATH) == 0)
+        return NULL;
+    int have_parent = call_traceparent(md, &parent);
+    const char *name = method[0] == '/' ? method + 1 : method;
+    oms_span *span = have_parent ? oms_span_start(name, OMS_SPAN_SERVER, &parent)
+                                 : oms_span_start_root(name, OMS_SPAN_SERVER);
+    oms_span_set_str(span, "rpc.system", "grpc");
+    const char *slash = strchr(name, '/');
+    if (slash) {
+        char service[256];
+        snprintf(service, sizeof(service), "%.*s", (int)(slash - name), name);
+        oms_span_set_str(span, "rpc.service", service);
+        oms_span_set_str(span, "rpc.method", slash + 1);
+    }
+    if (peer && *peer)
+        oms_span_set_str(span, "network.peer.address", peer);
+    return span;
+}
+
+/* Ends the call's span with its status; per the RPC conventions a server span is an
+ * error only for codes that mean the server failed, not the caller. */
+static void call_span_end(oms_span *span, grpc_status_code code)
+{
+    if (!span)
+        return;
+    oms_span_set_int(span, "rpc.grpc.status_code", (long long)code);
+    switch (code) {
+    case GRPC_STATUS_UNKNOWN:
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+    case GRPC_STATUS_UNIMPLEMENTED:
+    case GRPC_STATUS_INTERNAL:
+    case GRPC_STATUS_UNAVAILABLE:
+    case GRPC_STATUS_DATA_LOSS:
+        oms_span_set_status(span, OMS_SPAN_ERROR, oms_grpc_code_name((int)code));
+        break;
+    default: break;
+    }
+    oms_span_end(span);
 }
 
 static const oms_grpc_method *find_method(const oms_grpc_server *s, grpc_slice path)
@@ -262,8 +335,9 @@ static void run_handler(oms_grpc_server *s, const oms_grpc_method *m, grpc_call 
     reply_status(r, GRPC_STATUS_OK, NULL);
 }
 
-/* Serves one accepted call from request message to status. */
-static void serve_call(worker *w, grpc_call *call, const grpc_call_details *details)
+/* Serves one accepted call from request message to status; returns the status sent
+ * (CANCELLED when the call ended before its message arrived). */
+static grpc_status_code serve_call(worker *w, grpc_call *call, const grpc_call_details *details)
 {
     oms_grpc_server *s = w->srv;
     grpc_byte_buffer *req_bb = NULL;
@@ -274,8 +348,10 @@ static void serve_call(worker *w, grpc_call *call, const grpc_call_details *deta
     memset(&recv, 0, sizeof(recv));
     recv.op = GRPC_OP_RECV_MESSAGE;
     recv.data.recv_message.recv_message = &req_bb;
-    if (run_batch(w->cq, call, &recv, 1) != OMS_OK)
+    if (run_batch(w->cq, call, &recv, 1) != OMS_OK) {
+        r.code = GRPC_STATUS_CANCELLED;
         goto done; /* cancelled before its message arrived: nobody to answer */
+    }
 
     const oms_grpc_method *m = NULL;
     if (grpc_slice_str_cmp(details->method, HEALTH_CHECK_PATH) == 0) {
@@ -322,6 +398,7 @@ done:
         grpc_byte_buffer_destroy(r.body);
     if (req_bb)
         grpc_byte_buffer_destroy(req_bb);
+    return r.code;
 }
 
 static void *worker_main(void *arg)
@@ -346,9 +423,14 @@ static void *worker_main(void *arg)
             oms_log_errorf("grpc: request_call failed (%d); worker exits", (int)ce);
         }
         if (accepted) {
-            set_call_trace(&md);
-            serve_call(w, call, &details);
-            oms_trace_clear_current();
+            int64_t start_ms = oms_mono_ms();
+            const char *method = method_label(w->srv, &details);
+            char *peer = grpc_call_get_peer(call);
+            oms_span *span = call_span_start(method, &md, peer);
+            gpr_free(peer);
+            grpc_status_code code = serve_call(w, call, &details);
+            call_span_end(span, code); /* restores the worker's empty context */
+            count_call(method, code, start_ms);
         }
         if (call)
             grpc_call_unref(call);

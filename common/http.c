@@ -38,7 +38,9 @@
 #include "oms/metrics.h"
 #include "oms/status.h"
 #include "oms/trace.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
+#include "http_guard.h"
 
 #define DEFAULT_MAX_BODY (64 * 1024)
 #define DEFAULT_THREADS 2
@@ -55,6 +57,7 @@ struct oms_http_server {
     size_t max_body;
     char *static_root; /* realpath of cfg->static_dir, or NULL; owned */
     void *ud;
+    http_guard *guard; /* request deadline against slow clients; owned */
 };
 
 /* One allocation of the per-request arena; freed with the request. */
@@ -486,23 +489,80 @@ static int method_matches(const char *route_method, const char *method)
            (strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0);
 }
 
-/* Current trace context for this request from its traceparent header (a fresh root when
- * absent or invalid); also formats it for the response. */
-static void trace_begin(struct MHD_Connection *conn, char tp[OMS_TRACEPARENT_LEN + 1])
+/* Probes and scrapes: answered with a trace context (for the response header and
+ * logs) but no span, or every poll of a health check would be a trace. */
+static int untraced_path(const char *path)
 {
-    oms_trace_ctx tc;
-    const char *in = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
-    if (oms_traceparent_parse(in, &tc) != OMS_OK)
-        oms_trace_new_root(&tc);
-    oms_trace_set_current(&tc);
-    oms_traceparent_format(&tc, tp);
+    static const char *const paths[] = {"/healthz", "/readyz", "/metrics"};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if (strcmp(path, paths[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The request's SERVER span: a child of its traceparent header, or a new trace when the
+ * header is absent or malformed (never trusted half-way). It is the thread's current
+ * context until trace_end; its context goes back in the response's traceparent (tp).
+ * Named by method only until the route is known (trace_route). NULL for untraced
+ * paths, which get a bare current context instead. */
+static oms_span *trace_begin(struct MHD_Connection *conn, const char *method, const char *path,
+                             char tp[OMS_TRACEPARENT_LEN + 1])
+{
+    oms_trace_ctx in;
+    const char *hdr = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
+    int have = oms_traceparent_parse(hdr, &in) == OMS_OK;
+    if (untraced_path(path)) {
+        if (!have)
+            oms_trace_new_root(&in);
+        oms_trace_set_current(&in);
+        oms_traceparent_format(&in, tp);
+        return NULL;
+    }
+    const char *m = method_label(method);
+    oms_span *span =
+        have ? oms_span_start(m, OMS_SPAN_SERVER, &in) : oms_span_start_root(m, OMS_SPAN_SERVER);
+    oms_span_set_str(span, "http.request.method", m);
+    oms_span_set_str(span, "url.path", path);
+    oms_span_set_str(span, "url.scheme", "http");
+    const char *ua = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "User-Agent");
+    if (ua)
+        oms_span_set_str(span, "user_agent.original", ua);
+    oms_traceparent_format(oms_span_context(span), tp);
+    return span;
+}
+
+/* Names the span "METHOD /route/{}" once the route is known (low cardinality). */
+static void trace_route(oms_span *span, const char *method, const char *pattern)
+{
+    char name[300];
+    snprintf(name, sizeof(name), "%s %s", method_label(method), pattern);
+    oms_span_set_name(span, name);
+    oms_span_set_str(span, "http.route", pattern);
+}
+
+/* Ends the request's span (5xx is a server error; 4xx is the client's) and leaves the
+ * pool thread without a current context. */
+static void trace_end(oms_span *span, int status)
+{
+    if (!span) {
+        oms_trace_clear_current();
+        return;
+    }
+    oms_span_set_int(span, "http.response.status_code", status);
+    if (status >= 500) {
+        char msg[32];
+        snprintf(msg, sizeof(msg), "HTTP %d", status);
+        oms_span_set_status(span, OMS_SPAN_ERROR, msg);
+    }
+    oms_span_end(span);
+    oms_trace_clear_current(); /* a handler that left a span open must not leak it here */
 }
 
 static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Connection *conn,
                               const char *method)
 {
     char tp[OMS_TRACEPARENT_LEN + 1];
-    trace_begin(conn, tp);
+    oms_span *span = trace_begin(conn, method, st->raw_path, tp);
     oms_http_resp resp;
     memset(&resp, 0, sizeof(resp));
     const char *route = "none";
@@ -518,8 +578,10 @@ static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Co
         if (method_matches(srv->routes[i].method, method))
             hit = &srv->routes[i];
     }
-    if (hit)
+    if (hit) {
         route = hit->pattern;
+        trace_route(span, method, route);
+    }
 
     if (st->too_big) {
         oms_http_resp_error(&resp, 413, "request body too large (limit %zu bytes)", srv->max_body);
@@ -565,7 +627,7 @@ static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Co
                serve_static(srv, st, conn, tp, &ret)) {
         st->answered = 1;
         account(st, method, "static", MHD_HTTP_OK);
-        oms_trace_clear_current();
+        trace_end(span, MHD_HTTP_OK);
         return ret;
     } else {
         oms_http_resp_error(&resp, 404, "no such route: %s %s", method, st->raw_path);
@@ -575,7 +637,7 @@ static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Co
     ret = send_resp(conn, &resp, tp);
     st->answered = 1;
     account(st, method, route, status);
-    oms_trace_clear_current();
+    trace_end(span, status);
     return ret;
 }
 
@@ -645,6 +707,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     state_free(*con_cls);
     *con_cls = NULL;
+    http_guard_request_done(conn);
 }
 
 /* 1 when the request declares a Content-Length above max. */
@@ -681,6 +744,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             /* Answer before the body is read: queueing now makes MHD skip the body and
              * close the connection, which is what an unread body requires anyway. */
             st->too_big = 1;
+            http_guard_request_read(conn);
             return answer(srv, st, conn, method);
         }
         return MHD_YES;
@@ -692,6 +756,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (st->answered)
         return MHD_YES;
+    http_guard_request_read(conn);
     return answer(srv, st, conn, method);
 }
 
@@ -805,7 +870,39 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
     if (limit < threads)
         limit = threads; /* MHD splits the limit across pool threads */
     unsigned timeout = cfg->timeout_s ? cfg->timeout_s : DEFAULT_TIMEOUT_S;
+    /* Operators (and the hostile-input tests) tune the limits of every HTTP server
+     * at once, without a per-service config entry: HTTP_TIMEOUT_S (idle seconds
+     * before a connection is dropped) and HTTP_CONN_LIMIT (open connections). */
+    static const struct {
+        const char *name;
+        unsigned lo, hi;
+    } limits_env[] = {{"HTTP_TIMEOUT_S", 1, 3600}, {"HTTP_CONN_LIMIT", 1, 100000}};
+    for (size_t i = 0; i < sizeof(limits_env) / sizeof(limits_env[0]); i++) {
+        const char *v = getenv(limits_env[i].name);
+        if (!v || !v[0])
+            continue;
+        char *end = NULL;
+        errno = 0;
+        unsigned long n = strtoul(v, &end, 10);
+        if (errno || *end || v[0] == '-' || n < limits_env[i].lo || n > limits_env[i].hi) {
+            snprintf(err, errlen, "%s: must be an integer from %u to %u (got \"%.40s\")",
+                     limits_env[i].name, limits_env[i].lo, limits_env[i].hi, v);
+            goto fail;
+        }
+        if (i == 0)
+            timeout = (unsigned)n;
+        else
+            limit = n < threads ? threads : (unsigned)n;
+    }
 
+    /* The idle timeout alone never drops a client that trickles bytes (slowloris):
+     * the guard bounds each request's arrival by the same number of seconds. */
+    s->guard = http_guard_new(timeout);
+    if (!s->guard) {
+        snprintf(err, errlen, "http: cannot start the request deadline thread");
+        rc = OMS_ERR;
+        goto fail;
+    }
     s->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
         on_access, s,
@@ -813,9 +910,10 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&sin,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, limit,
         MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)CONN_MEMORY_LIMIT, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
+        (size_t)CONN_MEMORY_LIMIT, /* no LISTENING_ADDRESS_REUSE: SO_REUSEPORT would let a second
+         * instance share the port silently; MHD's default SO_REUSEADDR is enough */
         MHD_OPTION_URI_LOG_CALLBACK, uri_logged, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, http_guard_notify, s->guard, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "http: cannot listen on %s (in use, or not a local address?)",
                  cfg->addr);
@@ -827,6 +925,7 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
     return OMS_OK;
 
 fail:
+    http_guard_free(s->guard);
     free(s->static_root);
     free(s);
     return rc;
@@ -846,6 +945,7 @@ void oms_http_stop(oms_http_server *s)
         return;
     /* Joins the pool threads; open requests get on_completed, freeing their state. */
     MHD_stop_daemon(s->daemon);
+    http_guard_free(s->guard);
     free(s->static_root);
     free(s);
 }

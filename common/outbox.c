@@ -23,6 +23,7 @@
 #include "oms/log.h"
 #include "oms/metrics.h"
 #include "oms/trace.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 
 #define RELAY_BATCH 200
@@ -30,6 +31,7 @@
 #define RELAY_BACKOFF_MIN_MS 100
 #define RELAY_BACKOFF_MAX_MS 2000
 #define RELAY_CONFIRM_TIMEOUT_MS 10000
+#define RELAY_GAUGE_EVERY_MS 1000 /* backlog gauges refreshed at most this often */
 
 const oms_db_migration oms_outbox_migration = {
     "outbox_1",
@@ -136,6 +138,8 @@ typedef struct outbox_row {
     char *exchange;
     char *body;
     char *traceparent; /* NULL when none */
+    oms_span *span;    /* the publish span while the row is in flight (relay_pass) */
+    char span_tp[OMS_TRACEPARENT_LEN + 1]; /* its context: what the message carries */
 } outbox_row;
 
 typedef struct outbox_batch {
@@ -169,22 +173,35 @@ static int batch_row(const oms_db_row *row, void *ud)
     return OMS_OK;
 }
 
-/* Reads up to RELAY_BATCH unsent rows with id > after, in id order. */
-static int relay_fetch(oms_outbox_relay *r, long long after, outbox_batch *b, oms_error *err)
+#define RELAY_FETCH_SQL                                                                            \
+    "SELECT id, message_id, exchange, body, traceparent FROM outbox"                               \
+    " WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+
+/* Reads up to RELAY_BATCH unsent rows with id > after, in id order. Where several
+ * relays (instances) share the database, the rows are claimed FOR UPDATE SKIP LOCKED
+ * and *held keeps that transaction open until relay_mark or a rollback, so two relays
+ * never publish the same row at the same time; with SQLite (one writer) *held is NULL
+ * and the read transaction ends here, as the design note above says. */
+static int relay_fetch(oms_outbox_relay *r, long long after, outbox_batch *b, oms_db_tx **held,
+                       oms_error *err)
 {
     oms_db_tx *tx = NULL;
     oms_db_param params[] = {OMS_DB_I(after), OMS_DB_I(RELAY_BATCH)};
+    int claim = oms_db_locks_rows(r->db);
+    *held = NULL;
     int rc = oms_db_begin(r->db, &tx, err);
     if (rc != OMS_OK)
         return rc;
-    rc = oms_db_query(tx,
-                      "SELECT id, message_id, exchange, body, traceparent FROM outbox"
-                      " WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
+    rc = oms_db_query(tx, claim ? RELAY_FETCH_SQL " FOR UPDATE SKIP LOCKED" : RELAY_FETCH_SQL,
                       params, 2, batch_row, b, NULL, err);
     if (rc != OMS_OK) {
         oms_db_rollback(tx);
         batch_clear(b);
         return rc;
+    }
+    if (claim) {
+        *held = tx;
+        return OMS_OK;
     }
     rc = oms_db_commit(tx, err);
     if (rc != OMS_OK)
@@ -192,13 +209,14 @@ static int relay_fetch(oms_outbox_relay *r, long long after, outbox_batch *b, om
     return rc;
 }
 
-/* Marks the confirmed rows sent, all in one transaction. */
+/* Marks the confirmed rows sent, all in one transaction: held (the claiming one,
+ * always ended here) or a new one. */
 static int relay_mark(oms_outbox_relay *r, const outbox_batch *b, const int *confirmed,
-                      oms_error *err)
+                      oms_db_tx *held, oms_error *err)
 {
-    oms_db_tx *tx = NULL;
+    oms_db_tx *tx = held;
     long long now = oms_now_ms();
-    int rc = oms_db_begin(r->db, &tx, err);
+    int rc = tx ? OMS_OK : oms_db_begin(r->db, &tx, err);
     if (rc != OMS_OK)
         return rc;
     for (size_t i = 0; i < b->n; i++) {
@@ -271,6 +289,54 @@ static void relay_wait(oms_outbox_relay *r, int ms, int wake_on_notify)
     relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
 }
 
+/* The PRODUCER span of one row, "<exchange> publish": a child of the context stored
+ * with the row (the request or event that wrote it), so the event stays in the
+ * order's trace, and the context the message carries, so its consumers become its
+ * children. Detached: the relay publishes a whole batch at once, one span per row. */
+static void relay_span_start(outbox_row *row)
+{
+    char name[320];
+    oms_trace_ctx parent;
+    snprintf(name, sizeof(name), "%s publish", row->exchange);
+    int has_parent = row->traceparent && oms_traceparent_parse(row->traceparent, &parent) == OMS_OK;
+    row->span = oms_span_start_detached(name, OMS_SPAN_PRODUCER, has_parent ? &parent : NULL);
+    oms_span_set_str(row->span, "messaging.system", "rabbitmq");
+    oms_span_set_str(row->span, "messaging.operation.type", "publish");
+    oms_span_set_str(row->span, "messaging.destination.name", row->exchange);
+    oms_span_set_str(row->span, "messaging.message.id", row->message_id);
+    oms_span_set_int(row->span, "messaging.message.body.size", (long long)strlen(row->body));
+    oms_traceparent_format(oms_span_context(row->span), row->span_tp);
+}
+
+/* Ends a row's publish span: OK once the broker confirmed it, else the reason. */
+static void relay_span_end(outbox_row *row, int confirmed, const oms_error *err)
+{
+    if (confirmed)
+        oms_span_set_status(row->span, OMS_SPAN_OK, NULL);
+    else
+        oms_span_set_status(row->span, OMS_SPAN_ERROR,
+                            err && err->msg[0] ? err->msg : "not confirmed by the broker");
+    oms_span_end(row->span);
+    row->span = NULL;
+}
+
+/* outbox_backlog (unsent rows) and outbox_oldest_age_seconds, set from the relay
+ * thread rather than computed at scrape time: a gauge callback runs under the metrics
+ * lock and must not wait for the database. */
+static void relay_gauges(oms_outbox_relay *r)
+{
+    long long rows = 0, age_ms = 0;
+    oms_error err;
+    oms_error_clear(&err);
+    if (oms_outbox_backlog(r->db, &rows, &age_ms, &err) != OMS_OK)
+        return; /* the relay logs database trouble itself; the gauges just stay stale */
+    oms_metrics_gauge_set("outbox_backlog", "Outbox rows not yet confirmed by the broker", NULL,
+                          (double)rows);
+    oms_metrics_gauge_set("outbox_oldest_age_seconds",
+                          "Age of the oldest unsent outbox row (0 when none)", NULL,
+                          (double)age_ms / 1000.0);
+}
+
 /* Fetches and publishes one batch of unsent rows after the cursor. Returns the
  * number of rows read (>= 0), or a negative status when nothing could be published
  * (database error, broker unavailable). *refused gets 1 when the broker refused some
@@ -281,8 +347,9 @@ static int relay_pass(oms_outbox_relay *r, long long cursor, int *refused, long 
     outbox_batch *b = oms_xcalloc(1, sizeof(*b));
     oms_amqp_msg msgs[RELAY_BATCH];
     int confirmed[RELAY_BATCH];
+    oms_db_tx *held = NULL; /* the claim on the batch's rows, where rows are locked */
     *refused = 0;
-    int rc = relay_fetch(r, cursor, b, err);
+    int rc = relay_fetch(r, cursor, b, &held, err);
     if (rc != OMS_OK)
         goto out;
     if (b->n == 0) {
@@ -290,11 +357,14 @@ static int relay_pass(oms_outbox_relay *r, long long cursor, int *refused, long 
         goto out;
     }
     for (size_t i = 0; i < b->n; i++) {
-        const outbox_row *row = &b->rows[i];
-        msgs[i] = (oms_amqp_msg){
-            row->exchange, "", row->message_id, row->traceparent, 0, row->body, strlen(row->body)};
+        outbox_row *row = &b->rows[i];
+        relay_span_start(row);
+        msgs[i] = (oms_amqp_msg){row->exchange,    "", row->message_id, row->span_tp, 0, row->body,
+                                 strlen(row->body)};
     }
     int prc = oms_amqp_publish(r->pub, msgs, b->n, confirmed, RELAY_CONFIRM_TIMEOUT_MS, err);
+    for (size_t i = 0; i < b->n; i++)
+        relay_span_end(&b->rows[i], confirmed[i], err);
     /* Whatever was confirmed is marked, whatever the overall outcome. */
     int any = 0;
     for (size_t i = 0; i < b->n; i++)
@@ -302,7 +372,9 @@ static int relay_pass(oms_outbox_relay *r, long long cursor, int *refused, long 
     if (any) {
         oms_error merr;
         oms_error_clear(&merr);
-        if (relay_mark(r, b, confirmed, &merr) != OMS_OK)
+        int mrc = relay_mark(r, b, confirmed, held, &merr);
+        held = NULL; /* relay_mark ended it */
+        if (mrc != OMS_OK)
             oms_log_warn("outbox: cannot mark published rows sent; they will be published again",
                          "error", merr.msg);
         relay_count(b, confirmed);
@@ -315,6 +387,7 @@ static int relay_pass(oms_outbox_relay *r, long long cursor, int *refused, long 
     *last_id = b->rows[b->n - 1].id;
     rc = (int)b->n;
 out:
+    oms_db_rollback(held); /* unconfirmed rows go back to the pool; NULL: no-op */
     batch_clear(b);
     free(b);
     return rc;
@@ -337,9 +410,14 @@ static void *relay_thread(void *arg)
     int refuse_backoff = RELAY_BACKOFF_MIN_MS; /* before retrying refused rows */
     int64_t retry_refused_at = 0;
     int failing = 0, refusing = 0; /* log once per episode */
+    int64_t gauges_at = 0;
 
     for (;;) {
         int stopping = atomic_load(&r->stop);
+        if (!stopping && oms_mono_ms() >= gauges_at) {
+            relay_gauges(r);
+            gauges_at = oms_mono_ms() + RELAY_GAUGE_EVERY_MS;
+        }
         /* On stop, publish what is waiting only if the broker is reachable right now. */
         if (stopping && !oms_amqp_publisher_connected(r->pub))
             break;

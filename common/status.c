@@ -74,3 +74,29 @@ int oms_status_to_http(int code)
     }
     return 500;
 }
+
+const char *oms_grpc_code_name(int grpc_code)
+{
+    static const char *const names[] = {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    if (grpc_code < 0 || (size_t)grpc_code >= sizeof(names) / sizeof(names[0]))
+        return "UNKNOWN";
+    return names[grpc_code];
+}

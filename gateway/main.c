@@ -1,10 +1,12 @@
 /* oms-gateway: the public HTTP API and pages. Stateless: every request becomes gRPC
  * calls to orders and stock. */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "oms/admin.h"
 #include "oms/app.h"
+#include "oms/discovery.h"
 #include "oms/grpc_client.h"
 #include "oms/http.h"
 #include "oms/log.h"
@@ -14,10 +16,12 @@
 static struct {
     oms_app_common common;
     char *http_addr;
+    oms_discovery_config disc;
     char *orders_addrs;
     char *stock_addrs;
     char *public_url;
     char *public_dir;
+    char *kitchen_admin_url;
     long long http_threads;
     long long timeout_ms;
 } cfg;
@@ -33,13 +37,18 @@ static const oms_cfg_def config_table[] = {
      "base URL customers reach the gateway at (redirectToURL)"},
     {"PUBLIC_DIR", OMS_CFG_STR, "gateway/public", 0, 0, NULL, &cfg.public_dir, NULL,
      "directory of the pages"},
+    {"KITCHEN_ADMIN_URL", OMS_CFG_URL, "http://127.0.0.1:9003", 0, 0, NULL, &cfg.kitchen_admin_url,
+     NULL, "kitchen admin base URL (GET /api/kitchen/tickets relays it)"},
     {"HTTP_THREADS", OMS_CFG_INT, "2", 1, 64, NULL, &cfg.http_threads, NULL,
      "HTTP worker threads"},
     {"GRPC_TIMEOUT_MS", OMS_CFG_INT, "5000", 10, 60000, NULL, &cfg.timeout_ms, NULL,
      "deadline of each gRPC call"},
+    OMS_DISCOVERY_CONFIG(&cfg.disc),
     OMS_APP_LOG_CONFIG(&cfg.common),
 };
 #define CONFIG_COUNT (sizeof(config_table) / sizeof(config_table[0]))
+
+static oms_discovery *discovery; /* DISCOVERY=etcd: registration and resolvers */
 
 static gateway_ctx gw;
 
@@ -70,8 +79,23 @@ int main(int argc, char **argv)
         cfg.public_url[--ul] = '\0';
     gw.public_url = cfg.public_url;
     gw.timeout_ms = (int)cfg.timeout_ms;
-    if (oms_grpc_client_new(&gw.orders, cfg.orders_addrs, &err) != OMS_OK ||
-        oms_grpc_client_new(&gw.stock, cfg.stock_addrs, &err) != OMS_OK) {
+    size_t kl = strlen(cfg.kitchen_admin_url);
+    while (kl > 0 && cfg.kitchen_admin_url[kl - 1] == '/')
+        cfg.kitchen_admin_url[--kl] = '\0';
+    gw.kitchen_admin_url = cfg.kitchen_admin_url;
+    gw.public_dir = cfg.public_dir;
+    /* Before any thread can use libcurl (the kitchen relay); reference counted. */
+    int curl_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    if (!curl_ok) {
+        oms_log_error("curl_global_init failed");
+        goto out;
+    }
+    if (oms_discovery_start(&discovery, &cfg.disc, &err) != OMS_OK) {
+        oms_log_error("cannot start service discovery", "error", err.msg);
+        goto out;
+    }
+    if (oms_discovery_client(discovery, "orders", cfg.orders_addrs, &gw.orders, &err) != OMS_OK ||
+        oms_discovery_client(discovery, "stock", cfg.stock_addrs, &gw.stock, &err) != OMS_OK) {
         oms_log_error("cannot create gRPC clients", "error", err.msg);
         goto out;
     }
@@ -94,9 +118,13 @@ int main(int argc, char **argv)
     oms_log_infof("stopping on signal %d", sig);
     exit_code = 0;
 out:
+    oms_discovery_stop(discovery); /* before the clients it keeps in step are freed */
     oms_http_stop(http);
     oms_grpc_client_free(gw.orders);
     oms_grpc_client_free(gw.stock);
+    if (curl_ok)
+        curl_global_cleanup();
     oms_config_free(config_table, CONFIG_COUNT);
+    oms_app_stop();
     return exit_code;
 }

@@ -1,6 +1,8 @@
 #include "routes.h"
 
+#include <curl/curl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,8 @@
 #include "oms/admin.h"
 #include "oms/order.h"
 #include "oms/order_pb.h"
+#include "oms/trace.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 
 static const char id_rule[] = "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
@@ -36,7 +40,10 @@ static int check_id(oms_http_resp *resp, const char *field, const char *v)
 static int check_json_type(const oms_http_req *req, oms_http_resp *resp)
 {
     const char *ct = oms_http_header(req, "Content-Type");
-    if (!ct || strncasecmp(ct, "application/json", 16) == 0)
+    /* No Content-Type: the original accepted such clients. A prefix alone is not
+     * enough ("application/jsonx", "application/json-seq" are other types). */
+    if (!ct || (strncasecmp(ct, "application/json", 16) == 0 &&
+                (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ')))
         return 1;
     oms_http_resp_error(resp, 415, "Content-Type must be application/json (got %.60s)", ct);
     return 0;
@@ -105,6 +112,7 @@ static void create_order(const oms_http_req *req, oms_http_resp *resp)
         oms_http_resp_error(resp, 502, "orders service returned an invalid order");
         return;
     }
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, o->orderid);
     char url[512];
     snprintf(url, sizeof(url), "%s/success.html?customerID=%s&orderID=%s", g->public_url, cid,
              o->orderid);
@@ -119,6 +127,7 @@ static Api__Order *get_owned(const oms_http_req *req, oms_http_resp *resp, const
     gateway_ctx *g = req->ud;
     if (!check_id(resp, "customerID", cid) || !check_id(resp, "orderID", oid))
         return NULL;
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, oid);
     Api__GetOrderRequest m = API__GET_ORDER_REQUEST__INIT;
     m.orderid = (char *)oid;
     ProtobufCMessage *out = NULL;
@@ -159,6 +168,7 @@ static void cancel_order(const oms_http_req *req, oms_http_resp *resp)
     const char *cid = req->params[0], *oid = req->params[1];
     if (!check_id(resp, "customerID", cid) || !check_id(resp, "orderID", oid))
         return;
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, oid);
     Api__CancelOrderRequest m = API__CANCEL_ORDER_REQUEST__INIT;
     m.orderid = (char *)oid;
     m.customerid = (char *)cid;
@@ -249,12 +259,138 @@ static void list_products(const oms_http_req *req, oms_http_resp *resp)
     oms_http_resp_json(resp, 200, json_pack("{s:o}", "products", arr));
 }
 
+/* ---- Kitchen display ----------------------------------------------------------------
+ * The browser cannot be assumed to reach the kitchen's admin port, so the gateway
+ * relays its ticket listing (GET /tickets) with a short timeout, adding "now" (the
+ * gateway's clock) so the page computes ticket ages without trusting the browser's. */
+#define KITCHEN_PROXY_TIMEOUT_MS 2000L
+#define KITCHEN_PROXY_MAX_BODY (4u << 20)
+
+typedef struct fetch_buf {
+    char *data;
+    size_t len, cap;
+} fetch_buf;
+
+static size_t fetch_write(char *data, size_t size, size_t n, void *ud)
+{
+    fetch_buf *b = ud;
+    size_t add = size * n;
+    if (add > KITCHEN_PROXY_MAX_BODY - b->len)
+        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    if (b->len + add + 1 > b->cap) {
+        b->cap = (b->len + add + 1) * 2;
+        b->data = oms_xrealloc(b->data, b->cap);
+    }
+    memcpy(b->data + b->len, data, add);
+    b->len += add;
+    b->data[b->len] = '\0';
+    return add;
+}
+
+static void kitchen_unavailable(oms_http_resp *resp, const char *why)
+{
+    oms_http_resp_error(resp, 503, "kitchen is unavailable: %s", why);
+    oms_http_resp_header(resp, "Retry-After", "2");
+}
+
+static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
+{
+    gateway_ctx *g = req->ud;
+    char url[512];
+    int un = snprintf(url, sizeof(url), "%s/tickets", g->kitchen_admin_url);
+    if (un < 0 || (size_t)un >= sizeof(url)) {
+        kitchen_unavailable(resp, "KITCHEN_ADMIN_URL is too long");
+        return;
+    }
+    CURL *c = curl_easy_init();
+    if (!c) {
+        kitchen_unavailable(resp, "cannot create an HTTP client");
+        return;
+    }
+    char tp[OMS_TRACEPARENT_LEN + 1], tph[OMS_TRACEPARENT_LEN + 16];
+    struct curl_slist *hdrs = NULL;
+    oms_trace_current_header(tp);
+    if (tp[0]) {
+        snprintf(tph, sizeof(tph), "traceparent: %s", tp);
+        hdrs = curl_slist_append(NULL, tph);
+    }
+    fetch_buf b = {0};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for timeouts */
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, KITCHEN_PROXY_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, KITCHEN_PROXY_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, fetch_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "oms-gateway/1");
+    if (hdrs)
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    CURLcode cc = curl_easy_perform(c);
+    long status = 0;
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hdrs);
+
+    json_t *body = NULL;
+    if (cc != CURLE_OK) {
+        kitchen_unavailable(resp, curl_easy_strerror(cc));
+    } else if (status != 200) {
+        char why[64];
+        snprintf(why, sizeof(why), "it answered HTTP %ld", status);
+        kitchen_unavailable(resp, why);
+    } else if (!(body = json_loadb(b.data ? b.data : "", b.len, 0, NULL)) ||
+               !json_is_array(json_object_get(body, "tickets"))) {
+        json_decref(body);
+        oms_http_resp_error(resp, 502, "kitchen returned an invalid ticket listing");
+    } else {
+        char now[32];
+        oms_format_rfc3339(oms_now_ms(), now);
+        json_object_set_new(body, "now", json_string(now));
+        oms_http_resp_json(resp, 200, body);
+        oms_http_resp_header(resp, "Cache-Control", "no-store");
+    }
+    free(b.data);
+}
+
+/* GET /kitchen: the display page (kitchen.html from the pages directory). */
+static void kitchen_page(const oms_http_req *req, oms_http_resp *resp)
+{
+    gateway_ctx *g = req->ud;
+    char path[PATH_MAX];
+    int pn = snprintf(path, sizeof(path), "%s/kitchen.html", g->public_dir ? g->public_dir : ".");
+    FILE *f = (pn < 0 || (size_t)pn >= sizeof(path)) ? NULL : fopen(path, "rb");
+    if (!f) {
+        oms_http_resp_error(resp, 404, "the kitchen display page is not installed");
+        return;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0, got;
+    do {
+        if (len + 8192 > cap) {
+            cap = cap ? cap * 2 : 16384;
+            buf = oms_xrealloc(buf, cap);
+        }
+        got = fread(buf + len, 1, cap - len, f);
+        len += got;
+    } while (got > 0 && len < (1u << 20));
+    int bad = ferror(f);
+    fclose(f);
+    if (bad)
+        oms_http_resp_error(resp, 500, "cannot read the kitchen display page");
+    else
+        oms_http_resp_text(resp, 200, "text/html; charset=utf-8", buf, len);
+    free(buf);
+}
+
 const oms_http_route gateway_routes[] = {
     {"GET", "/api/products", list_products},
     {"POST", "/api/customers/{}/orders", create_order},
     {"GET", "/api/customers/{}/orders", list_orders},
     {"GET", "/api/customers/{}/orders/{}", get_order},
     {"POST", "/api/customers/{}/orders/{}/cancel", cancel_order},
+    {"GET", "/api/kitchen/tickets", kitchen_tickets},
+    {"GET", "/kitchen", kitchen_page},
     OMS_ADMIN_ROUTES,
 };
 const size_t gateway_routes_count = sizeof(gateway_routes) / sizeof(gateway_routes[0]);

@@ -7,10 +7,12 @@
 #include "oms/http.h"
 
 typedef struct gateway_ctx {
-    oms_grpc_client *orders; /* borrowed */
-    oms_grpc_client *stock;  /* borrowed */
-    const char *public_url;  /* "http://localhost:8080", for redirectToURL */
-    int timeout_ms;          /* per gRPC call */
+    oms_grpc_client *orders;       /* borrowed */
+    oms_grpc_client *stock;        /* borrowed */
+    const char *public_url;        /* "http://localhost:8080", for redirectToURL */
+    int timeout_ms;                /* per gRPC call */
+    const char *kitchen_admin_url; /* GET /api/kitchen/tickets relays its /tickets */
+    const char *public_dir;        /* the pages (GET /kitchen serves kitchen.html) */
 } gateway_ctx;
 
 extern const oms_http_route gateway_routes[];

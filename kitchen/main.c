@@ -12,6 +12,7 @@
 #include "oms/admin.h"
 #include "oms/amqp.h"
 #include "oms/app.h"
+#include "oms/discovery.h"
 #include "oms/db.h"
 #include "oms/grpc_server.h"
 #include "oms/http.h"
@@ -25,6 +26,7 @@
 static struct {
     oms_app_common common;
     char *grpc_addr;
+    oms_discovery_config disc;
     char *admin_addr;
     char *database_url;
     long long stations;
@@ -42,10 +44,13 @@ static const oms_cfg_def config_table[] = {
      "orders cooked at once"},
     {"KITCHEN_COOK_MS", OMS_CFG_INT, "3000", 0, 600000, NULL, &cfg.cook_ms, NULL,
      "cooking time of one order in ms (0 in tests)"},
+    OMS_DISCOVERY_CONFIG(&cfg.disc),
     OMS_APP_LOG_CONFIG(&cfg.common),
     OMS_APP_AMQP_CONFIG(&cfg.common),
 };
 #define CONFIG_COUNT (sizeof(config_table) / sizeof(config_table[0]))
+
+static oms_discovery *discovery; /* DISCOVERY=etcd: registration and resolvers */
 
 static struct {
     kitchen_service svc;
@@ -98,7 +103,8 @@ int main(int argc, char **argv)
     }
     kitchen_service_init(&app.svc, app.db);
     long long requeued = 0;
-    if (kitchen_requeue_cooking(&app.svc, &requeued, &err) != OMS_OK) {
+    if (kitchen_requeue_cooking(&app.svc, kitchen_stale_cutoff(&app.svc, cfg.cook_ms, oms_now_ms()),
+                                &requeued, &err) != OMS_OK) {
         oms_log_error("cannot queue again the tickets left cooking", "error", err.msg);
         goto out;
     }
@@ -134,6 +140,10 @@ int main(int argc, char **argv)
         goto out;
     }
     oms_admin_set_ready(ready_check, NULL);
+    if (oms_app_ready_watch_start(app.grpc, &err) != OMS_OK) {
+        oms_log_error("cannot start the readiness watcher", "error", err.msg);
+        goto out;
+    }
     oms_http_config hc = {.addr = cfg.admin_addr,
                           .routes = kitchen_http_routes,
                           .nroutes = kitchen_http_nroutes,
@@ -141,6 +151,15 @@ int main(int argc, char **argv)
     char herr[256];
     if (oms_http_start(&app.admin, &hc, herr, sizeof(herr)) != OMS_OK) {
         oms_log_error("cannot start admin HTTP", "addr", cfg.admin_addr, "error", herr);
+        goto out;
+    }
+    if (oms_discovery_start(&discovery, &cfg.disc, &err) != OMS_OK) {
+        oms_log_error("cannot start service discovery", "error", err.msg);
+        goto out;
+    }
+    /* Last, once everything answers: DISCOVERY=etcd clients start choosing us now. */
+    if (oms_discovery_register(discovery, "kitchen", cfg.grpc_addr, &err) != OMS_OK) {
+        oms_log_error("cannot register in service discovery", "error", err.msg);
         goto out;
     }
     char nstations[24], cook[24];
@@ -152,6 +171,8 @@ int main(int argc, char **argv)
     oms_log_infof("stopping on signal %d", sig);
     exit_code = 0;
 out:
+    oms_discovery_stop(discovery); /* first: callers stop choosing us while we drain */
+    oms_app_ready_watch_stop(); /* reads the consumer and database */
     oms_http_stop(app.admin);
     oms_amqp_consumer_stop(app.consumer);
     kitchen_stations_stop(app.stations);
@@ -160,5 +181,6 @@ out:
     if (app.db)
         oms_db_close(app.db);
     oms_config_free(config_table, CONFIG_COUNT);
+    oms_app_stop();
     return exit_code;
 }

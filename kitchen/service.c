@@ -1,5 +1,6 @@
 #include "service.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "oms/metrics.h"
 #include "oms/order.h"
 #include "oms/trace.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 
 #define TICKETS_TOTAL "kitchen_tickets_total"
@@ -104,6 +106,7 @@ int kitchen_accept_paid(kitchen_service *s, const char *queue, const char *messa
     }
     snprintf(t.order_id, sizeof(t.order_id), "%s", o.order_id);
     snprintf(t.customer_id, sizeof(t.customer_id), "%s", o.customer_id);
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, t.order_id);
     /* Stored re-encoded from the parsed order: the events we publish later carry the
      * known shape only, never whatever else a producer put in the body. */
     t.order_json = oms_order_to_json_str(&o);
@@ -180,15 +183,25 @@ static int event_body(const kitchen_ticket *t, oms_order_status status, long lon
     return OMS_OK;
 }
 
-/* Makes the calling thread's trace context a child of the order's trace, so the events
- * and logs of cooking join the trace that started with the customer's request. */
+/* Starts the ticket's "kitchen cook" span, a child of the order's trace (stored with
+ * the ticket), as the calling thread's current context, so the events and logs of
+ * cooking join the trace that started with the customer's request. It lasts until
+ * kitchen_leave_ticket_trace, i.e. the whole cook. */
 static void enter_ticket_trace(const kitchen_ticket *t)
 {
-    oms_trace_ctx parent, child;
-    if (!t->traceparent || oms_traceparent_parse(t->traceparent, &parent) != OMS_OK)
-        parent.valid = 0;
-    oms_trace_new_child(parent.valid ? &parent : NULL, &child);
-    oms_trace_set_current(&child);
+    oms_trace_ctx parent;
+    int has_parent = t->traceparent && oms_traceparent_parse(t->traceparent, &parent) == OMS_OK;
+    oms_span *s = oms_span_start("kitchen cook", OMS_SPAN_INTERNAL, has_parent ? &parent : NULL);
+    oms_span_set_str(s, OMS_ATTR_ORDER_ID, t->order_id);
+}
+
+void kitchen_leave_ticket_trace(int failed)
+{
+    oms_span *s = oms_span_current();
+    if (s && failed)
+        oms_span_set_status(s, OMS_SPAN_ERROR, "ticket not finished");
+    oms_span_end(s);
+    oms_trace_clear_current();
 }
 
 int kitchen_start_next(kitchen_service *s, kitchen_ticket *out, oms_error *err)
@@ -243,7 +256,7 @@ rollback:
 fail:
     free(body);
     kitchen_ticket_free(out);
-    oms_trace_clear_current();
+    kitchen_leave_ticket_trace(rc != OMS_NOTFOUND);
     return rc;
 }
 
@@ -281,7 +294,15 @@ out:
     return rc;
 }
 
-int kitchen_requeue_cooking(kitchen_service *s, long long *n, oms_error *err)
+long long kitchen_stale_cutoff(const kitchen_service *s, long long cook_ms, long long now_ms)
+{
+    if (!oms_db_locks_rows(s->db))
+        return LLONG_MAX;
+    return now_ms - cook_ms - KITCHEN_STALE_GRACE_MS;
+}
+
+int kitchen_requeue_cooking(kitchen_service *s, long long started_before, long long *n,
+                            oms_error *err)
 {
     oms_db_tx *tx = NULL;
     long long depth = -1;
@@ -289,7 +310,7 @@ int kitchen_requeue_cooking(kitchen_service *s, long long *n, oms_error *err)
     int rc = oms_db_begin(s->db, &tx, err);
     if (rc != OMS_OK)
         return rc;
-    rc = kitchen_store_requeue_cooking(tx, n, err);
+    rc = kitchen_store_requeue_cooking(tx, started_before, n, err);
     if (rc != OMS_OK) {
         oms_db_rollback(tx);
         return rc;
@@ -300,7 +321,7 @@ int kitchen_requeue_cooking(kitchen_service *s, long long *n, oms_error *err)
         return rc;
     publish_depth(s, depth);
     if (*n > 0)
-        oms_log_infof("%lld ticket(s) left cooking by the previous run are queued again", *n);
+        oms_log_infof("%lld ticket(s) left cooking by a stopped station are queued again", *n);
     return OMS_OK;
 }
 

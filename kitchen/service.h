@@ -41,19 +41,36 @@ int kitchen_accept_paid(kitchen_service *s, const char *queue, const char *messa
 /* Takes the oldest queued ticket for a station: in one transaction marks it cooking
  * and, unless it was announced before (a restart), writes an order.cooking event with
  * the order JSON in status "cooking". On OMS_OK *out holds the ticket (initialised
- * here; caller frees) and the calling thread's trace context is a child of the order's
- * trace; the caller clears it (oms_trace_clear_current) when done with the ticket.
+ * here; caller frees) and the calling thread is in the ticket's "kitchen cook" span, a
+ * child of the order's trace; the caller ends it (kitchen_leave_ticket_trace) when done
+ * with the ticket.
  * OMS_NOTFOUND: nothing queued. OMS_AGAIN: another station took it first; try again. */
 int kitchen_start_next(kitchen_service *s, kitchen_ticket *out, oms_error *err);
+
+/* Ends the span kitchen_start_next entered (failed: the ticket was not finished) and
+ * leaves the thread without a trace context. */
+void kitchen_leave_ticket_trace(int failed);
 
 /* Finishes a cooking ticket (from kitchen_start_next): in one transaction marks it
  * ready and writes an order.ready event (status "ready for pick-up"). Updates t's
  * state and ready_at. OMS_CONFLICT when the ticket is not cooking. */
 int kitchen_finish(kitchen_service *s, kitchen_ticket *t, oms_error *err);
 
-/* At start: tickets a previous run left cooking go back to the queue (their
- * order.cooking is not published again). *n gets how many. */
-int kitchen_requeue_cooking(kitchen_service *s, long long *n, oms_error *err);
+/* Tickets left cooking by a stopped or crashed station go back to the queue (their
+ * order.cooking is not published again): those started before started_before (ms).
+ * *n gets how many. */
+int kitchen_requeue_cooking(kitchen_service *s, long long started_before, long long *n,
+                            oms_error *err);
+
+/* A ticket still cooking this long past its cook time has no live station: its
+ * instance died (several kitchens share a PostgreSQL database). */
+#define KITCHEN_STALE_GRACE_MS 10000
+
+/* The started_before for kitchen_requeue_cooking at now: with a database of its own
+ * (SQLite: one instance) everything left cooking is this instance's past, so all of
+ * it; when instances share the database only tickets too old to be another live
+ * instance's (cook_ms + KITCHEN_STALE_GRACE_MS), so none is cooked twice. */
+long long kitchen_stale_cutoff(const kitchen_service *s, long long cook_ms, long long now_ms);
 
 /* Read side for the admin routes. Same ownership as kitchen_store_get/_list. */
 int kitchen_get_ticket(kitchen_service *s, const char *order_id, kitchen_ticket *out,

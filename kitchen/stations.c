@@ -12,6 +12,7 @@
 #include "oms/util.h"
 
 #define STATIONS_MAX 64
+#define STALE_SWEEP_MS 5000 /* idle stations look for tickets of dead instances */
 #define IDLE_WAIT_MS 1000  /* idle re-check, also for tickets from other instances */
 #define BACKOFF_MIN_MS 100 /* after a database error */
 #define BACKOFF_MAX_MS 5000
@@ -113,10 +114,27 @@ static int finish_ticket(kitchen_stations *st, kitchen_ticket *t)
     }
 }
 
+/* Where kitchens share a database, a ticket an instance was cooking when it died stays
+ * "cooking" until someone puts it back: an idle station does, once it is clearly too
+ * old to be a live station's (kitchen_stale_cutoff). With SQLite the start did it. */
+static void requeue_stale(kitchen_stations *st, int64_t *next_sweep)
+{
+    if (!oms_db_locks_rows(st->svc->db) || oms_mono_ms() < *next_sweep)
+        return;
+    *next_sweep = oms_mono_ms() + STALE_SWEEP_MS;
+    long long n = 0;
+    oms_error err;
+    oms_error_clear(&err);
+    if (kitchen_requeue_cooking(st->svc, kitchen_stale_cutoff(st->svc, st->cook_ms, oms_now_ms()),
+                                &n, &err) != OMS_OK)
+        oms_log_warn("cannot queue again tickets of stopped stations", "error", err.msg);
+}
+
 static void *station_main(void *arg)
 {
     kitchen_stations *st = arg;
     long long backoff = BACKOFF_MIN_MS;
+    int64_t next_sweep = oms_mono_ms() + STALE_SWEEP_MS;
     for (;;) {
         /* Read before looking for work: a ticket announced after this point ends the
          * idle wait below at once, so no wake-up is lost between the two. */
@@ -131,6 +149,7 @@ static void *station_main(void *arg)
             continue;
         if (rc == OMS_NOTFOUND) {
             backoff = BACKOFF_MIN_MS;
+            requeue_stale(st, &next_sweep);
             if (station_wait(st, IDLE_WAIT_MS, 1, seen))
                 break;
             continue;
@@ -150,7 +169,7 @@ static void *station_main(void *arg)
         else
             stopped = finish_ticket(st, &t);
         kitchen_ticket_free(&t);
-        oms_trace_clear_current();
+        kitchen_leave_ticket_trace(stopped);
         if (stopped)
             break;
     }

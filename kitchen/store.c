@@ -171,15 +171,18 @@ int kitchen_store_mark_ready(oms_db_tx *tx, const char *order_id, long long read
                       order_id, KITCHEN_COOKING, KITCHEN_READY, ready_at, err);
 }
 
-int kitchen_store_requeue_cooking(oms_db_tx *tx, long long *n, oms_error *err)
+int kitchen_store_requeue_cooking(oms_db_tx *tx, long long started_before, long long *n,
+                                  oms_error *err)
 {
     /* started_at is cleared: the ticket will start again when a station takes it.
      * cooking_published stays, so that restart publishes no second order.cooking. */
     oms_db_param p[] = {OMS_DB_S(kitchen_state_str(KITCHEN_COOKING)),
-                        OMS_DB_S(kitchen_state_str(KITCHEN_QUEUED))};
+                        OMS_DB_S(kitchen_state_str(KITCHEN_QUEUED)), OMS_DB_I(started_before)};
     *n = 0;
-    return oms_db_exec(tx, "UPDATE tickets SET state = $2, started_at = NULL WHERE state = $1", p,
-                       2, n, err);
+    return oms_db_exec(tx,
+                       "UPDATE tickets SET state = $2, started_at = NULL"
+                       " WHERE state = $1 AND started_at < $3",
+                       p, 3, n, err);
 }
 
 static int count_row(const oms_db_row *row, void *ud)

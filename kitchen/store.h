@@ -59,8 +59,10 @@ int kitchen_store_start_cooking(oms_db_tx *tx, const char *order_id, long long s
 /* cooking -> ready with ready_at. OMS_CONFLICT when the ticket is not cooking. */
 int kitchen_store_mark_ready(oms_db_tx *tx, const char *order_id, long long ready_at,
                              oms_error *err);
-/* Every cooking ticket back to queued (cooking_published kept); *n gets how many. */
-int kitchen_store_requeue_cooking(oms_db_tx *tx, long long *n, oms_error *err);
+/* Every cooking ticket started before started_before (ms) back to queued
+ * (cooking_published kept); *n gets how many. */
+int kitchen_store_requeue_cooking(oms_db_tx *tx, long long started_before, long long *n,
+                                  oms_error *err);
 int kitchen_store_count_queued(oms_db_tx *tx, long long *n, oms_error *err);
 /* One ticket into out (initialised here; caller frees). OMS_NOTFOUND when absent. */
 int kitchen_store_get(oms_db_tx *tx, const char *order_id, kitchen_ticket *out, oms_error *err);

@@ -5,11 +5,21 @@
 
 #include "oms.pb-c.h"
 #include "oms/order_pb.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 #include "service.h"
 
+/* Tags the call's span with the order it is about. */
+static void span_order(const char *order_id)
+{
+    if (order_id && *order_id)
+        oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, order_id);
+}
+
 static int reply_order(oms_grpc_ctx *ctx, int rc, oms_order *o, ProtobufCMessage **resp)
 {
+    if (rc == OMS_OK)
+        span_order(o->order_id);
     if (rc == OMS_OK)
         *resp = &oms_order_to_pb(o)->base;
     else
@@ -35,6 +45,7 @@ static int get_order(oms_grpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMess
 {
     const Api__GetOrderRequest *req = (const Api__GetOrderRequest *)m;
     oms_order out;
+    span_order(req->orderid);
     int rc = orders_get(ctx->ud, req->orderid, &out, &ctx->err);
     return reply_order(ctx, rc, &out, resp);
 }
@@ -44,6 +55,7 @@ static int update_order(oms_grpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCM
     const Api__Order *req = (const Api__Order *)m;
     oms_order out;
     oms_order_init(&out);
+    span_order(req->orderid);
     int status = -1;
     if (req->status && req->status[0]) {
         status = oms_order_status_parse(req->status);
@@ -84,6 +96,7 @@ static int cancel_order(oms_grpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCM
     const Api__CancelOrderRequest *req = (const Api__CancelOrderRequest *)m;
     oms_order out;
     oms_order_init(&out);
+    span_order(req->orderid);
     int rc = orders_cancel(ctx->ud, req->orderid, req->customerid, &out, &ctx->err);
     return reply_order(ctx, rc, &out, resp);
 }

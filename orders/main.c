@@ -9,6 +9,7 @@
 #include "oms/admin.h"
 #include "oms/amqp.h"
 #include "oms/app.h"
+#include "oms/discovery.h"
 #include "oms/db.h"
 #include "oms/events.h"
 #include "oms/grpc_client.h"
@@ -24,6 +25,7 @@
 static struct {
     oms_app_common common;
     char *grpc_addr;
+    oms_discovery_config disc;
     char *admin_addr;
     char *database_url;
     char *stock_addrs;
@@ -41,10 +43,13 @@ static const oms_cfg_def config_table[] = {
      "stock gRPC addresses (comma list: round robin)"},
     {"GRPC_THREADS", OMS_CFG_INT, "4", 1, 64, NULL, &cfg.grpc_threads, NULL,
      "gRPC worker threads"},
+    OMS_DISCOVERY_CONFIG(&cfg.disc),
     OMS_APP_LOG_CONFIG(&cfg.common),
     OMS_APP_AMQP_CONFIG(&cfg.common),
 };
 #define CONFIG_COUNT (sizeof(config_table) / sizeof(config_table[0]))
+
+static oms_discovery *discovery; /* DISCOVERY=etcd: registration and resolvers */
 
 /* The events orders consumes, each from its own durable queue. */
 static const oms_event consumed[] = {OMS_EVENT_ORDER_PAID, OMS_EVENT_ORDER_COOKING,
@@ -121,7 +126,11 @@ int main(int argc, char **argv)
         oms_log_error("cannot open database", "url", cfg.database_url, "error", err.msg);
         goto out;
     }
-    if (oms_grpc_client_new(&app.stock, cfg.stock_addrs, &err) != OMS_OK) {
+    if (oms_discovery_start(&discovery, &cfg.disc, &err) != OMS_OK) {
+        oms_log_error("cannot start service discovery", "error", err.msg);
+        goto out;
+    }
+    if (oms_discovery_client(discovery, "stock", cfg.stock_addrs, &app.stock, &err) != OMS_OK) {
         oms_log_error("cannot create stock client", "error", err.msg);
         goto out;
     }
@@ -161,6 +170,10 @@ int main(int argc, char **argv)
         }
     }
     oms_admin_set_ready(ready_check, NULL);
+    if (oms_app_ready_watch_start(app.grpc, &err) != OMS_OK) {
+        oms_log_error("cannot start the readiness watcher", "error", err.msg);
+        goto out;
+    }
     oms_http_config hc = {.addr = cfg.admin_addr,
                           .routes = admin_routes,
                           .nroutes = sizeof(admin_routes) / sizeof(admin_routes[0])};
@@ -169,12 +182,19 @@ int main(int argc, char **argv)
         oms_log_error("cannot start admin HTTP", "addr", cfg.admin_addr, "error", herr);
         goto out;
     }
+    /* Last, once everything answers: DISCOVERY=etcd clients start choosing us now. */
+    if (oms_discovery_register(discovery, "orders", cfg.grpc_addr, &err) != OMS_OK) {
+        oms_log_error("cannot register in service discovery", "error", err.msg);
+        goto out;
+    }
     oms_log_info("orders ready", "grpc", cfg.grpc_addr, "admin", cfg.admin_addr, "stock",
                  cfg.stock_addrs);
     int sig = oms_signals_wait();
     oms_log_infof("stopping on signal %d", sig);
     exit_code = 0;
 out:
+    oms_discovery_stop(discovery); /* first: callers stop choosing us while we drain */
+    oms_app_ready_watch_stop(); /* reads the consumers, stock client and database */
     oms_http_stop(app.admin);
     oms_grpc_server_stop(app.grpc);
     for (size_t i = 0; i < NCONSUMED; i++)
@@ -184,5 +204,6 @@ out:
     if (app.db)
         oms_db_close(app.db);
     oms_config_free(config_table, CONFIG_COUNT);
+    oms_app_stop();
     return exit_code;
 }

@@ -9,6 +9,7 @@
 #include "oms/inbox.h"
 #include "oms/log.h"
 #include "oms/outbox.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 #include "store.h"
 
@@ -199,7 +200,11 @@ static int apply_change(orders_service *s, const char *order_id, const change *c
         if (rc != OMS_OK)
             goto rollback; /* OMS_DUPLICATE: applied before */
     }
-    /* Re-read inside the transaction: the guard decides on what is committed now. */
+    /* Lock, then re-read inside the transaction: the guard decides on what is committed
+     * now, and a concurrent change of the same order waits for this one. */
+    rc = orders_store_lock(tx, order_id, err);
+    if (rc != OMS_OK)
+        goto rollback;
     rc = orders_store_get(tx, order_id, &cur, err);
     if (rc != OMS_OK)
         goto rollback;
@@ -341,6 +346,7 @@ int orders_handle_event(orders_service *s, const char *queue, const char *messag
     int rc = oms_order_from_json_str(body, len, &evt, err);
     if (rc != OMS_OK)
         return OMS_INVALID;
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, evt.order_id);
     change c = {.queue = queue, .message_id = message_id};
     if (strcmp(exchange, "order.paid") == 0)
         c.target = OMS_ORDER_PAID;

@@ -155,6 +155,19 @@ int orders_store_find_by_key(oms_db_tx *tx, const char *customer_id, const char 
                      p, 2, idem_key, out, err);
 }
 
+int orders_store_lock(oms_db_tx *tx, const char *order_id, oms_error *err)
+{
+    /* A no-op UPDATE is the row lock both databases understand (SQLite has no
+     * SELECT ... FOR UPDATE); the following reads in tx then see the latest commit. */
+    oms_db_param p[] = {OMS_DB_S(order_id)};
+    long long changes = 0;
+    int rc = oms_db_exec(tx, "UPDATE orders SET updated_at = updated_at WHERE id = $1", p, 1,
+                         &changes, err);
+    if (rc == OMS_OK && changes == 0)
+        rc = oms_error_set(err, OMS_NOTFOUND, "order %s not found", order_id);
+    return rc;
+}
+
 int orders_store_set_status(oms_db_tx *tx, const char *order_id, oms_order_status st,
                             const char *link, long long now_ms, oms_error *err)
 {

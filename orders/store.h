@@ -16,6 +16,10 @@ int orders_store_insert(oms_db_tx *tx, const oms_order *o, const char *idem_key,
 /* Loads an order with its items into out (initialised here; caller frees).
  * OMS_NOTFOUND when absent. */
 int orders_store_get(oms_db_tx *tx, const char *order_id, oms_order *out, oms_error *err);
+/* Locks the order's row until tx ends (PostgreSQL: concurrent status changes from
+ * several consumers or instances then apply one after the other; SQLite already runs
+ * one writer at a time). OMS_NOTFOUND when there is no such order. */
+int orders_store_lock(oms_db_tx *tx, const char *order_id, oms_error *err);
 /* The order created earlier with this customer's idempotency key, or OMS_NOTFOUND. */
 int orders_store_find_by_key(oms_db_tx *tx, const char *customer_id, const char *idem_key,
                              oms_order *out, oms_error *err);

@@ -8,26 +8,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The rules of gateway/public/style.css, inlined so the page needs nothing else. */
+/* The rules of gateway/public/style.css that this page uses, inlined so it needs
+ * nothing else (it is served by payments, on another origin than the gateway). */
 static const char page_css[] =
-    ":root{--fg:#1d1d1f;--muted:#5a5a5f;--accent:#0b5cad;--ok:#1b7f3b;--bad:#b42318;--bg:#fafaf7}"
+    ":root{--fg:#1d1d1f;--muted:#55555a;--accent:#0b5cad;--accent-dark:#084887;--ok:#17692f;"
+    "--bad:#b42318;--bg:#fafaf7;--line:#d9d9d4;--focus:#f5a623}"
     "*{box-sizing:border-box}"
-    "body{font:16px/1.5 system-ui,sans-serif;color:var(--fg);background:var(--bg);margin:0}"
-    "main{max-width:40rem;margin:0 auto;padding:1.5rem 1rem}"
-    "h1{font-size:1.6rem;margin:0 0 1rem}"
-    ".card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:1rem;margin:0 0 1rem}"
-    "button,.button{font:inherit;padding:.6rem 1rem;border-radius:6px;border:1px solid "
-    "var(--accent);background:var(--accent);color:#fff;cursor:pointer;text-decoration:none;"
-    "display:inline-block;min-height:44px}"
+    "body{font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif;color:var(--fg);"
+    "background:var(--bg);margin:0}"
+    ".topbar{background:var(--accent-dark);color:#fff}"
+    ".topbar div{max-width:44rem;margin:0 auto;padding:.6rem 1rem;display:flex;flex-wrap:wrap;"
+    "gap:.25rem 1rem;justify-content:space-between}"
+    ".topbar strong{font-weight:700}"
+    "main{max-width:44rem;margin:0 auto;padding:1rem 1rem 2rem}"
+    "h1{font-size:1.6rem;margin:.5rem 0 1rem;line-height:1.2}"
+    "h2{font-size:1.2rem;margin:0 0 .75rem}"
+    ".card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:1rem;"
+    "margin:0 0 1rem}"
+    "button,.button{font:inherit;font-weight:600;padding:.6rem 1.1rem;border-radius:8px;"
+    "border:2px solid var(--accent);background:var(--accent);color:#fff;cursor:pointer;"
+    "text-decoration:none;display:inline-block;min-height:44px;line-height:1.4}"
+    "button:hover,.button:hover{background:var(--accent-dark);border-color:var(--accent-dark)}"
     "button.secondary{background:#fff;color:var(--accent)}"
-    "button:focus-visible,a:focus-visible{outline:3px solid #f5a623;outline-offset:2px}"
+    "button.secondary:hover{background:#eef4fb}"
+    ":focus-visible{outline:3px solid var(--focus);outline-offset:2px}"
     "table{width:100%;border-collapse:collapse}"
-    "td,th{padding:.4rem;border-bottom:1px solid #eee;text-align:left}"
-    "td.num,th.num{text-align:right}"
-    ".total{font-size:1.3rem;font-weight:600}"
+    "caption{text-align:left;color:var(--muted);padding-bottom:.25rem}"
+    "td,th{padding:.45rem .4rem;border-bottom:1px solid #ecece8;text-align:left;vertical-align:top}"
+    "td.num,th.num{text-align:right;white-space:nowrap}"
+    ".total{font-size:1.25rem;font-weight:700;margin:.75rem 0 0}"
     ".muted{color:var(--muted)}"
-    ".actions{display:flex;gap:.75rem;flex-wrap:wrap}"
-    ".actions form{margin:0}";
+    ".orderid{font-family:ui-monospace,monospace;font-size:.85rem;color:var(--muted);"
+    "word-break:break-all}"
+    ".actions{display:flex;gap:.75rem;flex-wrap:wrap;margin:0 0 1rem}"
+    ".actions form{margin:0}"
+    "@media (max-width:30rem){main{padding:.75rem .75rem 2rem}h1{font-size:1.4rem}"
+    ".card{padding:.8rem}}";
 
 /* Writes s with the five HTML-special characters escaped. */
 static void put_esc(FILE *f, const char *s)
@@ -57,10 +73,13 @@ static void head(FILE *f, const char *title)
 {
     fputs("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-          "<title>",
+          "<link rel=\"icon\" href=\"data:,\"><title>",
           f);
     put_esc(f, title);
-    fprintf(f, "</title><style>%s</style></head><body><main>\n<h1>", page_css);
+    fprintf(f,
+            "</title><style>%s</style></head><body>\n<header class=\"topbar\"><div>"
+            "<strong>OMS food shop</strong><span>Checkout</span></div></header>\n<main>\n<h1>",
+            page_css);
     put_esc(f, title);
     fputs("</h1>\n", f);
 }
@@ -85,9 +104,11 @@ char *payments_page_checkout(const payments_row *r, const oms_order *o, size_t *
     if (!f)
         return NULL;
     head(f, "Checkout");
-    fputs("<section class=\"card\" aria-labelledby=\"order-h\"><h2 id=\"order-h\">Order ", f);
+    fputs("<section class=\"card\" aria-labelledby=\"order-h\"><h2 id=\"order-h\">Your order</h2>\n"
+          "<p class=\"orderid\">Order id: ",
+          f);
     put_esc(f, r->order_id);
-    fputs("</h2>\n<table><caption class=\"muted\">Items in this order</caption>"
+    fputs("</p>\n<table><caption>Items in this order</caption>"
           "<thead><tr><th scope=\"col\">Item</th><th scope=\"col\" class=\"num\">Quantity</th>"
           "<th scope=\"col\" class=\"num\">Price</th></tr></thead><tbody>\n",
           f);
@@ -110,7 +131,8 @@ char *payments_page_checkout(const payments_row *r, const oms_order *o, size_t *
           f);
     put_esc(f, r->session_id);
     fputs("/cancel\"><button type=\"submit\" class=\"secondary\">Cancel</button></form></div>\n"
-          "<p class=\"muted\">Local test checkout: no card is charged.</p>\n",
+          "<p class=\"muted\">Local test checkout: no card is charged. After paying or cancelling "
+          "you return to your order's status page.</p>\n",
           f);
     return finish(f, &buf);
 }

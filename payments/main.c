@@ -9,6 +9,7 @@
 #include "oms/admin.h"
 #include "oms/amqp.h"
 #include "oms/app.h"
+#include "oms/discovery.h"
 #include "oms/db.h"
 #include "oms/events.h"
 #include "oms/grpc_client.h"
@@ -25,6 +26,7 @@
 static struct {
     oms_app_common common;
     char *grpc_addr;
+    oms_discovery_config disc;
     char *http_addr;
     char *database_url;
     char *orders_addrs;
@@ -57,10 +59,13 @@ static const oms_cfg_def config_table[] = {
      "public gateway URL for the success/cancel pages"},
     {"PAYMENTS_PUBLIC_URL", OMS_CFG_URL, "http://localhost:8081", 0, 0, NULL, &cfg.public_url, NULL,
      "public URL of this service (local checkout links)"},
+    OMS_DISCOVERY_CONFIG(&cfg.disc),
     OMS_APP_LOG_CONFIG(&cfg.common),
     OMS_APP_AMQP_CONFIG(&cfg.common),
 };
 #define CONFIG_COUNT (sizeof(config_table) / sizeof(config_table[0]))
+
+static oms_discovery *discovery; /* DISCOVERY=etcd: registration and resolvers */
 
 typedef int (*event_fn)(payments_service *, const char *, const char *, const char *, size_t,
                         oms_error *);
@@ -162,7 +167,12 @@ int main(int argc, char **argv)
         oms_log_error("cannot start outbox relay", "error", err.msg);
         goto out;
     }
-    if (oms_grpc_client_new(&app.orders, cfg.orders_addrs, &err) != OMS_OK) {
+    if (oms_discovery_start(&discovery, &cfg.disc, &err) != OMS_OK) {
+        oms_log_error("cannot start service discovery", "error", err.msg);
+        goto out;
+    }
+    if (oms_discovery_client(discovery, "orders", cfg.orders_addrs, &app.orders, &err) !=
+        OMS_OK) {
         oms_log_error("cannot create orders client", "error", err.msg);
         goto out;
     }
@@ -197,6 +207,10 @@ int main(int argc, char **argv)
         goto out;
     }
     oms_admin_set_ready(ready_check, NULL);
+    if (oms_app_ready_watch_start(app.grpc, &err) != OMS_OK) {
+        oms_log_error("cannot start the readiness watcher", "error", err.msg);
+        goto out;
+    }
     oms_http_config hc = {.addr = cfg.http_addr,
                           .routes = payments_http_routes,
                           .nroutes = payments_http_routes_count,
@@ -207,13 +221,20 @@ int main(int argc, char **argv)
         oms_log_error("cannot start HTTP server", "addr", cfg.http_addr, "error", herr);
         goto out;
     }
+    /* Last, once everything answers: DISCOVERY=etcd clients start choosing us now. */
+    if (oms_discovery_register(discovery, "payments", cfg.grpc_addr, &err) != OMS_OK) {
+        oms_log_error("cannot register in service discovery", "error", err.msg);
+        goto out;
+    }
     oms_log_info("payments ready", "grpc", cfg.grpc_addr, "http", cfg.http_addr, "processor",
                  app.processor->name, "orders", cfg.orders_addrs);
     int sig = oms_signals_wait();
     oms_log_infof("stopping on signal %d", sig);
     exit_code = 0;
 out:
+    oms_discovery_stop(discovery); /* first: callers stop choosing us while we drain */
     /* Reverse order: stop taking requests and messages before what they use goes. */
+    oms_app_ready_watch_stop(); /* reads the consumers, orders client and database */
     oms_http_stop(app.http);
     oms_grpc_server_stop(app.grpc);
     for (size_t i = 0; i < NCONSUMERS; i++)
@@ -225,5 +246,6 @@ out:
     if (app.processor_ready && app.processor->cleanup)
         app.processor->cleanup();
     oms_config_free(config_table, CONFIG_COUNT);
+    oms_app_stop();
     return exit_code;
 }

@@ -11,6 +11,8 @@
 #include "oms/log.h"
 #include "oms/metrics.h"
 #include "oms/outbox.h"
+#include "oms/trace.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 #include "signature.h"
 #include "urls.h"
@@ -104,6 +106,8 @@ static int session_for_order(payments_service *s, const oms_order *o, payments_r
     if (rc != OMS_OK)
         return rc;
     long long now = oms_now_ms();
+    char tp[OMS_TRACEPARENT_LEN + 1];
+    oms_trace_current_header(tp); /* the order.created delivery: the order's trace */
     payments_row r = {
         .session_id = oms_strdup(ps.id),
         .order_id = oms_strdup(o->order_id),
@@ -115,6 +119,7 @@ static int session_for_order(payments_service *s, const oms_order *o, payments_r
         .order_json = oms_order_to_json_str(o),
         .created_ms = now,
         .updated_ms = now,
+        .traceparent = tp[0] ? oms_strdup(tp) : NULL,
     };
     payments_session_free(&ps);
     oms_db_tx *tx;
@@ -167,6 +172,7 @@ int payments_handle_order_created(payments_service *s, const char *queue, const 
     int rc = oms_order_from_json_str(body, len, &o, err);
     if (rc != OMS_OK)
         return OMS_INVALID;
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, o.order_id);
     int seen = 0;
     rc = inbox_seen(s, queue, message_id, &seen, err);
     if (rc != OMS_OK || seen)
@@ -207,6 +213,7 @@ int payments_handle_order_cancelled(payments_service *s, const char *queue, cons
     int rc = oms_order_from_json_str(body, len, &o, err);
     if (rc != OMS_OK)
         return OMS_INVALID;
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, o.order_id);
     payments_session_status st =
         o.status == OMS_ORDER_PAYMENT_FAILED ? PAYMENTS_SESSION_FAILED : PAYMENTS_SESSION_CANCELLED;
     oms_db_tx *tx;
@@ -268,7 +275,10 @@ static int find_session(oms_db_tx *tx, const payments_event *ev, payments_row *o
     memset(out, 0, sizeof(*out));
     if (ev->object_id[0])
         rc = payments_store_get(tx, ev->object_id, out, err);
-    if (rc == OMS_NOTFOUND && ev->order_id[0])
+    /* The order id from metadata is only a fallback for an event that names no
+     * session: one naming a session we do not know must never settle whichever order
+     * its metadata points at (another session's payment would pay this order). */
+    if (rc == OMS_NOTFOUND && !ev->object_id[0] && ev->order_id[0])
         rc = payments_store_get_by_order(tx, ev->order_id, out, err);
     if (rc == OMS_NOTFOUND)
         oms_error_set(err, OMS_NOTFOUND, "no checkout session %s (order %s)",
@@ -311,9 +321,44 @@ static int apply_action(oms_db_tx *tx, const webhook_action *a, const payments_r
     return rc;
 }
 
+/* The span of applying a checkout event, in the order's trace: a child of the context
+ * stored with the session (the order.created delivery that opened it), linked to the
+ * request that brought the event (a browser's Pay or Stripe's webhook starts a trace
+ * of its own). It is current while the event's outbox row is written, so order.paid
+ * and everything after it stay in the order's trace. Without a stored context (a
+ * session older than the column) it is simply a child of the request. */
+static oms_span *webhook_span_start(const payments_row *row, const char *type, const char *event_id)
+{
+    oms_trace_ctx parent, request;
+    const oms_trace_ctx *cur = oms_trace_current();
+    int has_request = cur != NULL;
+    if (has_request)
+        request = *cur;
+    int has_parent = row->traceparent && oms_traceparent_parse(row->traceparent, &parent) == OMS_OK;
+    char name[160];
+    snprintf(name, sizeof(name), "%s apply", type);
+    oms_span *span = oms_span_start(name, OMS_SPAN_INTERNAL, has_parent ? &parent : NULL);
+    if (has_parent && has_request)
+        oms_span_add_link(span, &request);
+    oms_span_set_str(span, OMS_ATTR_ORDER_ID, row->order_id);
+    oms_span_set_str(span, "payments.session.id", row->session_id);
+    oms_span_set_str(span, "payments.event.type", type);
+    oms_span_set_str(span, "payments.event.id", event_id);
+    return span;
+}
+
+static void webhook_span_end(oms_span *span, int rc, const oms_error *err)
+{
+    if (span && rc != OMS_OK && rc != OMS_DUPLICATE)
+        oms_span_set_status(span, OMS_SPAN_ERROR,
+                            err && err->msg[0] ? err->msg : oms_status_text(rc));
+    oms_span_end(span); /* back to the request's span */
+}
+
 int payments_webhook(payments_service *s, const char *sig_header, const char *body, size_t len,
                      oms_error *err)
 {
+    oms_span *span = NULL;
     payments_sig_result sr =
         payments_signature_verify(sig_header, body, len, s->webhook_secret, (int64_t)time(NULL),
                                   PAYMENTS_SIGNATURE_TOLERANCE_S, err);
@@ -365,6 +410,7 @@ int payments_webhook(payments_service *s, const char *sig_header, const char *bo
             result = "unknown_session";
             rc = OMS_OK;
         } else if (rc == OMS_OK) {
+            span = webhook_span_start(&row, a->type, ev.id);
             rc = apply_action(tx, a, &row, &result, err);
         }
     }
@@ -382,12 +428,14 @@ int payments_webhook(payments_service *s, const char *sig_header, const char *bo
                      payments_session_status_str(a->target));
     }
     count_webhook(type_label, result);
+    webhook_span_end(span, OMS_OK, err);
     payments_row_free(&row);
     return OMS_OK;
 fail:
     count_webhook(type_label, rc == OMS_DUPLICATE ? "duplicate" : "error");
     if (rc != OMS_DUPLICATE)
         oms_log_error("webhook not applied", "event_id", ev.id, "error", err->msg);
+    webhook_span_end(span, rc, err);
     payments_row_free(&row);
     return rc;
 }

@@ -38,9 +38,17 @@ static const oms_db_migration sessions_v1 = {
     NULL,
 };
 
+/* The trace a session was opened in (see payments_row.traceparent). */
+static const oms_db_migration sessions_v2 = {
+    "checkout_sessions_v2",
+    "ALTER TABLE checkout_sessions ADD COLUMN traceparent TEXT;",
+    NULL,
+};
+
 int payments_store_open(oms_db **db, const char *url, oms_error *err)
 {
-    const oms_db_migration migs[] = {sessions_v1, oms_outbox_migration, oms_inbox_migration};
+    const oms_db_migration migs[] = {sessions_v1, oms_outbox_migration, oms_inbox_migration,
+                                     sessions_v2};
     return oms_db_open(db, url, migs, sizeof(migs) / sizeof(migs[0]), err);
 }
 
@@ -54,28 +62,35 @@ void payments_row_free(payments_row *r)
     free(r->url);
     free(r->currency);
     free(r->order_json);
+    free(r->traceparent);
     memset(r, 0, sizeof(*r));
 }
 
 int payments_store_insert(oms_db_tx *tx, const payments_row *r, oms_error *err)
 {
     oms_db_param p[] = {
-        OMS_DB_S(r->session_id),  OMS_DB_S(r->order_id),
-        OMS_DB_S(r->customer_id), OMS_DB_S(payments_session_status_str(r->status)),
-        OMS_DB_S(r->url),         OMS_DB_I(r->amount),
-        OMS_DB_S(r->currency),    OMS_DB_S(r->order_json),
-        OMS_DB_I(r->created_ms),  OMS_DB_I(r->updated_ms),
+        OMS_DB_S(r->session_id),
+        OMS_DB_S(r->order_id),
+        OMS_DB_S(r->customer_id),
+        OMS_DB_S(payments_session_status_str(r->status)),
+        OMS_DB_S(r->url),
+        OMS_DB_I(r->amount),
+        OMS_DB_S(r->currency),
+        OMS_DB_S(r->order_json),
+        OMS_DB_I(r->created_ms),
+        OMS_DB_I(r->updated_ms),
+        r->traceparent && *r->traceparent ? OMS_DB_S(r->traceparent) : OMS_DB_NULLP,
     };
     return oms_db_exec(tx,
                        "INSERT INTO checkout_sessions(session_id, order_id, customer_id, status,"
-                       " url, amount, currency, order_json, created_at, updated_at)"
-                       " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
-                       p, 10, NULL, err);
+                       " url, amount, currency, order_json, created_at, updated_at, traceparent)"
+                       " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                       p, 11, NULL, err);
 }
 
 #define SESSION_COLUMNS                                                                            \
     "session_id, order_id, customer_id, status, url, amount, currency, order_json, created_at,"    \
-    " updated_at"
+    " updated_at, traceparent"
 
 static int row_cb(const oms_db_row *row, void *ud)
 {
@@ -91,6 +106,7 @@ static int row_cb(const oms_db_row *row, void *ud)
     r->order_json = oms_strdup(oms_db_row_text(row, 7));
     r->created_ms = oms_db_row_int(row, 8);
     r->updated_ms = oms_db_row_int(row, 9);
+    r->traceparent = oms_db_row_text(row, 10) ? oms_strdup(oms_db_row_text(row, 10)) : NULL;
     return OMS_OK;
 }
 

@@ -33,6 +33,8 @@ typedef struct payments_row {
     char *currency;
     char *order_json; /* the order as received in order.created */
     long long created_ms, updated_ms;
+    char *traceparent; /* the order's trace when the session was opened; NULL if none.
+                        * The webhook continues it, so paying joins the order's trace. */
 } payments_row;
 
 void payments_row_free(payments_row *r);

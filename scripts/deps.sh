@@ -10,9 +10,14 @@ PKGS=(
   rabbitmq-server librabbitmq-dev amqp-tools
   libsqlite3-dev sqlite3 libpq-dev postgresql etcd-server
   libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libssl-dev
-  libcmocka-dev wrk
-  python3 python3-grpcio python3-grpc-tools python3-pytest
+  libcmocka-dev wrk prometheus
+  clang libclang-rt-14-dev valgrind
+  python3 python3-grpcio python3-grpc-tools python3-pytest python3-yaml
+  chromium nodejs
 )
+# Browser tests (tests/browser): npm installs playwright-core; Debian's npm package only
+# when no npm came with nodejs (NodeSource's nodejs bundles npm and conflicts with it).
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 
 missing=()
 for p in "${PKGS[@]}"; do

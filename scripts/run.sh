@@ -20,7 +20,12 @@ export PUBLIC_DIR=${PUBLIC_DIR:-$ROOT/gateway/public}
 
 pids=()
 started_rabbit=0
+started_pg=0
+started_etcd=0
 stopping=0
+# INSTANCES=N (N >= 2): N of each of orders, stock, payments and kitchen sharing a
+# project-local PostgreSQL and finding each other through a project-local etcd.
+INSTANCES=${INSTANCES:-1}
 
 stop_all() {
   [ $stopping -eq 1 ] && return
@@ -30,6 +35,8 @@ stop_all() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ $started_rabbit -eq 1 ]; then scripts/rabbitmq.sh stop "$VAR/rabbitmq" || true; fi
+  if [ $started_pg -eq 1 ]; then scripts/postgres.sh stop "$PG_DIR" || true; fi
+  if [ $started_etcd -eq 1 ]; then scripts/etcd.sh stop "$VAR/etcd" || true; fi
   echo "stopped."
 }
 trap 'stop_all; exit 0' INT TERM
@@ -62,12 +69,76 @@ wait_http() { # url seconds
   done
 }
 
+# Traces: a local store (oms-tracestore, OTLP/HTTP on :4318) unless the user points
+# the services at a collector of their own (Jaeger etc.), which then works unchanged.
+TRACE_URL=""
+if [ -z "${OTEL_EXPORTER_OTLP_ENDPOINT:-}${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-}${JAEGER_ADDR:-}" ] &&
+  [ -x "$BUILD/oms-tracestore" ]; then
+  export TRACESTORE_ADDR=${TRACESTORE_ADDR:-127.0.0.1:4318}
+  TRACESTORE_DB=${TRACESTORE_DB:-$VAR/traces.db} "$BUILD/oms-tracestore" >>"$VAR/log/tracestore.log" 2>&1 &
+  pids+=($!)
+  echo "  tracestore (pid $!) -> var/log/tracestore.log"
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://$TRACESTORE_ADDR
+  TRACE_URL=http://$TRACESTORE_ADDR
+  wait_http "$TRACE_URL/healthz" 10
+fi
+if [ -n "$TRACE_URL" ]; then
+  TRACE_MSG="$TRACE_URL/trace.html?order_id=ORDER_ID  or  $BUILD/oms-trace ORDER_ID"
+else
+  TRACE_MSG="exported to ${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-${OTEL_EXPORTER_OTLP_ENDPOINT:-${JAEGER_ADDR:-nowhere (oms-tracestore not built)}}}"
+fi
+
+# Several instances: PostgreSQL (one database per service, shared by its instances)
+# and etcd (DISCOVERY=etcd), both under var/ unless they already answer. Instance k
+# (1-based) of a service listens on its usual ports + 10*(k-1): orders 2000/9000,
+# 2010/9010, ...; stock 2002/9002; payments 2001/8081; kitchen 2003/9003.
+start_scaled() {
+  PG_PORT=${PG_PORT:-5433}
+  PG_DIR=${PG_DIR:-$VAR/postgres}
+  if ! port_open 127.0.0.1 "$PG_PORT"; then
+    echo "starting PostgreSQL on 127.0.0.1:$PG_PORT (state in ${PG_DIR#$ROOT/})..."
+    scripts/postgres.sh start "$PG_DIR" "$PG_PORT"
+    started_pg=1
+  fi
+  ETCD_PORT=${ETCD_PORT:-2379}
+  if ! port_open 127.0.0.1 "$ETCD_PORT"; then
+    echo "starting etcd on 127.0.0.1:$ETCD_PORT (state in var/etcd)..."
+    scripts/etcd.sh start "$VAR/etcd" "$ETCD_PORT"
+    started_etcd=1
+  fi
+  export DISCOVERY=etcd ETCD_ENDPOINTS=${ETCD_ENDPOINTS:-http://127.0.0.1:$ETCD_PORT}
+  local name k off base admin
+  for name in stock orders payments kitchen; do
+    scripts/postgres.sh createdb "$PG_DIR" "$PG_PORT" "oms_$name"
+    case $name in
+    orders) base=2000 admin=9000 ;; stock) base=2002 admin=9002 ;;
+    payments) base=2001 admin=8081 ;; kitchen) base=2003 admin=9003 ;;
+    esac
+    for ((k = 1; k <= INSTANCES; k++)); do
+      off=$((10 * (k - 1)))
+      if [ ! -x "$BUILD/oms-$name" ]; then echo "  (oms-$name not built yet; skipped)"; break; fi
+      local adminvar=ADMIN_ADDR
+      [ "$name" = payments ] && adminvar=PAYMENTS_HTTP_ADDR
+      env GRPC_ADDR=127.0.0.1:$((base + off)) "$adminvar=127.0.0.1:$((admin + off))" \
+        DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/oms_$name" \
+        "$BUILD/oms-$name" >>"$VAR/log/$name-$k.log" 2>&1 &
+      pids+=($!)
+      echo "  $name #$k (pid $!, gRPC :$((base + off))) -> var/log/$name-$k.log"
+    done
+  done
+  start gateway
+}
+
 echo "starting services..."
-start stock
-start orders
-start payments
-start kitchen
-start gateway
+if [ "$INSTANCES" -gt 1 ]; then
+  start_scaled
+else
+  start stock
+  start orders
+  start payments
+  start kitchen
+  start gateway
+fi
 wait_http http://127.0.0.1:8080/healthz 30
 
 cat <<MSG
@@ -79,6 +150,7 @@ OMS is running:
   RabbitMQ management    http://127.0.0.1:$RABBITMQ_MGMT_PORT/ (guest/guest)
   metrics                $PUBLIC_URL/metrics, 127.0.0.1:9000/metrics (orders), :9002 (stock), :9003 (kitchen)
   logs                   var/log/*.log
+  traces                 $TRACE_MSG
 Press Ctrl-C to stop.
 MSG
 

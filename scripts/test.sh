@@ -12,6 +12,10 @@ echo "== unit tests ($OMS_BUILD_DIR)"
 (cd "$OMS_BUILD_DIR" && ctest --output-on-failure -j2)
 echo "== integration tests"
 scripts/test-integration.sh "$@"
+# The same suite again with every service on PostgreSQL (one private server for the
+# pass, a database per service per test): both storage drivers stay covered.
+echo "== integration tests on PostgreSQL"
+OMS_TEST_DB=postgres scripts/test-integration.sh "$@"
 # Further suites join here as they exist (each is a separate script so it can be run alone).
 if [ -x scripts/test-browser.sh ]; then echo "== browser tests"; scripts/test-browser.sh; fi
 if [ -x scripts/fuzz.sh ]; then echo "== fuzz smoke"; scripts/fuzz.sh --smoke; fi

@@ -58,8 +58,8 @@ static int parse_product(const char *name, const json_t *p, size_t idx, const ch
                          stock_items *out, oms_error *err)
 {
     if (!json_is_object(p))
-        return oms_error_set(err, OMS_INVALID, "catalog %s: products[%zu]: must be an object",
-                             name, idx);
+        return oms_error_set(err, OMS_INVALID, "catalog %s: products[%zu]: must be an object", name,
+                             idx);
     const json_t *jid = json_object_get(p, "productID");
     const char *id = json_is_string(jid) ? json_string_value(jid) : NULL;
     if (!id || !oms_valid_id(id) || strlen(id) != json_string_length(jid))
@@ -115,8 +115,8 @@ int stock_catalog_parse(const char *name, const char *text, size_t len, stock_it
     /* REJECT_DUPLICATES: {"quantity":1,"quantity":100} must not silently pick one. */
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return oms_error_set(err, OMS_INVALID, "catalog %s: line %d column %d: %s", name,
-                             jerr.line, jerr.column, jerr.text);
+        return oms_error_set(err, OMS_INVALID, "catalog %s: line %d column %d: %s", name, jerr.line,
+                             jerr.column, jerr.text);
     if (!json_is_object(root)) {
         rc = oms_error_set(err, OMS_INVALID, "catalog %s: top level must be an object", name);
         goto fail;
@@ -131,8 +131,8 @@ int stock_catalog_parse(const char *name, const char *text, size_t len, stock_it
     }
     const json_t *products = json_object_get(root, "products");
     if (!json_is_array(products) || json_array_size(products) == 0) {
-        rc = oms_error_set(err, OMS_INVALID, "catalog %s: products must be a non-empty array",
-                           name);
+        rc =
+            oms_error_set(err, OMS_INVALID, "catalog %s: products must be a non-empty array", name);
         goto fail;
     }
     for (size_t i = 0; i < json_array_size(products); i++) {

@@ -74,8 +74,7 @@ static void *expiry_main(void *arg)
     return NULL;
 }
 
-int stock_expiry_start(stock_expiry **out, stock_service *svc, long long period_ms,
-                       oms_error *err)
+int stock_expiry_start(stock_expiry **out, stock_service *svc, long long period_ms, oms_error *err)
 {
     *out = NULL;
     stock_expiry *e = oms_xcalloc(1, sizeof(*e));

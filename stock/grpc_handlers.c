@@ -69,8 +69,7 @@ static int handle_check(oms_grpc_ctx *ctx, const ProtobufCMessage *req, Protobuf
     return OMS_OK;
 }
 
-static int handle_get_items(oms_grpc_ctx *ctx, const ProtobufCMessage *req,
-                            ProtobufCMessage **resp)
+static int handle_get_items(oms_grpc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Api__GetItemsRequest *in = (const Api__GetItemsRequest *)req;
     stock_items items;
@@ -109,8 +108,8 @@ static int handle_reserve(oms_grpc_ctx *ctx, const ProtobufCMessage *req, Protob
     stock_items items;
     stock_items_init(&items);
     stock_req_item *want = items_from_pb(in->items, in->n_items);
-    int rc = stock_reserve(ctx->ud, in->orderid, want, in->n_items, oms_now_ms(), &items,
-                           &ctx->err);
+    int rc =
+        stock_reserve(ctx->ud, in->orderid, want, in->n_items, oms_now_ms(), &items, &ctx->err);
     free(want);
     if (rc != OMS_OK)
         return rc;
@@ -158,10 +157,8 @@ const oms_grpc_method stock_grpc_methods[] = {
     {"/api.StockService/GetItems", &api__get_items_request__descriptor, handle_get_items},
     {"/api.StockService/ListItems", &api__list_items_request__descriptor, handle_list_items},
     {"/api.StockService/ReserveItems", &api__reserve_items_request__descriptor, handle_reserve},
-    {"/api.StockService/ReleaseReservation", &api__reservation_request__descriptor,
-     handle_release},
-    {"/api.StockService/CommitReservation", &api__reservation_request__descriptor,
-     handle_commit},
+    {"/api.StockService/ReleaseReservation", &api__reservation_request__descriptor, handle_release},
+    {"/api.StockService/CommitReservation", &api__reservation_request__descriptor, handle_commit},
 };
 
 const size_t stock_grpc_nmethods = sizeof(stock_grpc_methods) / sizeof(stock_grpc_methods[0]);

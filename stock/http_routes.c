@@ -23,8 +23,7 @@ static void stock_levels(const oms_http_req *req, oms_http_resp *resp)
         const stock_item *it = &items.v[i];
         json_t *p = json_pack("{s:s,s:s,s:I,s:I,s:I}", "productID", it->product_id, "name",
                               it->name ? it->name : "", "available", (json_int_t)it->available,
-                              "reserved", (json_int_t)it->reserved, "sold",
-                              (json_int_t)it->sold);
+                              "reserved", (json_int_t)it->reserved, "sold", (json_int_t)it->sold);
         if (!p || json_array_append_new(list, p) != 0) {
             json_decref(list);
             list = NULL;

@@ -8,6 +8,7 @@
 #include "http_routes.h"
 #include "oms/admin.h"
 #include "oms/app.h"
+#include "oms/discovery.h"
 #include "oms/config.h"
 #include "oms/db.h"
 #include "oms/grpc_server.h"
@@ -19,6 +20,7 @@
 
 typedef struct stock_config {
     char *grpc_addr;
+    oms_discovery_config disc;
     char *admin_addr;
     char *database_url;
     char *catalog_file;
@@ -45,10 +47,13 @@ static const oms_cfg_def config_defs[] = {
      "how often expired reservations are released (ms)"},
     {"GRPC_THREADS", OMS_CFG_INT, "4", 1, 256, NULL, &cfg.grpc_threads, NULL,
      "gRPC worker threads"},
+    OMS_DISCOVERY_CONFIG(&cfg.disc),
     OMS_APP_LOG_CONFIG(&app),
 };
 
 #define NDEFS (sizeof(config_defs) / sizeof(config_defs[0]))
+
+static oms_discovery *discovery; /* registers this instance when DISCOVERY=etcd */
 
 int main(int argc, char **argv)
 {
@@ -92,6 +97,10 @@ int main(int argc, char **argv)
         goto out;
     }
     oms_admin_set_ready(stock_http_ready, svc);
+    if (oms_app_ready_watch_start(grpc, &err) != OMS_OK) {
+        oms_log_errorf("cannot start the readiness watcher: %s", err.msg);
+        goto out;
+    }
     oms_http_config hc;
     memset(&hc, 0, sizeof(hc));
     hc.addr = cfg.admin_addr;
@@ -104,6 +113,15 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if (oms_discovery_start(&discovery, &cfg.disc, &err) != OMS_OK) {
+        oms_log_error("cannot start service discovery", "error", err.msg);
+        goto out;
+    }
+    /* Last, once everything answers: DISCOVERY=etcd clients start choosing us now. */
+    if (oms_discovery_register(discovery, "stock", cfg.grpc_addr, &err) != OMS_OK) {
+        oms_log_error("cannot register in service discovery", "error", err.msg);
+        goto out;
+    }
     oms_log_info("stock ready", "grpc", cfg.grpc_addr, "admin", cfg.admin_addr, "database",
                  oms_db_driver_name(db));
     int sig = oms_signals_wait();
@@ -111,8 +129,10 @@ int main(int argc, char **argv)
     status = 0;
 
 out:
+    oms_discovery_stop(discovery); /* first: callers stop choosing us while we drain */
     /* Reverse order of start; every stop accepts NULL. HTTP first: it renders the
      * gauges that read svc. */
+    oms_app_ready_watch_stop(); /* reads svc */
     oms_http_stop(http);
     oms_grpc_server_stop(grpc);
     stock_expiry_stop(expiry);
@@ -122,5 +142,6 @@ out:
     if (status == 0)
         oms_log_info("stock stopped");
     oms_config_free(config_defs, NDEFS);
+    oms_app_stop();
     return status;
 }

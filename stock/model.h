@@ -44,16 +44,16 @@ void stock_item_set_info(stock_item *it, const char *name, const char *price_id,
 void stock_item_set_id(stock_item *it, const char *id);
 
 /* XX(NAME, "wire string"): the reservation states and their strings from one list. */
-#define STOCK_RES_STATE_MAP(XX)  \
-    XX(RESERVED, "reserved")     \
-    XX(COMMITTED, "committed")   \
+#define STOCK_RES_STATE_MAP(XX)                                                                    \
+    XX(RESERVED, "reserved")                                                                       \
+    XX(COMMITTED, "committed")                                                                     \
     XX(RELEASED, "released")
 
 typedef enum {
 #define STOCK_RES_STATE_ENUM(name, str) STOCK_RES_##name,
     STOCK_RES_STATE_MAP(STOCK_RES_STATE_ENUM)
 #undef STOCK_RES_STATE_ENUM
-    STOCK_RES__COUNT
+        STOCK_RES__COUNT
 } stock_res_state;
 
 const char *stock_res_state_str(stock_res_state s);

@@ -142,6 +142,13 @@ int stock_load_catalog(struct oms_db *db, const char *path, size_t *loaded, oms_
     rc = stock_catalog_load(path, &products, err);
     for (size_t i = 0; rc == OMS_OK && i < products.n; i++)
         rc = stock_store_insert_product(tx, &products.v[i], (long long)i, err);
+    if (rc == OMS_CONFLICT) {
+        /* Another instance seeded the same empty database (PostgreSQL) at the same
+         * moment and committed first: its rows are the catalog now. */
+        oms_error_clear(err);
+        rc = OMS_OK;
+        goto done;
+    }
     if (rc != OMS_OK)
         goto done;
     rc = stock_store_commit(tx, err);
@@ -216,9 +223,8 @@ void stock_service_register_metrics(stock_service *svc)
     for (size_t i = 0; i < svc->nlevels; i++) {
         labels[0] = '\0';
         oms_metrics_label(labels, sizeof(labels), "product", svc->levels[i].product_id);
-        oms_metrics_gauge_fn("stock_available",
-                             "Units free to reserve per product.",
-                             labels, gauge_read, &svc->levels[i].available);
+        oms_metrics_gauge_fn("stock_available", "Units free to reserve per product.", labels,
+                             gauge_read, &svc->levels[i].available);
     }
 }
 
@@ -230,7 +236,8 @@ int stock_service_ping(stock_service *svc, oms_error *err)
 /* ---- reserve ---------------------------------------------------------------------- */
 
 /* Checks and takes every item of o for a new reservation r (items filled here; the
- * caller inserts the reservation row). Nothing is committed: on error the caller rolls back, which undoes earlier items. */
+ * caller inserts the reservation row). Nothing is committed: on error the caller rolls back, which
+ * undoes earlier items. */
 static int reserve_take(struct oms_db_tx *tx, const oms_order *o, stock_reservation *r,
                         oms_error *err)
 {
@@ -359,8 +366,8 @@ static int release_locked(struct oms_db_tx *tx, stock_reservation *r, int64_t no
                                  err);
 }
 
-int stock_release(stock_service *svc, const char *order_id, int64_t now_ms,
-                  stock_res_state *state, oms_error *err)
+int stock_release(stock_service *svc, const char *order_id, int64_t now_ms, stock_res_state *state,
+                  oms_error *err)
 {
     struct oms_db_tx *tx = NULL;
     stock_reservation r;
@@ -406,8 +413,8 @@ done:
     return rc;
 }
 
-int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms,
-                 stock_res_state *state, oms_error *err)
+int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms, stock_res_state *state,
+                 oms_error *err)
 {
     struct oms_db_tx *tx = NULL;
     stock_reservation r;
@@ -434,8 +441,8 @@ int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms,
     /* reserved: the stock is held for us. released (expired before payment arrived):
      * the customer has paid, so try to take the stock again, all items or none. */
     stock_move move = r.state == STOCK_RES_RESERVED ? STOCK_MOVE_COMMIT : STOCK_MOVE_SELL;
-    snprintf(prefix, sizeof(prefix), "reservation for order %s was released and cannot be renewed: ",
-             order_id);
+    snprintf(prefix, sizeof(prefix),
+             "reservation for order %s was released and cannot be renewed: ", order_id);
     if (move == STOCK_MOVE_SELL) {
         for (size_t i = 0; i < r.items.n; i++) {
             const stock_item *it = &r.items.v[i];

@@ -55,13 +55,13 @@ int stock_reserve(stock_service *svc, const char *order_id, const stock_req_item
 /* ReleaseReservation: reserved -> released (stock back to available); released stays
  * released (OMS_OK); committed is OMS_CONFLICT; unknown order OMS_NOTFOUND. *state
  * gets the state after the call. */
-int stock_release(stock_service *svc, const char *order_id, int64_t now_ms,
-                  stock_res_state *state, oms_error *err);
+int stock_release(stock_service *svc, const char *order_id, int64_t now_ms, stock_res_state *state,
+                  oms_error *err);
 /* CommitReservation: reserved -> committed (reserved -> sold); committed stays
  * committed (OMS_OK); released (e.g. expired) takes the stock again from available,
  * all items or none, else OMS_CONFLICT naming the product; unknown OMS_NOTFOUND. */
-int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms,
-                 stock_res_state *state, oms_error *err);
+int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms, stock_res_state *state,
+                 oms_error *err);
 /* Releases every reservation still reserved with expires_at <= now_ms (at most 500
  * per call, the rest next time), in one transaction, logging each order id; also
  * refreshes the stock_available gauges. *released (optional) gets the count. */

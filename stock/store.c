@@ -86,9 +86,9 @@ int stock_store_count_products(struct oms_db_tx *tx, long long *n, oms_error *er
 int stock_store_insert_product(struct oms_db_tx *tx, const stock_item *it, long long position,
                                oms_error *err)
 {
-    oms_db_param p[7] = {OMS_DB_S(it->product_id), OMS_DB_S(it->name), OMS_DB_S(it->price_id),
-                         OMS_DB_I(it->unit_price), OMS_DB_S(it->currency),
-                         OMS_DB_I(it->available), OMS_DB_I(position)};
+    oms_db_param p[7] = {OMS_DB_S(it->product_id), OMS_DB_S(it->name),     OMS_DB_S(it->price_id),
+                         OMS_DB_I(it->unit_price), OMS_DB_S(it->currency), OMS_DB_I(it->available),
+                         OMS_DB_I(position)};
     return oms_db_exec(tx,
                        "INSERT INTO products(id, name, price_id, unit_price, currency, available,"
                        " reserved, sold, position) VALUES($1, $2, $3, $4, $5, $6, 0, 0, $7)",
@@ -116,8 +116,7 @@ static int product_one_row(const oms_db_row *row, void *ud)
     return OMS_OK;
 }
 
-int stock_store_get_product(struct oms_db_tx *tx, const char *id, stock_item *out,
-                            oms_error *err)
+int stock_store_get_product(struct oms_db_tx *tx, const char *id, stock_item *out, oms_error *err)
 {
     long long n = 0;
     oms_db_param p = OMS_DB_S(id);
@@ -136,8 +135,8 @@ static int product_list_row(const oms_db_row *row, void *ud)
 
 int stock_store_list_products(struct oms_db_tx *tx, stock_items *out, oms_error *err)
 {
-    return oms_db_query(tx, "SELECT " PRODUCT_COLS " FROM products ORDER BY position, id", NULL,
-                        0, product_list_row, out, NULL, err);
+    return oms_db_query(tx, "SELECT " PRODUCT_COLS " FROM products ORDER BY position, id", NULL, 0,
+                        product_list_row, out, NULL, err);
 }
 
 /* Indexed by stock_move. The WHERE guard on the source counter is what makes the
@@ -197,8 +196,8 @@ static int reservation_item_row(const oms_db_row *row, void *ud)
     return OMS_OK;
 }
 
-int stock_store_get_reservation(struct oms_db_tx *tx, const char *order_id,
-                                stock_reservation *out, oms_error *err)
+int stock_store_get_reservation(struct oms_db_tx *tx, const char *order_id, stock_reservation *out,
+                                oms_error *err)
 {
     long long n = 0;
     oms_db_param p = OMS_DB_S(order_id);
@@ -226,12 +225,10 @@ int stock_store_get_reservation(struct oms_db_tx *tx, const char *order_id,
     return rc;
 }
 
-int stock_store_insert_reservation(struct oms_db_tx *tx, const stock_reservation *r,
-                                   oms_error *err)
+int stock_store_insert_reservation(struct oms_db_tx *tx, const stock_reservation *r, oms_error *err)
 {
     oms_db_param p[5] = {OMS_DB_S(r->order_id), OMS_DB_S(stock_res_state_str(r->state)),
-                         OMS_DB_I(r->created_ms), OMS_DB_I(r->expires_ms),
-                         OMS_DB_I(r->updated_ms)};
+                         OMS_DB_I(r->created_ms), OMS_DB_I(r->expires_ms), OMS_DB_I(r->updated_ms)};
     int rc = oms_db_exec(tx,
                          "INSERT INTO reservations(order_id, state, created_at, expires_at,"
                          " updated_at) VALUES($1, $2, $3, $4, $5)",
@@ -261,8 +258,7 @@ int stock_store_set_state(struct oms_db_tx *tx, const char *order_id, stock_res_
         return rc;
     if (changes != 1)
         return oms_error_set(err, OMS_AGAIN,
-                             "reservation for order %s changed concurrently; try again",
-                             order_id);
+                             "reservation for order %s changed concurrently; try again", order_id);
     return OMS_OK;
 }
 

@@ -38,8 +38,7 @@ int stock_store_insert_product(struct oms_db_tx *tx, const stock_item *it, long 
 /* Fills *out (zeroed by the caller; strings owned by out afterwards) with the product's
  * catalog data and levels; quantity is left alone. OMS_NOTFOUND (no message) when the
  * product does not exist. */
-int stock_store_get_product(struct oms_db_tx *tx, const char *id, stock_item *out,
-                            oms_error *err);
+int stock_store_get_product(struct oms_db_tx *tx, const char *id, stock_item *out, oms_error *err);
 /* Appends every product, in catalog order, to out (owned by the caller). */
 int stock_store_list_products(struct oms_db_tx *tx, stock_items *out, oms_error *err);
 
@@ -65,8 +64,8 @@ int stock_store_move(struct oms_db_tx *tx, stock_move move, const char *id, long
  * unit price, currency, levels; quantity = reserved quantity; catalog order) into
  * *out (initialised by the caller, owned by it afterwards). OMS_NOTFOUND (no message)
  * when there is none. */
-int stock_store_get_reservation(struct oms_db_tx *tx, const char *order_id,
-                                stock_reservation *out, oms_error *err);
+int stock_store_get_reservation(struct oms_db_tx *tx, const char *order_id, stock_reservation *out,
+                                oms_error *err);
 /* Inserts the reservation row and one reservation_items row per item (product_id,
  * quantity). OMS_CONFLICT when a reservation for the order already exists. */
 int stock_store_insert_reservation(struct oms_db_tx *tx, const stock_reservation *r,

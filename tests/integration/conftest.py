@@ -4,7 +4,7 @@ import tempfile
 
 import pytest
 
-from oms_harness import RabbitMQ, Shop, grpc_stubs
+from oms_harness import RabbitMQ, Shop, grpc_stubs, stop_etcd, stop_postgres
 
 SEED_CATALOG = None  # default data/catalog.json
 
@@ -17,6 +17,16 @@ def workdir():
         print(f"test dir kept: {d}")
     else:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_session():
+    """Stops the session's PostgreSQL server and etcd node after the last test; each
+    starts on first use (a shop with db="postgres", i.e. every shop under
+    OMS_TEST_DB=postgres; a shop with discovery="etcd")."""
+    yield
+    stop_postgres()
+    stop_etcd()
 
 
 @pytest.fixture(scope="session")

@@ -134,13 +134,144 @@ class RabbitMQ:
                         "POST", {"count": count, "ackmode": "ack_requeue_true", "encoding": "auto"})
 
 
+class Postgres:
+    """A private PostgreSQL server (scripts/postgres.sh) shared by a test session; each
+    service of each shop gets its own database in it. The server runs as the postgres
+    user, so its directory lives in a world-traversable temp dir of its own."""
+
+    def __init__(self):
+        self.top = tempfile.mkdtemp(prefix="oms-pg-")
+        os.chmod(self.top, 0o755)
+        self.dir = os.path.join(self.top, "pg")
+        self.port = free_port()
+        self.running = False
+        self.count = 0
+
+    def start(self):
+        env = dict(os.environ, PG_NO_FSYNC="1")
+        subprocess.run([os.path.join(SRC, "scripts", "postgres.sh"), "start", self.dir, str(self.port)],
+                       check=True, stdout=subprocess.DEVNULL, env=env)
+        self.running = True
+
+    def stop(self):
+        if self.running:
+            subprocess.run([os.path.join(SRC, "scripts", "postgres.sh"), "stop", self.dir], check=False,
+                           stdout=subprocess.DEVNULL)
+            self.running = False
+        shutil.rmtree(self.top, ignore_errors=True)
+
+    def psql(self, sql, db="postgres"):
+        out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", db,
+                              "-tAc", sql], check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def create_db(self, hint):
+        """A new, empty database; returns its DATABASE_URL."""
+        self.count += 1
+        name = "".join(c if c.isalnum() else "_" for c in hint.lower())[:40] + f"_{self.count}"
+        self.psql(f"CREATE DATABASE {name}")
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+
+_POSTGRES = None
+
+
+def postgres():
+    """The session's PostgreSQL server, started on first use (stop_postgres ends it)."""
+    global _POSTGRES
+    if _POSTGRES is None:
+        pg = Postgres()
+        try:
+            pg.start()
+        except Exception:
+            pg.stop()
+            raise
+        _POSTGRES = pg
+    return _POSTGRES
+
+
+def stop_postgres():
+    global _POSTGRES
+    if _POSTGRES is not None:
+        _POSTGRES.stop()
+        _POSTGRES = None
+
+
+class Etcd:
+    """A private etcd node (scripts/etcd.sh) shared by a test session; each shop keeps
+    its registry under its own key prefix."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="oms-etcd-")
+        self.port = free_port_in(20000, 40000)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.running = False
+
+    def start(self):
+        env = dict(os.environ, ETCD_PEER_PORT=str(free_port()))
+        subprocess.run([os.path.join(SRC, "scripts", "etcd.sh"), "start", self.dir, str(self.port)],
+                       check=True, stdout=subprocess.DEVNULL, env=env)
+        self.running = True
+
+    def stop(self):
+        if self.running:
+            subprocess.run([os.path.join(SRC, "scripts", "etcd.sh"), "stop", self.dir], check=False,
+                           stdout=subprocess.DEVNULL)
+            self.running = False
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def call(self, path, body):
+        st, _, out = http("POST", self.url + path, body)
+        assert st == 200, (path, st, out)
+        return out
+
+    def keys(self, prefix):
+        """{key: value} of everything under prefix (decoded)."""
+        import base64
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        out = self.call("/v3/kv/range", {"key": base64.b64encode(prefix.encode()).decode(),
+                                         "range_end": base64.b64encode(end.encode()).decode()})
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+                for kv in out.get("kvs", [])}
+
+
+_ETCD = None
+
+
+def etcd():
+    """The session's etcd node, started on first use (stop_etcd ends it)."""
+    global _ETCD
+    if _ETCD is None:
+        e = Etcd()
+        try:
+            e.start()
+        except Exception:
+            e.stop()
+            raise
+        _ETCD = e
+    return _ETCD
+
+
+def stop_etcd():
+    global _ETCD
+    if _ETCD is not None:
+        _ETCD.stop()
+        _ETCD = None
+
+
+def db_backend():
+    """"postgres" when the suite runs against PostgreSQL (OMS_TEST_DB=postgres)."""
+    return os.environ.get("OMS_TEST_DB", "sqlite")
+
+
 class Service:
     """One service process with its environment, log file and clean stop."""
 
-    def __init__(self, name, env, logdir, health_url=None, grpc_port=None):
+    def __init__(self, name, env, logdir, health_url=None, grpc_port=None, label=None):
         self.name = name
+        self.label = label or name
         self.env = env
-        self.log_path = os.path.join(logdir, f"{name}.log")
+        self.log_path = os.path.join(logdir, f"{self.label}.log")
         self.health_url = health_url
         self.grpc_port = grpc_port
         self.proc = None
@@ -201,10 +332,23 @@ class Shop:
 
     SERVICES = ["stock", "orders", "payments", "kitchen", "gateway"]
 
-    def __init__(self, rabbit, root, catalog=None, env=None, services=None):
+    def __init__(self, rabbit, root, catalog=None, env=None, services=None, db=None, instances=None,
+                 discovery=None):
         self.rabbit = rabbit
         self.root = root
         self.dir = tempfile.mkdtemp(prefix="shop-", dir=root)
+        # db: "sqlite" (a file per service) or "postgres" (a database per service in the
+        # session's server); default from OMS_TEST_DB. instances: {"orders": 2, ...}
+        # starts extra instances sharing the first one's database (PostgreSQL only).
+        self.db = db or db_backend()
+        self.db_urls = {}
+        self.instances = dict(instances or {})
+        self.extra_ports = {n: [{"grpc": free_port(), "admin": free_port()} for _ in range(k - 1)]
+                            for n, k in self.instances.items()}
+        # discovery="etcd": every service registers in / resolves from the session's etcd
+        # under this shop's own prefix, with a short TTL and poll so tests stay quick.
+        self.discovery = discovery
+        self.etcd_prefix = "/oms-test/" + os.path.basename(self.dir)
         self.ports = {k: free_port() for k in ["orders_grpc", "orders_admin", "stock_grpc", "stock_admin", "payments_grpc",
                                                "payments_http", "kitchen_grpc", "kitchen_admin", "gateway_http"]}
         self.catalog = catalog
@@ -230,21 +374,29 @@ class Shop:
             "RETRY_DELAY_MS": 100,
             "MAX_RETRIES": 3,
             "KITCHEN_COOK_MS": 0,
-            "ORDERS_ADDRS": f"127.0.0.1:{self.ports['orders_grpc']}",
-            "STOCK_ADDRS": f"127.0.0.1:{self.ports['stock_grpc']}",
+            "ORDERS_ADDRS": self.addrs("orders"),
+            "STOCK_ADDRS": self.addrs("stock"),
             "PAYMENTS_ADDRS": f"127.0.0.1:{self.ports['payments_grpc']}",
             "PUBLIC_URL": self.gateway,
             "GATEWAY_HTTP_ADDR": self.gateway,
             "PAYMENTS_PUBLIC_URL": self.payments,
+            "KITCHEN_ADMIN_URL": self.kitchen_admin,
             "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
         }
+        if self.discovery == "etcd":
+            env.update(DISCOVERY="etcd", ETCD_ENDPOINTS=etcd().url, ETCD_PREFIX=self.etcd_prefix,
+                       DISCOVERY_TTL=2, DISCOVERY_POLL_MS=200)
         env.update(self.extra)
         return env
+
+    def registered(self, name):
+        """The addresses registered for name in this shop's etcd prefix."""
+        return sorted(etcd().keys(f"{self.etcd_prefix}/services/{name}/").values())
 
     def env_for(self, name):
         p = self.ports
         env = self.common_env()
-        env["DATABASE_URL"] = os.path.join(self.dir, f"{name}.db")
+        env["DATABASE_URL"] = self.database_url(name)
         if name == "stock":
             env.update(GRPC_ADDR=f"127.0.0.1:{p['stock_grpc']}", ADMIN_ADDR=f"127.0.0.1:{p['stock_admin']}")
             if self.catalog is not None:
@@ -274,9 +426,75 @@ class Shop:
     def make(self, name):
         return Service(name, self.env_for(name), self.dir, health_url=self.health_url(name))
 
+    def addrs(self, name):
+        """The comma list of name's gRPC addresses (all instances: static round robin)."""
+        ports = [self.ports[f"{name}_grpc"]] + [e["grpc"] for e in self.extra_ports.get(name, [])]
+        return ",".join(f"127.0.0.1:{p}" for p in ports)
+
+    def database_url(self, name):
+        """name's database: a SQLite file in the shop's directory, or a PostgreSQL
+        database created on first use; every instance of name shares it."""
+        if name not in self.db_urls:
+            if self.db == "postgres":
+                self.db_urls[name] = postgres().create_db(f"{os.path.basename(self.dir)}_{name}")
+            else:
+                self.db_urls[name] = os.path.join(self.dir, f"{name}.db")
+        return self.db_urls[name]
+
+    def scalar(self, name, sql, params=()):
+        """First column of the first row of sql (with ? placeholders) on name's database,
+        SQLite or PostgreSQL alike; None when there is no row."""
+        if self.db == "postgres":
+            def lit(v):
+                return str(int(v)) if isinstance(v, int) else "'" + str(v).replace("'", "''") + "'"
+            parts = sql.split("?")
+            assert len(parts) == len(params) + 1, sql
+            text = parts[0] + "".join(lit(v) + rest for v, rest in zip(params, parts[1:]))
+            dbname = self.database_url(name).rsplit("/", 1)[1]
+            out = postgres().psql(text, db=dbname)
+            return int(out) if out.lstrip("-").isdigit() else (out or None)
+        import sqlite3
+        db = sqlite3.connect(self.database_url(name))
+        try:
+            row = db.execute(sql, params).fetchone()
+            return row[0] if row else None
+        finally:
+            db.close()
+
+    def make_instance(self, name, i):
+        """Instance i (1-based: 0 is make(name)) of name, on its own ports."""
+        e = self.extra_ports[name][i - 1]
+        env = self.env_for(name)
+        admin = f"127.0.0.1:{e['admin']}"
+        env["GRPC_ADDR"] = f"127.0.0.1:{e['grpc']}"
+        if name == "payments":
+            env["PAYMENTS_HTTP_ADDR"] = admin
+        else:
+            env["ADMIN_ADDR"] = admin
+        return Service(name, env, self.dir, health_url=f"http://{admin}/healthz", label=f"{name}-{i + 1}")
+
+    def instance_key(self, name, i):
+        return name if i == 0 else f"{name}-{i + 1}"
+
+    def admin_url(self, name, i=0):
+        """Base URL of instance i's admin (or, for payments, HTTP) server."""
+        if i == 0:
+            return self.health_url(name)[: -len("/healthz")]
+        return f"http://127.0.0.1:{self.extra_ports[name][i - 1]['admin']}"
+
+    def grpc_addr(self, name, i=0):
+        return self.addrs(name).split(",")[i]
+
+    def restart_instance(self, name, i):
+        key = self.instance_key(name, i)
+        self.svc[key] = (self.make(name) if i == 0 else self.make_instance(name, i)).start()
+        return self.svc[key]
+
     def start(self):
         for name in self.wanted:
             self.svc[name] = self.make(name).start()
+            for i in range(1, self.instances.get(name, 1)):
+                self.svc[self.instance_key(name, i)] = self.make_instance(name, i).start()
         return self
 
     def restart(self, name):

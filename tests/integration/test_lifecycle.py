@@ -2,7 +2,6 @@
 pay on the local checkout -> paid -> cooking -> ready for pick-up, and what must hold
 when events repeat, arrive out of order, keep failing, or the broker restarts."""
 import json
-import sqlite3
 import os
 import time
 
@@ -34,11 +33,7 @@ def pay(shop, order):
 
 
 def inbox_count(shop, service, message_id):
-    db = sqlite3.connect(os.path.join(shop.dir, f"{service}.db"))
-    try:
-        return db.execute("SELECT count(*) FROM inbox WHERE message_id = ?", (message_id,)).fetchone()[0]
-    finally:
-        db.close()
+    return shop.scalar(service, "SELECT count(*) FROM inbox WHERE message_id = ?", (message_id,))
 
 
 def test_full_journey_through_local_checkout(make_shop):

@@ -54,7 +54,9 @@ static int handler(const oms_amqp_delivery *d, void *ud)
         snprintf(c->bodies[i], sizeof(c->bodies[i]), "%s", d->body);
         snprintf(c->exchanges[i], sizeof(c->exchanges[i]), "%s", d->exchange);
         c->retry[i] = d->retry_count;
-        c->trace_ok[i] = strcmp(cur, d->traceparent) == 0 && strlen(d->body) == d->len;
+        /* The handler runs in the delivery's CONSUMER span: same trace, its own span. */
+        c->trace_ok[i] = strncmp(cur, d->traceparent, 35) == 0 &&
+                         strcmp(cur, d->traceparent) != 0 && strlen(d->body) == d->len;
     }
     int v = c->verdict;
     pthread_mutex_unlock(&c->mu);

@@ -186,10 +186,12 @@ static void test_open_urls(void **state)
     oms_error err = {0};
     oms_db *db = NULL;
 
-    assert_int_equal(oms_db_open(&db, "postgres://u@localhost/oms", NULL, 0, &err), OMS_ERR);
+    /* Both schemes reach the PostgreSQL driver (tests/unit/test_postgres.c has a real
+     * server); nothing listens on port 1, so the connection fails, retryably. */
+    assert_int_equal(oms_db_open(&db, "postgres://u@127.0.0.1:1/oms", NULL, 0, &err), OMS_AGAIN);
     assert_null(db);
-    assert_non_null(strstr(err.msg, "postgres driver not built yet"));
-    assert_int_equal(oms_db_open(&db, "postgresql://localhost/oms", NULL, 0, &err), OMS_ERR);
+    assert_non_null(strstr(err.msg, "postgres connect"));
+    assert_int_equal(oms_db_open(&db, "postgresql://127.0.0.1:1/oms", NULL, 0, &err), OMS_AGAIN);
     assert_int_equal(oms_db_open(&db, "", NULL, 0, &err), OMS_INVALID);
     assert_int_equal(oms_db_open(&db, "sqlite:", NULL, 0, &err), OMS_INVALID);
 

@@ -12,6 +12,7 @@
 
 #include <ftw.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,7 +320,7 @@ static void test_restart_requeues_without_second_cooking(void **state)
     kitchen_ticket_free(&t);
     assert_int_equal(events(f, "order.cooking"), 1);
 
-    assert_int_equal(kitchen_requeue_cooking(&f->svc, &n, &err), OMS_OK);
+    assert_int_equal(kitchen_requeue_cooking(&f->svc, LLONG_MAX, &n, &err), OMS_OK);
     assert_int_equal(n, 1);
     assert_int_equal(kitchen_get_ticket(&f->svc, "order-1", &t, &err), OMS_OK);
     assert_int_equal(t.state, KITCHEN_QUEUED);
@@ -339,9 +340,9 @@ static void test_restart_requeues_without_second_cooking(void **state)
     assert_int_equal(events(f, "order.cooking"), 2);
 
     /* Nothing cooking is left after a clean reset of an idle kitchen. */
-    assert_int_equal(kitchen_requeue_cooking(&f->svc, &n, &err), OMS_OK);
+    assert_int_equal(kitchen_requeue_cooking(&f->svc, LLONG_MAX, &n, &err), OMS_OK);
     assert_int_equal(n, 1);
-    assert_int_equal(kitchen_requeue_cooking(&f->svc, &n, &err), OMS_OK);
+    assert_int_equal(kitchen_requeue_cooking(&f->svc, LLONG_MAX, &n, &err), OMS_OK);
     assert_int_equal(n, 0);
 }
 

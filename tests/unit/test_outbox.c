@@ -217,12 +217,16 @@ static void test_committed_published_once(void **state)
         int at = seen_at(c, ids[i], &count);
         assert_int_equal(count, 1);
         assert_int_equal(at, i); /* id order */
-        assert_string_equal(c->tps[at], tp);
+        /* The message carries its publish span: a child in the row's trace. */
+        assert_int_equal(strncmp(c->tps[at], tp, 35), 0);
+        assert_string_not_equal(c->tps[at], tp);
     }
     int count;
     assert_int_equal(seen_at(c, last[0], &count), N);
     assert_int_equal(count, 1);
-    assert_string_equal(c->tps[N], ""); /* no trace context when it was written */
+    /* No trace context when it was written: its publish span starts a trace. */
+    assert_int_equal(oms_traceparent_parse(c->tps[N], NULL), OMS_OK);
+    assert_int_not_equal(strncmp(c->tps[N], tp, 35), 0);
     assert_int_equal(c->n, N + 1);
 
     backlog_q b = {db, -1, -1, 0, 0};

@@ -81,9 +81,8 @@ static int teardown(void **state)
     fixture *fx = *state;
     stock_service_free(fx->svc);
     stock_store_close(fx->db);
-    static const char *const files[] = {"stock.db", "stock.db-wal", "stock.db-shm",
-                                        "catalog.json", "bad.json", "fresh.db",
-                                        "fresh.db-wal", "fresh.db-shm"};
+    static const char *const files[] = {"stock.db", "stock.db-wal", "stock.db-shm", "catalog.json",
+                                        "bad.json", "fresh.db",     "fresh.db-wal", "fresh.db-shm"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         remove_if_present(fx->dir, files[i]);
     assert_int_equal(rmdir(fx->dir), 0);

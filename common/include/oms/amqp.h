@@ -56,9 +56,29 @@ typedef struct oms_amqp_delivery {
     size_t len;
 } oms_amqp_delivery;
 
+/* What a consumer reads from one delivery, decoded by oms_amqp_decode. Owns its
+ * strings (free with oms_amqp_decoded_free). */
+typedef struct oms_amqp_decoded {
+    char *exchange;    /* header x-original-exchange (a retried message), else the delivery's */
+    char *message_id;  /* header message-id, else the message_id property, else "" */
+    char *traceparent; /* header traceparent as sent (unvalidated), "" when absent */
+    int retry_count;   /* header x-retry-count (any integer kind or digits), 0..INT_MAX */
+    char *body;        /* NUL-terminated copy; NULL when over the 4 MiB limit */
+    size_t len;        /* body length as delivered */
+} oms_amqp_decoded;
+
+struct amqp_basic_properties_t_;
+/* Pure decoding of a delivery's properties (headers table, message_id property),
+ * exchange name and body into out; no connection involved, so it can be fuzzed.
+ * Never fails: missing or mistyped headers decode to their defaults. */
+void oms_amqp_decode(const struct amqp_basic_properties_t_ *props, const void *exchange,
+                     size_t exchange_len, const void *body, size_t len, oms_amqp_decoded *out);
+void oms_amqp_decoded_free(oms_amqp_decoded *d);
+
 /* Returns OMS_OK or OMS_DUPLICATE: ack. OMS_AGAIN (or any other error): retry later
  * via Q.retry, dead-lettered to Q.dlq after max_retries. OMS_INVALID: unparseable,
- * straight to Q.dlq. The delivery's trace context is the thread's current context
+ * straight to Q.dlq. The delivery's CONSUMER span ("<queue> process", a child of its
+ * traceparent, oms/tracer.h) is the thread's current context
  * during the call. */
 typedef int (*oms_amqp_handler)(const oms_amqp_delivery *d, void *ud);
 

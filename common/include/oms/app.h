@@ -5,6 +5,8 @@
 
 #include "oms/amqp.h"
 #include "oms/config.h"
+#include "oms/grpc_server.h"
+#include "oms/status.h"
 
 typedef struct oms_app_common {
     char *log_level;
@@ -42,9 +44,22 @@ typedef struct oms_app_common {
 
 /* Handles --help (prints the table, exits 0), loads the table (on error prints the
  * one-line message to stderr and exits 2), then initialises the logger from
- * common's LOG_LEVEL/LOG_FORMAT. Blocks SIGINT/SIGTERM first (oms_signals_block). */
+ * common's LOG_LEVEL/LOG_FORMAT and the tracer from the OTEL_* variables (a table
+ * shared by every service, printed by --help after the service's own). Blocks
+ * SIGINT/SIGTERM first (oms_signals_block). */
 void oms_app_start(const char *service, const oms_cfg_def *defs, size_t n,
                    const oms_app_common *common, int argc, char **argv);
+/* The last call of main: stops the readiness watcher if still running, flushes the
+ * spans still queued (bounded wait) and frees what oms_app_start set up. */
+void oms_app_stop(void);
+
+/* Keeps grpc.health.v1 of s in step with /readyz: a thread runs
+ * oms_admin_check_ready every second and reports SERVING or NOT_SERVING. Call after
+ * oms_admin_set_ready; stop it with oms_app_ready_watch_stop before stopping s or
+ * anything the readiness check reads. */
+int oms_app_ready_watch_start(oms_grpc_server *s, oms_error *err);
+/* Stops and joins the watcher; no-op when none runs. */
+void oms_app_ready_watch_stop(void);
 /* The broker settings from common (pointers borrowed from common). */
 void oms_app_amqp_config(const oms_app_common *common, oms_amqp_config *out);
 

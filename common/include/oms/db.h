@@ -46,6 +46,11 @@ int oms_db_open(oms_db **out, const char *url, const oms_db_migration *migs, siz
 void oms_db_close(oms_db *db);
 /* "sqlite" or "postgres". */
 const char *oms_db_driver_name(const oms_db *db);
+/* 1 when writers run concurrently (PostgreSQL: several instances share the database)
+ * and a worker claiming rows must lock them (SELECT ... FOR UPDATE SKIP LOCKED, held
+ * until its transaction ends); 0 when transactions are serialised (SQLite), where a
+ * plain SELECT already claims and that clause does not parse. */
+int oms_db_locks_rows(const oms_db *db);
 /* OMS_OK when the database answers a trivial query. */
 int oms_db_ping(oms_db *db, oms_error *err);
 

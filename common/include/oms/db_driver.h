@@ -31,10 +31,18 @@ typedef struct oms_db_driver {
     long long (*row_int)(const oms_db_row *row, int col);
     int (*row_isnull)(const oms_db_row *row, int col);
     int (*row_columns)(const oms_db_row *row);
+    /* Optional: taken first in each migration transaction and held until it ends, so
+     * instances starting together apply migrations one at a time (NULL: the driver
+     * serialises writers anyway). */
+    int (*migration_lock)(oms_db_conn *c, oms_error *err);
     /* Number of connections to open: 1 for sqlite (single writer). */
     int pool_size;
+    /* 1 when transactions on other connections (other instances) run concurrently and
+     * understand SELECT ... FOR UPDATE SKIP LOCKED (see oms_db_locks_rows). */
+    int row_locks;
 } oms_db_driver;
 
 extern const oms_db_driver oms_db_driver_sqlite;
+extern const oms_db_driver oms_db_driver_postgres;
 
 #endif

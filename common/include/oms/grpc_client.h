@@ -15,6 +15,11 @@ typedef struct oms_grpc_client oms_grpc_client;
  * (round robin). The channel connects lazily. *out owned by the caller. */
 int oms_grpc_client_new(oms_grpc_client **out, const char *targets, oms_error *err);
 void oms_grpc_client_free(oms_grpc_client *c);
+/* Replaces the client's targets (same syntax as oms_grpc_client_new) atomically: new
+ * calls use a new channel, calls in flight finish on the old one. For service
+ * discovery (oms/discovery.h), which calls it only when the set of instances changes,
+ * so channels stay long-lived. Thread-safe against concurrent calls. */
+int oms_grpc_client_set_targets(oms_grpc_client *c, const char *targets, oms_error *err);
 
 /* Calls method ("/api.StockService/ReserveItems"). On OMS_OK *resp is a message of
  * resp_desc owned by the caller (protobuf_c_message_free_unpacked(*resp, NULL)).

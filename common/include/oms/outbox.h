@@ -1,7 +1,9 @@
 /* Transactional outbox: a service writes its state change and the event row in one
  * transaction (oms_outbox_add); the relay thread publishes unsent rows in id order
  * with publisher confirms and marks them sent only after the broker's ack. While the
- * broker is down the rows simply wait. A row may be published more than once (crash
+ * broker is down the rows simply wait. Each row is published in a PRODUCER span
+ * ("<exchange> publish", a child of the context stored with the row), and the message
+ * carries that span's traceparent. A row may be published more than once (crash
  * between ack and mark), never lost; consumers dedupe by message-id (oms/inbox.h). */
 #ifndef OMS_OUTBOX_H
 #define OMS_OUTBOX_H

@@ -39,5 +39,8 @@ const char *oms_status_text(int code);
 int oms_status_to_grpc(int code);
 int oms_status_from_grpc(int grpc_code);
 int oms_status_to_http(int code);
+/* gRPC status code name ("OK", "NOT_FOUND", ...; "UNKNOWN" outside 0..16), for metric
+ * labels and span attributes. */
+const char *oms_grpc_code_name(int grpc_code);
 
 #endif

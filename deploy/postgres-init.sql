@@ -1,0 +1,7 @@
+-- One database per service (DESIGN §9: services keep their own data); several
+-- instances of a service share its database. Run once by the postgres image at first
+-- start (/docker-entrypoint-initdb.d). Tables come from each service's migrations.
+CREATE DATABASE orders;
+CREATE DATABASE stock;
+CREATE DATABASE payments;
+CREATE DATABASE kitchen;
