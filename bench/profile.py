@@ -73,6 +73,10 @@ def perf_main(secs):
 
 
 def main():
+    need = "perf" if len(sys.argv) > 1 and sys.argv[1] == "--perf" else "valgrind"
+    if not shutil.which(need) or (need == "valgrind" and not shutil.which("callgrind_annotate")):
+        print(f"profile: needs {need} (Debian: {'linux-perf' if need == 'perf' else 'valgrind'})", file=sys.stderr)
+        return 1
     if len(sys.argv) > 1 and sys.argv[1] == "--perf":
         return perf_main(float(sys.argv[2]) if len(sys.argv) > 2 else 8)
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
@@ -148,4 +152,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -144,7 +144,7 @@ wait_http http://127.0.0.1:8080/healthz 30
 cat <<MSG
 
 OMS is running:
-  shop (pages + API)     $PUBLIC_URL/
+  shop (pages + API)     $PUBLIC_URL/   (kitchen display: $PUBLIC_URL/kitchen)
   API example            curl -s $PUBLIC_URL/api/products
   local checkout         $PAYMENTS_PUBLIC_URL/ (reached from an order's payment link)
   RabbitMQ management    http://127.0.0.1:$RABBITMQ_MGMT_PORT/ (guest/guest)
@@ -154,7 +154,9 @@ OMS is running:
 Press Ctrl-C to stop.
 MSG
 
-# Wait until a service dies or Ctrl-C.
+# Wait until a service dies or Ctrl-C. `sleep & wait` (not a bare sleep) lets the
+# INT trap run at once: Ctrl-C reaches the services too, and without it this loop
+# could see them gone first and report a failure.
 while :; do
   for pid in "${pids[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -162,5 +164,6 @@ while :; do
       exit 1
     fi
   done
-  sleep 1
+  sleep 1 &
+  wait $! || true
 done

@@ -255,15 +255,7 @@ def store_snapshot(shop):
     in every service's SQLite file (opened read-only)."""
     snap = {"stock": shop.stock()}
     if getattr(shop, "db", "sqlite") == "postgres":  # OMS_TEST_DB=postgres pass
-        import oms_harness
-        pg = oms_harness.postgres()
-        for name in sorted(shop.db_urls):
-            dbname = shop.db_urls[name].rsplit("/", 1)[1]
-            tables = pg.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", db=dbname)
-            for t in tables.split():
-                snap[f"{name}.db:{t}"] = pg.psql(
-                    f'SELECT count(*), md5(coalesce(string_agg(x::text, \'|\' ORDER BY x::text), \'\')) FROM "{t}" x',
-                    db=dbname)
+        snap.update(pg_digests(shop))
         return snap
     for path in sorted(glob.glob(os.path.join(shop.dir, "*.db"))):
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
@@ -275,6 +267,42 @@ def store_snapshot(shop):
         finally:
             db.close()
     return snap
+
+
+def pg_script(shop, per_db):
+    """Runs per_db(dbname) -> SQL for every service database in one psql process (a
+    process per table would cost minutes over the corpus); returns its output lines."""
+    import subprocess
+    import oms_harness
+    pg = oms_harness.postgres()
+    script = "".join(f"\\c {url.rsplit('/', 1)[1]}\n{per_db(url.rsplit('/', 1)[1])}\n"
+                     for _, url in sorted(shop.db_urls.items()))
+    out = subprocess.run(["psql", "-q", "-X", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-d", "postgres",
+                          "-tA", "-v", "ON_ERROR_STOP=1", "-f", "-"], input=script, capture_output=True, text=True,
+                         check=True).stdout
+    return [line for line in out.splitlines() if line]
+
+
+_PG_TABLES = {}
+
+
+def pg_digests(shop):
+    """{"<db>:<table>": "count|md5 of all rows"} for every table of every service."""
+    if shop.dir not in _PG_TABLES:
+        tables = collections.defaultdict(list)
+        for line in pg_script(shop, lambda db: f"SELECT '{db}', tablename FROM pg_tables WHERE schemaname = 'public';"):
+            db, t = line.split("|")
+            tables[db].append(t)
+        _PG_TABLES[shop.dir] = tables
+    tables = _PG_TABLES[shop.dir]
+
+    service = {url.rsplit("/", 1)[1]: name for name, url in shop.db_urls.items()}
+
+    def digest_sql(db):  # keys as in SQLite mode: "payments.db:inbox"
+        return " UNION ALL ".join(
+            f"SELECT '{service[db]}.db:{t}', count(*)::text || ':' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) "
+            f'FROM "{t}" x' for t in tables[db]) + ";"
+    return dict(line.split("|", 1) for line in pg_script(shop, digest_sql))
 
 
 def diff(a, b):
