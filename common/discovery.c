@@ -40,9 +40,9 @@
 
 typedef struct disc_client {
     char service[64];
-    oms_grpc_client *grpc;           /* borrowed: the caller frees it after stop */
-    char targets[DISC_TARGETS_MAX];  /* what the channel dials now */
-    int warned_empty;                /* log "no instances" once per episode */
+    oms_grpc_client *grpc;          /* borrowed: the caller frees it after stop */
+    char targets[DISC_TARGETS_MAX]; /* what the channel dials now */
+    int warned_empty;               /* log "no instances" once per episode */
 } disc_client;
 
 struct oms_discovery {
@@ -59,7 +59,7 @@ struct oms_discovery {
     pthread_t thread;
 
     /* registration (one per process) */
-    char key[512];          /* empty: not registering */
+    char key[512]; /* empty: not registering */
     char addr[DISC_ADDR_MAX];
     char lease[32];         /* decimal lease ID as etcd sends it; empty: none yet */
     int64_t next_keepalive; /* monotonic ms */
@@ -232,8 +232,8 @@ static int etcd_register(oms_discovery *d, CURL *curl, const char *key, const ch
                          char *lease_out, size_t lease_cap, oms_error *err)
 {
     json_t *resp = NULL;
-    int rc = etcd_post(d, curl, "/v3/lease/grant", json_pack("{s:I}", "TTL", d->cfg->ttl_s), &resp,
-                       err);
+    int rc =
+        etcd_post(d, curl, "/v3/lease/grant", json_pack("{s:I}", "TTL", d->cfg->ttl_s), &resp, err);
     if (rc != OMS_OK)
         return rc;
     const char *id = json_string_value(json_object_get(resp, "ID"));
@@ -571,8 +571,8 @@ int oms_discovery_start(oms_discovery **out, const oms_discovery_config *cfg, om
 static int advertised(const oms_discovery *d, const char *listen_addr, char *out, size_t cap,
                       oms_error *err)
 {
-    const char *a = d->cfg->advertise_addr && *d->cfg->advertise_addr ? d->cfg->advertise_addr
-                                                                       : listen_addr;
+    const char *a =
+        d->cfg->advertise_addr && *d->cfg->advertise_addr ? d->cfg->advertise_addr : listen_addr;
     const char *colon = a ? strrchr(a, ':') : NULL;
     if (!colon || !colon[1])
         return oms_error_set(err, OMS_INVALID, "discovery: address \"%s\" is not host:port",

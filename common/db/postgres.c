@@ -356,8 +356,8 @@ static int pg_exec(oms_db_conn *c, const char *sql, const oms_db_param *p, int n
     return pg_run(c, sql, p, n, NULL, NULL, NULL, changes, err);
 }
 
-static int pg_query(oms_db_conn *c, const char *sql, const oms_db_param *p, int n,
-                    oms_db_row_fn fn, void *ud, long long *nrows, oms_error *err)
+static int pg_query(oms_db_conn *c, const char *sql, const oms_db_param *p, int n, oms_db_row_fn fn,
+                    void *ud, long long *nrows, oms_error *err)
 {
     return pg_run(c, sql, p, n, fn, ud, nrows, NULL, err);
 }

@@ -49,17 +49,22 @@ def log(msg):
 
 
 RETRIES = collections.Counter()  # client-side retries, by step: how hard the faults hit
+WAITED = collections.Counter()   # longest wait (s) for one step to succeed, by step
 
 
 def retry(what, fn, timeout=90.0, interval=0.2):
     """Calls fn until it returns a value that is not None, riding out a dependency that
     is down (connection refused, 503); gives up after timeout."""
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     last = None
     while time.monotonic() < deadline:
         try:
             v = fn()
             if v is not None:
+                # The longest a client waited on one step: how long faults were visible.
+                step = what.split()[0]
+                WAITED[step] = max(WAITED[step], round(time.monotonic() - start, 1))
                 return v
         except (OSError, urllib.error.URLError, ValueError) as e:
             last = e
@@ -410,6 +415,7 @@ def main():
         tallies["paid / cancelled"] = (sum(1 for o in load.orders if o.id and o.pay),
                                        sum(1 for o in load.orders if o.id and not o.pay))
         tallies["client retries during faults"] = dict(RETRIES)
+        tallies["longest wait for one step (s)"] = dict(WAITED)
         check(shop, load, poison_ids, violations, tallies)
         ok = True
     except Exception:  # noqa: BLE001

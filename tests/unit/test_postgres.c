@@ -152,8 +152,7 @@ static int row_p(const oms_db_row *row, void *ud)
     char *out = ud;
     snprintf(out, 128, "%lld|%s|%s|%d", oms_db_row_int(row, 0),
              oms_db_row_text(row, 1) ? oms_db_row_text(row, 1) : "NULL",
-             oms_db_row_isnull(row, 2) ? "NULL" : oms_db_row_text(row, 2),
-             oms_db_row_columns(row));
+             oms_db_row_isnull(row, 2) ? "NULL" : oms_db_row_text(row, 2), oms_db_row_columns(row));
     return OMS_OK;
 }
 
@@ -178,16 +177,15 @@ static void test_params_and_types(void **state)
     /* $2 before $1 in the text and $1 used twice: placeholders are positional. */
     oms_db_param p[3] = {OMS_DB_I(2000000000LL), OMS_DB_S("it's"), OMS_DB_NULLP};
     long long changes = 0;
-    assert_int_equal(oms_db_exec(tx, "INSERT INTO p(s, i, n) VALUES($2, $1, $3)", p, 3, &changes,
-                                 &err),
-                     OMS_OK);
+    assert_int_equal(
+        oms_db_exec(tx, "INSERT INTO p(s, i, n) VALUES($2, $1, $3)", p, 3, &changes, &err), OMS_OK);
     assert_int_equal(changes, 1);
     char out[128] = "";
     long long n = 0;
     oms_db_param q = OMS_DB_S("it's");
-    assert_int_equal(oms_db_query(tx, "SELECT i, s, n FROM p WHERE s = $1", &q, 1, row_p, out, &n,
-                                  &err),
-                     OMS_OK);
+    assert_int_equal(
+        oms_db_query(tx, "SELECT i, s, n FROM p WHERE s = $1", &q, 1, row_p, out, &n, &err),
+        OMS_OK);
     assert_int_equal(n, 1);
     assert_string_equal(out, "2000000000|it's|NULL|3");
     /* Integers past 2^31 travel as text too (BIGINT arithmetic on the server). */
@@ -263,9 +261,9 @@ static void test_returning_and_rollback(void **state)
                      OMS_OK);
     assert_int_equal(n, 2);
     /* A callback's own stop code comes back untouched. */
-    assert_int_equal(oms_db_query(tx, "SELECT 1 UNION ALL SELECT 2", NULL, 0, stop_row, NULL, &n,
-                                  &err),
-                     OMS_NOTFOUND);
+    assert_int_equal(
+        oms_db_query(tx, "SELECT 1 UNION ALL SELECT 2", NULL, 0, stop_row, NULL, &n, &err),
+        OMS_NOTFOUND);
     assert_int_equal(n, 1);
     oms_db_rollback(tx);
     oms_db_close(db);
