@@ -20,11 +20,21 @@ SRC = os.environ.get("OMS_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.d
 BUILD = os.environ.get("OMS_BUILD_DIR") or os.path.join(SRC, "build")
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    """A port the kernel just handed out on 127.0.0.1 (closed again for the service)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port the kernel just handed out on 127.0.0.1 (closed again for the service),
+    never one this process handed out before: the kernel may offer a just-closed port
+    again, and two services of one shop must not be given the same one."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
+    raise RuntimeError("no fresh free port")
 
 
 def free_port_in(lo, hi):
