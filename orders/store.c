@@ -155,15 +155,38 @@ int orders_store_find_by_key(oms_db_tx *tx, const char *customer_id, const char 
                      p, 2, idem_key, out, err);
 }
 
-int orders_store_lock(oms_db_tx *tx, const char *order_id, oms_error *err)
+static int status_row(const oms_db_row *row, void *ud)
+{
+    int st = oms_order_status_parse(oms_db_row_text(row, 0));
+    *(oms_order_status *)ud = st < 0 ? OMS_ORDER_PENDING : (oms_order_status)st;
+    return OMS_OK;
+}
+
+int orders_store_lock(oms_db_tx *tx, const char *order_id, oms_order_status *status,
+                      oms_error *err)
 {
     /* A no-op UPDATE is the row lock both databases understand (SQLite has no
-     * SELECT ... FOR UPDATE); the following reads in tx then see the latest commit. */
+     * SELECT ... FOR UPDATE); RETURNING gives the committed status in the same step. */
     oms_db_param p[] = {OMS_DB_S(order_id)};
-    long long changes = 0;
-    int rc = oms_db_exec(tx, "UPDATE orders SET updated_at = updated_at WHERE id = $1", p, 1,
-                         &changes, err);
-    if (rc == OMS_OK && changes == 0)
+    oms_order_status st = OMS_ORDER_PENDING;
+    long long n = 0;
+    int rc = oms_db_query(tx, "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING status",
+                          p, 1, status_row, &st, &n, err);
+    if (rc == OMS_OK && n == 0)
+        rc = oms_error_set(err, OMS_NOTFOUND, "order %s not found", order_id);
+    if (rc == OMS_OK && status)
+        *status = st;
+    return rc;
+}
+
+int orders_store_get_status(oms_db_tx *tx, const char *order_id, oms_order_status *status,
+                            oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_S(order_id)};
+    long long n = 0;
+    int rc = oms_db_query(tx, "SELECT status FROM orders WHERE id = $1", p, 1, status_row, status,
+                          &n, err);
+    if (rc == OMS_OK && n == 0)
         rc = oms_error_set(err, OMS_NOTFOUND, "order %s not found", order_id);
     return rc;
 }

@@ -19,7 +19,11 @@ int orders_store_get(oms_db_tx *tx, const char *order_id, oms_order *out, oms_er
 /* Locks the order's row until tx ends (PostgreSQL: concurrent status changes from
  * several consumers or instances then apply one after the other; SQLite already runs
  * one writer at a time). OMS_NOTFOUND when there is no such order. */
-int orders_store_lock(oms_db_tx *tx, const char *order_id, oms_error *err);
+int orders_store_lock(oms_db_tx *tx, const char *order_id, oms_order_status *status,
+                      oms_error *err);
+/* Just the status (no items): OMS_NOTFOUND when absent. */
+int orders_store_get_status(oms_db_tx *tx, const char *order_id, oms_order_status *status,
+                            oms_error *err);
 /* The order created earlier with this customer's idempotency key, or OMS_NOTFOUND. */
 int orders_store_find_by_key(oms_db_tx *tx, const char *customer_id, const char *idem_key,
                              oms_order *out, oms_error *err);
