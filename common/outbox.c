@@ -512,6 +512,11 @@ int oms_outbox_relay_start(oms_outbox_relay **out, oms_db *db, const oms_amqp_co
     return OMS_OK;
 }
 
+void oms_outbox_relay_wake(void *relay)
+{
+    oms_outbox_relay_notify(relay);
+}
+
 void oms_outbox_relay_notify(oms_outbox_relay *r)
 {
     if (!r)

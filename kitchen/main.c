@@ -62,11 +62,6 @@ static struct {
     oms_http_server *admin;
 } app;
 
-static void relay_notify(void *ud)
-{
-    oms_outbox_relay_notify(ud);
-}
-
 static void stations_wake(void *ud)
 {
     kitchen_stations_wake(ud);
@@ -113,7 +108,7 @@ int main(int argc, char **argv)
         oms_log_error("cannot start outbox relay", "error", err.msg);
         goto out;
     }
-    app.svc.outbox_notify = relay_notify;
+    app.svc.outbox_notify = oms_outbox_relay_wake;
     app.svc.outbox_ud = app.relay;
 
     if (kitchen_stations_start(&app.stations, &app.svc, (int)cfg.stations, cfg.cook_ms, &err) !=

@@ -84,11 +84,6 @@ static int on_event(const oms_amqp_delivery *d, void *ud)
     return rc;
 }
 
-static void relay_notify(void *ud)
-{
-    oms_outbox_relay_notify(ud);
-}
-
 static int ready_check(void *ud, char *why, size_t n)
 {
     oms_error err;
@@ -140,7 +135,7 @@ int main(int argc, char **argv)
     }
     svc.db = app.db;
     orders_stock_client_port(&svc.stock, app.stock);
-    svc.outbox_notify = relay_notify;
+    svc.outbox_notify = oms_outbox_relay_wake;
     svc.outbox_ud = app.relay;
 
     if (oms_grpc_server_start(&app.grpc, cfg.grpc_addr, orders_grpc_methods,

@@ -102,11 +102,6 @@ static int on_event(const oms_amqp_delivery *d, void *ud)
     return rc;
 }
 
-static void relay_notify(void *ud)
-{
-    oms_outbox_relay_notify(ud);
-}
-
 static int ready_check(void *ud, char *why, size_t n)
 {
     oms_error err;
@@ -182,7 +177,7 @@ int main(int argc, char **argv)
     payments_orders_client_port(&svc.orders, app.orders);
     svc.webhook_secret = cfg.webhook_secret;
     svc.gateway_url = cfg.gateway_url;
-    svc.outbox_notify = relay_notify;
+    svc.outbox_notify = oms_outbox_relay_wake;
     svc.outbox_ud = app.relay;
 
     for (size_t i = 0; i < NCONSUMERS; i++) {

@@ -27,6 +27,8 @@ int oms_outbox_relay_start(oms_outbox_relay **out, oms_db *db, const oms_amqp_co
                            oms_error *err);
 /* Wakes the relay now (call after committing a transaction that added rows). */
 void oms_outbox_relay_notify(oms_outbox_relay *r);
+/* The same as a callback (void *ud = the relay), for services' outbox_notify hooks. */
+void oms_outbox_relay_wake(void *relay);
 /* Unsent rows and the age in ms of the oldest one (for metrics/readiness). */
 int oms_outbox_backlog(oms_db *db, long long *rows, long long *oldest_age_ms, oms_error *err);
 /* Stops (publishing what it holds first if the broker is up), frees. NULL: no-op. */
