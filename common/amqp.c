@@ -1055,6 +1055,7 @@ static void *consumer_thread(void *arg)
 {
     oms_amqp_consumer *c = arg;
     int backoff = AMQP_BACKOFF_MIN_MS;
+    oms_thread_background();
     while (!atomic_load(&c->stop)) {
         oms_error err;
         oms_error_clear(&err);

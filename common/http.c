@@ -47,8 +47,10 @@
 #define DEFAULT_CONN_LIMIT 512
 #define DEFAULT_TIMEOUT_S 30
 /* Per-connection pool: request line + headers + read buffer. Headers beyond it are
- * answered by MHD itself (431), before any of our code runs. */
-#define CONN_MEMORY_LIMIT (64 * 1024)
+ * answered by MHD itself (431), before any of our code runs. libmicrohttpd 0.9.75
+ * clears the whole pool after every request, so its size is paid per request: at
+ * 64 KiB that memset was a quarter of the gateway's instructions (bench/profile.py). */
+#define CONN_MEMORY_LIMIT (16 * 1024)
 
 struct oms_http_server {
     struct MHD_Daemon *daemon;
@@ -209,6 +211,11 @@ void oms_http_resp_json(oms_http_resp *r, int status, json_t *j)
         return;
     }
     resp_set_body(r, status, "application/json", s, strlen(s));
+}
+
+void oms_http_resp_json_text(oms_http_resp *r, int status, char *body, size_t len)
+{
+    resp_set_body(r, status, "application/json", body, len);
 }
 
 /* jansson refuses invalid UTF-8; a message built from client input may contain it.
@@ -911,7 +918,8 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, limit,
         MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)CONN_MEMORY_LIMIT, /* no LISTENING_ADDRESS_REUSE: SO_REUSEPORT would let a second
-         * instance share the port silently; MHD's default SO_REUSEADDR is enough */
+                                    * instance share the port silently; MHD's default SO_REUSEADDR
+                                    * is enough */
         MHD_OPTION_URI_LOG_CALLBACK, uri_logged, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, http_guard_notify, s->guard, MHD_OPTION_END);
     if (!s->daemon) {

@@ -99,7 +99,8 @@ int oms_order_compute_total(const oms_order *o, long long *total, oms_error *err
     long long sum = 0;
     for (size_t i = 0; i < o->nitems; i++) {
         long long line;
-        if (__builtin_mul_overflow((long long)o->items[i].quantity, o->items[i].unit_price, &line) ||
+        if (__builtin_mul_overflow((long long)o->items[i].quantity, o->items[i].unit_price,
+                                   &line) ||
             __builtin_add_overflow(sum, line, &sum))
             return oms_error_set(err, OMS_INVALID, "order total overflows");
     }
@@ -203,8 +204,8 @@ int oms_order_parse_request(const char *body, size_t len, oms_order *out, oms_er
     /* REJECT_DUPLICATES: {"items":..,"items":..} is ambiguous; refuse it. */
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!root)
-        return oms_error_set(err, OMS_INVALID, "malformed JSON at line %d column %d: %s",
-                             jerr.line, jerr.column, jerr.text);
+        return oms_error_set(err, OMS_INVALID, "malformed JSON at line %d column %d: %s", jerr.line,
+                             jerr.column, jerr.text);
     int rc = OMS_OK;
     const json_t *items = root;
     if (json_is_object(root)) {
@@ -226,8 +227,7 @@ int oms_order_parse_request(const char *body, size_t len, oms_order *out, oms_er
     /* Bound the work before allocating: more than 10x the distinct-item limit cannot
      * merge down to a valid order in any sensible request. */
     if (n > OMS_MAX_ITEMS * 10) {
-        rc = oms_error_set(err, OMS_INVALID, "items: at most %d distinct products",
-                           OMS_MAX_ITEMS);
+        rc = oms_error_set(err, OMS_INVALID, "items: at most %d distinct products", OMS_MAX_ITEMS);
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
@@ -247,36 +247,58 @@ done:
 
 /* ---- JSON shape -------------------------------------------------------------------- */
 
-json_t *oms_order_to_json(const oms_order *o)
+void oms_order_write_json(oms_jbuf *b, const oms_order *o)
 {
-    json_t *items = json_array();
-    for (size_t i = 0; i < o->nitems; i++) {
-        const oms_order_item *it = &o->items[i];
-        json_array_append_new(
-            items, json_pack("{s:s,s:s,s:i,s:s,s:I}", "productID", it->product_id, "productName",
-                             it->product_name ? it->product_name : "", "quantity", it->quantity,
-                             "priceID", it->price_id ? it->price_id : "", "unitPrice",
-                             (json_int_t)it->unit_price));
-    }
     char created[32], updated[32];
     oms_format_rfc3339(o->created_ms, created);
     oms_format_rfc3339(o->updated_ms ? o->updated_ms : o->created_ms, updated);
-    return json_pack("{s:s,s:s,s:o,s:s,s:s,s:I,s:s,s:s,s:s}", "orderID", o->order_id,
-                     "customerID", o->customer_id, "items", items, "status",
-                     oms_order_status_str(o->status), "PaymentLink",
-                     o->payment_link && o->payment_link[0] ? o->payment_link : "none", "total",
-                     (json_int_t)o->total, "currency", o->currency, "createdAt", created,
-                     "updatedAt", updated);
+    oms_jbuf_lit(b, "{\"orderID\":");
+    oms_jbuf_str(b, o->order_id);
+    oms_jbuf_lit(b, ",\"customerID\":");
+    oms_jbuf_str(b, o->customer_id);
+    oms_jbuf_lit(b, ",\"items\":[");
+    for (size_t i = 0; i < o->nitems; i++) {
+        const oms_order_item *it = &o->items[i];
+        if (i)
+            oms_jbuf_lit(b, ",");
+        oms_jbuf_lit(b, "{\"productID\":");
+        oms_jbuf_str(b, it->product_id);
+        oms_jbuf_lit(b, ",\"productName\":");
+        oms_jbuf_str(b, it->product_name);
+        oms_jbuf_lit(b, ",\"quantity\":");
+        oms_jbuf_int(b, it->quantity);
+        oms_jbuf_lit(b, ",\"priceID\":");
+        oms_jbuf_str(b, it->price_id);
+        oms_jbuf_lit(b, ",\"unitPrice\":");
+        oms_jbuf_int(b, (long long)it->unit_price);
+        oms_jbuf_lit(b, "}");
+    }
+    oms_jbuf_lit(b, "],\"status\":");
+    oms_jbuf_str(b, oms_order_status_str(o->status));
+    oms_jbuf_lit(b, ",\"PaymentLink\":");
+    oms_jbuf_str(b, o->payment_link && o->payment_link[0] ? o->payment_link : "none");
+    oms_jbuf_lit(b, ",\"total\":");
+    oms_jbuf_int(b, (long long)o->total);
+    oms_jbuf_lit(b, ",\"currency\":");
+    oms_jbuf_str(b, o->currency);
+    oms_jbuf_lit(b, ",\"createdAt\":");
+    oms_jbuf_str(b, created);
+    oms_jbuf_lit(b, ",\"updatedAt\":");
+    oms_jbuf_str(b, updated);
+    oms_jbuf_lit(b, "}");
+}
+
+char *oms_order_to_json_strn(const oms_order *o, size_t *len)
+{
+    oms_jbuf b;
+    oms_jbuf_init(&b, 512 + o->nitems * 160);
+    oms_order_write_json(&b, o);
+    return oms_jbuf_take(&b, len);
 }
 
 char *oms_order_to_json_str(const oms_order *o)
 {
-    json_t *j = oms_order_to_json(o);
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (!s)
-        abort(); /* only on OOM */
-    return s;
+    return oms_order_to_json_strn(o, NULL);
 }
 
 static int get_str(const json_t *j, const char *key, const char **out, oms_error *err)
@@ -300,8 +322,8 @@ static long long parse_time(const json_t *v)
     const char *dot = strchr(str, '.');
     if (dot)
         ms = atoi(dot + 1);
-    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D,
-                    .tm_hour = h, .tm_min = m, .tm_sec = s};
+    struct tm tm = {
+        .tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h, .tm_min = m, .tm_sec = s};
     return (long long)timegm(&tm) * 1000 + ms;
 }
 

@@ -92,14 +92,16 @@ int oms_order_from_pb(const Api__Order *m, oms_order *out, oms_error *err)
     oms_order_init(out);
     if (m->orderid && m->orderid[0]) {
         if (!oms_valid_id(m->orderid))
-            return oms_error_set(err, OMS_INVALID, "orderID: must be 1 to 64 characters of "
-                                                   "A-Z a-z 0-9 _ . : -");
+            return oms_error_set(err, OMS_INVALID,
+                                 "orderID: must be 1 to 64 characters of "
+                                 "A-Z a-z 0-9 _ . : -");
         snprintf(out->order_id, sizeof(out->order_id), "%s", m->orderid);
     }
     if (m->customerid && m->customerid[0]) {
         if (!oms_valid_id(m->customerid))
-            return oms_error_set(err, OMS_INVALID, "customerID: must be 1 to 64 characters of "
-                                                   "A-Z a-z 0-9 _ . : -");
+            return oms_error_set(err, OMS_INVALID,
+                                 "customerID: must be 1 to 64 characters of "
+                                 "A-Z a-z 0-9 _ . : -");
         snprintf(out->customer_id, sizeof(out->customer_id), "%s", m->customerid);
     }
     out->status = (oms_order_status)-1;

@@ -406,6 +406,7 @@ static void *relay_thread(void *arg)
 {
     oms_outbox_relay *r = arg;
     long long cursor = 0;
+    oms_thread_background();
     int backoff = RELAY_BACKOFF_MIN_MS;        /* broker or database unavailable */
     int refuse_backoff = RELAY_BACKOFF_MIN_MS; /* before retrying refused rows */
     int64_t retry_refused_at = 0;
@@ -458,8 +459,11 @@ static void *relay_thread(void *arg)
             refusing = 0;
             refuse_backoff = RELAY_BACKOFF_MIN_MS;
         }
-        if (n > 0)
-            continue; /* look again before sleeping: more may be waiting */
+        if (n >= RELAY_BATCH)
+            continue; /* a full batch: more is surely waiting */
+        /* A short batch took everything committed before its read; a commit since then
+         * has set `notified`, so the wait below returns at once. Not looking again
+         * straight away saves an empty read transaction per pass. */
         if (cursor > 0) {
             int64_t left = retry_refused_at - oms_mono_ms();
             if (left <= 0) {

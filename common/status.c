@@ -26,9 +26,8 @@ void oms_error_clear(oms_error *err)
 const char *oms_status_text(int code)
 {
     switch (code) {
-#define OMS_STATUS_TEXT(name, value, text, grpc, http) \
-    case value:                                        \
-        return text;
+#define OMS_STATUS_TEXT(name, value, text, grpc, http)                                             \
+    case value: return text;
         OMS_STATUS_MAP(OMS_STATUS_TEXT)
 #undef OMS_STATUS_TEXT
     }
@@ -38,9 +37,8 @@ const char *oms_status_text(int code)
 int oms_status_to_grpc(int code)
 {
     switch (code) {
-#define OMS_STATUS_GRPC(name, value, text, grpc, http) \
-    case value:                                        \
-        return grpc;
+#define OMS_STATUS_GRPC(name, value, text, grpc, http)                                             \
+    case value: return grpc;
         OMS_STATUS_MAP(OMS_STATUS_GRPC)
 #undef OMS_STATUS_GRPC
     }
@@ -51,13 +49,13 @@ int oms_status_from_grpc(int grpc_code)
 {
     switch (grpc_code) {
     case 0: return OMS_OK;
-    case 3: /* INVALID_ARGUMENT */
+    case 3:                      /* INVALID_ARGUMENT */
     case 11: return OMS_INVALID; /* OUT_OF_RANGE */
     case 5: return OMS_NOTFOUND;
     case 6: return OMS_DUPLICATE; /* ALREADY_EXISTS */
-    case 9: return OMS_CONFLICT; /* FAILED_PRECONDITION */
-    case 8: return OMS_TOOBIG; /* RESOURCE_EXHAUSTED */
-    case 4: /* DEADLINE_EXCEEDED */
+    case 9: return OMS_CONFLICT;  /* FAILED_PRECONDITION */
+    case 8: return OMS_TOOBIG;    /* RESOURCE_EXHAUSTED */
+    case 4:                       /* DEADLINE_EXCEEDED */
     case 14: return OMS_UNAVAILABLE;
     default: return OMS_ERR;
     }
@@ -66,9 +64,8 @@ int oms_status_from_grpc(int grpc_code)
 int oms_status_to_http(int code)
 {
     switch (code) {
-#define OMS_STATUS_HTTP(name, value, text, grpc, http) \
-    case value:                                        \
-        return http;
+#define OMS_STATUS_HTTP(name, value, text, grpc, http)                                             \
+    case value: return http;
         OMS_STATUS_MAP(OMS_STATUS_HTTP)
 #undef OMS_STATUS_HTTP
     }

@@ -1,6 +1,9 @@
 #include "oms/trace.h"
 
+#include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/types.h>
 
 #include "oms/status.h"
 #include "oms/util.h"
@@ -91,19 +94,50 @@ void oms_traceparent_format(const oms_trace_ctx *ctx, char *out)
     to_hex(&ctx->flags, 1, out + 53);
 }
 
+/* Trace and span ids need to be unique, not secret: a per-thread xoshiro256** seeded
+ * once from getrandom(2) replaces a getrandom call per span (some 20 per order). */
+static _Thread_local uint64_t rng[4];
+static _Thread_local int rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(void)
+{
+    if (!rng_seeded) {
+        if (getrandom(rng, sizeof(rng), 0) != (ssize_t)sizeof(rng)) {
+            /* Practically never; a clock- and address-derived seed still differs per
+             * thread and per start. */
+            uint64_t t = (uint64_t)oms_now_ms() ^ ((uint64_t)oms_mono_ms() << 20);
+            rng[0] = t ^ (uint64_t)(uintptr_t)&rng;
+            rng[1] = 0x9E3779B97F4A7C15ULL ^ t;
+            rng[2] = 0xBF58476D1CE4E5B9ULL + (uint64_t)(uintptr_t)&rng_seeded;
+            rng[3] = 0x94D049BB133111EBULL;
+        }
+        if (!(rng[0] | rng[1] | rng[2] | rng[3]))
+            rng[0] = 1; /* the all-zero state is the generator's only fixed point */
+        rng_seeded = 1;
+    }
+    uint64_t result = rotl(rng[1] * 5, 7) * 9;
+    uint64_t t = rng[1] << 17;
+    rng[2] ^= rng[0];
+    rng[3] ^= rng[1];
+    rng[1] ^= rng[2];
+    rng[0] ^= rng[3];
+    rng[2] ^= t;
+    rng[3] = rotl(rng[3], 45);
+    return result;
+}
+
 static void random_bytes(uint8_t *out, size_t n)
 {
-    char hex[33];
-    /* oms_random_hex cannot fail short of getrandom(2) missing; fall back to a
-     * clock-derived id rather than an all-zero (invalid) one. */
-    if (oms_random_hex(hex, n) != OMS_OK) {
-        int64_t t = oms_mono_ms() ^ oms_now_ms();
-        for (size_t i = 0; i < n; i++)
-            out[i] = (uint8_t)((t >> (8 * (i % 8))) + i + 1);
-        return;
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t v = rng_next();
+        size_t k = n - i < 8 ? n - i : 8;
+        memcpy(out + i, &v, k);
     }
-    for (size_t i = 0; i < n; i++)
-        out[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
     out[0] |= 1; /* never all zero */
 }
 

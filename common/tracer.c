@@ -583,6 +583,7 @@ static size_t take_batch(oms_span **out, size_t max)
 
 static void *exporter_main(void *arg)
 {
+    oms_thread_background();
     CURL *curl = curl_easy_init();
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     oms_span **batch = oms_xcalloc((size_t)tr.batch_size, sizeof(*batch));

@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "oms/status.h"
 
@@ -54,14 +57,41 @@ int64_t oms_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Writes v as exactly `width` decimal digits (v is within range by construction). */
+static char *put_digits(char *o, int v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        o[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return o + width;
+}
+
+/* By hand rather than strftime + snprintf: every order's JSON carries two of these. */
 void oms_format_rfc3339(int64_t unix_ms, char out[32])
 {
+    if (unix_ms < 0)
+        unix_ms = 0; /* no timestamp before 1970 is ours; keep the fixed shape */
     time_t secs = (time_t)(unix_ms / 1000);
     struct tm tm;
-    gmtime_r(&secs, &tm);
-    char base[24];
-    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, 32, "%s.%03dZ", base, (int)(unix_ms % 1000));
+    if (!gmtime_r(&secs, &tm) || tm.tm_year + 1900 > 9999) {
+        memcpy(out, "9999-12-31T23:59:59.999Z", 25);
+        return;
+    }
+    char *o = put_digits(out, tm.tm_year + 1900, 4);
+    *o++ = '-';
+    o = put_digits(o, tm.tm_mon + 1, 2);
+    *o++ = '-';
+    o = put_digits(o, tm.tm_mday, 2);
+    *o++ = 'T';
+    o = put_digits(o, tm.tm_hour, 2);
+    *o++ = ':';
+    o = put_digits(o, tm.tm_min, 2);
+    *o++ = ':';
+    o = put_digits(o, tm.tm_sec, 2);
+    *o++ = '.';
+    o = put_digits(o, (int)(unix_ms % 1000), 3);
+    memcpy(o, "Z", 2);
 }
 
 static void oom(void)
@@ -152,4 +182,15 @@ int oms_signals_wait(void)
     while (sigwait(&set, &sig) != 0) {
     }
     return sig;
+}
+
+void oms_thread_background(void)
+{
+    /* Linux: nice is per thread, addressed by its tid. */
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (cur == -1 && errno != 0)
+        return;
+    (void)setpriority(PRIO_PROCESS, (id_t)tid, cur + OMS_BACKGROUND_NICE);
 }

@@ -49,17 +49,34 @@ static int check_json_type(const oms_http_req *req, oms_http_resp *resp)
     return 0;
 }
 
-static json_t *order_json_from_pb(const Api__Order *m)
+/* Appends the order as its JSON shape; 0 (nothing appended) when orders sent a
+ * message that is not an order. */
+static int write_order_pb(oms_jbuf *b, const Api__Order *m)
 {
     oms_order o;
     oms_error err;
     if (oms_order_from_pb(m, &o, &err) != OMS_OK)
-        return NULL;
+        return 0;
     if ((int)o.status < 0)
         o.status = OMS_ORDER_PENDING;
-    json_t *j = oms_order_to_json(&o);
+    oms_order_write_json(b, &o);
     oms_order_free(&o);
-    return j;
+    return 1;
+}
+
+/* Replies with one order, or 502 when orders answered with something else. */
+static void reply_order(oms_http_resp *resp, int status, const Api__Order *m)
+{
+    oms_jbuf b;
+    oms_jbuf_init(&b, 1024);
+    if (!write_order_pb(&b, m)) {
+        oms_jbuf_free(&b);
+        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
+        return;
+    }
+    size_t len;
+    char *body = oms_jbuf_take(&b, &len);
+    oms_http_resp_json_text(resp, status, body, len);
 }
 
 /* Calls orders and, on success, hands back the Order message (caller frees). */
@@ -106,18 +123,26 @@ static void create_order(const oms_http_req *req, oms_http_resp *resp)
         return;
     }
     const Api__Order *o = (const Api__Order *)out;
-    json_t *oj = order_json_from_pb(o);
-    if (!oj) {
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, o->orderid);
+    oms_jbuf b;
+    oms_jbuf_init(&b, 1024);
+    oms_jbuf_lit(&b, "{\"order\":");
+    if (!write_order_pb(&b, o)) {
+        oms_jbuf_free(&b);
         protobuf_c_message_free_unpacked(out, NULL);
         oms_http_resp_error(resp, 502, "orders service returned an invalid order");
         return;
     }
-    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, o->orderid);
     char url[512];
     snprintf(url, sizeof(url), "%s/success.html?customerID=%s&orderID=%s", g->public_url, cid,
              o->orderid);
     protobuf_c_message_free_unpacked(out, NULL);
-    oms_http_resp_json(resp, 201, json_pack("{s:o,s:s}", "order", oj, "redirectToURL", url));
+    oms_jbuf_lit(&b, ",\"redirectToURL\":");
+    oms_jbuf_str(&b, url);
+    oms_jbuf_lit(&b, "}");
+    size_t len;
+    char *body = oms_jbuf_take(&b, &len);
+    oms_http_resp_json_text(resp, 201, body, len);
 }
 
 /* Fetches the order and checks it belongs to cid; on failure the reply is written. */
@@ -132,8 +157,8 @@ static Api__Order *get_owned(const oms_http_req *req, oms_http_resp *resp, const
     m.orderid = (char *)oid;
     ProtobufCMessage *out = NULL;
     oms_error err;
-    int rc = call_orders(g, "/api.OrderService/GetOrder", &m.base, &api__order__descriptor, &out,
-                         &err);
+    int rc =
+        call_orders(g, "/api.OrderService/GetOrder", &m.base, &api__order__descriptor, &out, &err);
     if (rc != OMS_OK) {
         reply_status(resp, rc, err.msg);
         return NULL;
@@ -153,13 +178,8 @@ static void get_order(const oms_http_req *req, oms_http_resp *resp)
     Api__Order *o = get_owned(req, resp, req->params[0], req->params[1]);
     if (!o)
         return;
-    json_t *j = order_json_from_pb(o);
+    reply_order(resp, 200, o);
     protobuf_c_message_free_unpacked(&o->base, NULL);
-    if (!j) {
-        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
-        return;
-    }
-    oms_http_resp_json(resp, 200, j);
 }
 
 static void cancel_order(const oms_http_req *req, oms_http_resp *resp)
@@ -174,19 +194,14 @@ static void cancel_order(const oms_http_req *req, oms_http_resp *resp)
     m.customerid = (char *)cid;
     ProtobufCMessage *out = NULL;
     oms_error err;
-    int rc = call_orders(g, "/api.OrderService/CancelOrder", &m.base, &api__order__descriptor,
-                         &out, &err);
+    int rc = call_orders(g, "/api.OrderService/CancelOrder", &m.base, &api__order__descriptor, &out,
+                         &err);
     if (rc != OMS_OK) {
         reply_status(resp, rc, err.msg);
         return;
     }
-    json_t *j = order_json_from_pb((Api__Order *)out);
+    reply_order(resp, 200, (const Api__Order *)out);
     protobuf_c_message_free_unpacked(out, NULL);
-    if (!j) {
-        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
-        return;
-    }
-    oms_http_resp_json(resp, 200, j);
 }
 
 static void list_orders(const oms_http_req *req, oms_http_resp *resp)
@@ -222,15 +237,26 @@ static void list_orders(const oms_http_req *req, oms_http_resp *resp)
         return;
     }
     const Api__ListOrdersResponse *r = (const Api__ListOrdersResponse *)out;
-    json_t *arr = json_array();
+    oms_jbuf b;
+    oms_jbuf_init(&b, 1024 * (r->n_orders + 1));
+    oms_jbuf_lit(&b, "{\"orders\":[");
+    int first = 1;
     for (size_t i = 0; i < r->n_orders; i++) {
-        json_t *j = order_json_from_pb(r->orders[i]);
-        if (j)
-            json_array_append_new(arr, j);
+        size_t mark = b.len;
+        if (!first)
+            oms_jbuf_lit(&b, ",");
+        if (write_order_pb(&b, r->orders[i]))
+            first = 0;
+        else /* not an order: left out, as before */
+            b.len = mark, b.p[mark] = '\0';
     }
-    json_t *body = json_pack("{s:o,s:s}", "orders", arr, "nextPageToken", r->nextpagetoken);
+    oms_jbuf_lit(&b, "],\"nextPageToken\":");
+    oms_jbuf_str(&b, r->nextpagetoken);
+    oms_jbuf_lit(&b, "}");
     protobuf_c_message_free_unpacked(out, NULL);
-    oms_http_resp_json(resp, 200, body);
+    size_t len;
+    char *body = oms_jbuf_take(&b, &len);
+    oms_http_resp_json_text(resp, 200, body, len);
 }
 
 static void list_products(const oms_http_req *req, oms_http_resp *resp)
@@ -252,8 +278,7 @@ static void list_products(const oms_http_req *req, oms_http_resp *resp)
         json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I,s:s,s:i}", "productID",
                                              it->productid, "name", it->productname, "priceID",
                                              it->priceid, "unitPrice", (json_int_t)it->unitprice,
-                                             "currency", it->currency, "available",
-                                             it->available));
+                                             "currency", it->currency, "available", it->available));
     }
     protobuf_c_message_free_unpacked(out, NULL);
     oms_http_resp_json(resp, 200, json_pack("{s:o}", "products", arr));

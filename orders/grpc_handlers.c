@@ -73,8 +73,8 @@ static int list_orders(oms_grpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMe
     oms_order *orders = NULL;
     size_t n = 0;
     char next[96];
-    int rc = orders_list(ctx->ud, req->customerid, req->pagesize, req->pagetoken, &orders, &n,
-                         next, &ctx->err);
+    int rc = orders_list(ctx->ud, req->customerid, req->pagesize, req->pagetoken, &orders, &n, next,
+                         &ctx->err);
     if (rc != OMS_OK)
         return rc;
     Api__ListOrdersResponse *r = oms_xmalloc(sizeof(*r));
@@ -108,4 +108,5 @@ const oms_grpc_method orders_grpc_methods[] = {
     {"/api.OrderService/ListOrders", &api__list_orders_request__descriptor, list_orders},
     {"/api.OrderService/CancelOrder", &api__cancel_order_request__descriptor, cancel_order},
 };
-const size_t orders_grpc_methods_count = sizeof(orders_grpc_methods) / sizeof(orders_grpc_methods[0]);
+const size_t orders_grpc_methods_count =
+    sizeof(orders_grpc_methods) / sizeof(orders_grpc_methods[0]);

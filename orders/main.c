@@ -41,8 +41,7 @@ static const oms_cfg_def config_table[] = {
      "SQLite path, or postgres://..."},
     {"STOCK_ADDRS", OMS_CFG_STR, "127.0.0.1:2002", 0, 0, NULL, &cfg.stock_addrs, NULL,
      "stock gRPC addresses (comma list: round robin)"},
-    {"GRPC_THREADS", OMS_CFG_INT, "4", 1, 64, NULL, &cfg.grpc_threads, NULL,
-     "gRPC worker threads"},
+    {"GRPC_THREADS", OMS_CFG_INT, "4", 1, 64, NULL, &cfg.grpc_threads, NULL, "gRPC worker threads"},
     OMS_DISCOVERY_CONFIG(&cfg.disc),
     OMS_APP_LOG_CONFIG(&cfg.common),
     OMS_APP_AMQP_CONFIG(&cfg.common),
@@ -76,8 +75,8 @@ static int on_event(const oms_amqp_delivery *d, void *ud)
     consumer_ctx *c = ud;
     oms_error err;
     oms_error_clear(&err);
-    int rc = orders_handle_event(c->svc, c->queue, d->message_id, c->exchange, d->body, d->len,
-                                 &err);
+    int rc =
+        orders_handle_event(c->svc, c->queue, d->message_id, c->exchange, d->body, d->len, &err);
     if (rc != OMS_OK && rc != OMS_DUPLICATE)
         oms_log_warn("event not applied", "queue", c->queue, "message_id", d->message_id, "error",
                      err.msg);
@@ -189,7 +188,7 @@ int main(int argc, char **argv)
     exit_code = 0;
 out:
     oms_discovery_stop(discovery); /* first: callers stop choosing us while we drain */
-    oms_app_ready_watch_stop(); /* reads the consumers, stock client and database */
+    oms_app_ready_watch_stop();    /* reads the consumers, stock client and database */
     oms_http_stop(app.admin);
     oms_grpc_server_stop(app.grpc);
     for (size_t i = 0; i < NCONSUMED; i++)

@@ -134,11 +134,11 @@ int orders_get(orders_service *s, const char *order_id, oms_order *out, oms_erro
 /* How a status change came about; decides the side effects. */
 typedef struct change {
     oms_order_status target;
-    const char *link;        /* NULL: keep */
-    int publish_cancel;      /* customer cancel: tell payments */
-    const char *queue;       /* event: inbox consumer, else NULL */
+    const char *link;   /* NULL: keep */
+    int publish_cancel; /* customer cancel: tell payments */
+    const char *queue;  /* event: inbox consumer, else NULL */
     const char *message_id;
-    int strict;              /* gRPC caller: a forbidden move is an error, not a no-op */
+    int strict; /* gRPC caller: a forbidden move is an error, not a no-op */
 } change;
 
 static int rank_paid(oms_order_status st)
@@ -175,6 +175,12 @@ static int stock_effect(orders_service *s, const char *order_id, oms_order_statu
     return OMS_OK;
 }
 
+/* Whether stock_effect can do anything for a move to target, whatever the status now. */
+static int stock_may_change(oms_order_status target)
+{
+    return rank_paid(target) || target == OMS_ORDER_CANCELLED || target == OMS_ORDER_PAYMENT_FAILED;
+}
+
 static int read_status(orders_service *s, const char *order_id, oms_order_status *st,
                        oms_error *err)
 {
@@ -194,14 +200,20 @@ static int read_status(orders_service *s, const char *order_id, oms_order_status
 static int apply_change(orders_service *s, const char *order_id, const change *c, oms_order *out,
                         oms_error *err)
 {
-    oms_order_status st;
-    int rc = read_status(s, order_id, &st, err);
-    if (rc != OMS_OK)
-        return rc;
-    if (st != c->target) {
-        rc = stock_effect(s, order_id, st, c->target, err);
+    oms_order_status st = c->target; /* set from the row below */
+    int rc;
+    /* Only a move to paid, cooking, ready, cancelled or payment failed can touch the
+     * stock; the common move (payments setting waiting_payment with its link) skips the
+     * status read and its transaction. */
+    if (stock_may_change(c->target)) {
+        rc = read_status(s, order_id, &st, err);
         if (rc != OMS_OK)
             return rc;
+        if (st != c->target) {
+            rc = stock_effect(s, order_id, st, c->target, err);
+            if (rc != OMS_OK)
+                return rc;
+        }
     }
 
     oms_db_tx *tx;
@@ -229,9 +241,8 @@ static int apply_change(orders_service *s, const char *order_id, const change *c
         rc = oms_error_set(err, OMS_CONFLICT, "order %s is %s; it cannot become %s", order_id,
                            oms_order_status_str(st), oms_order_status_str(c->target));
     } else {
-        oms_log_info("event ignored: status never moves backwards", "order_id", order_id,
-                     "status", oms_order_status_str(st), "event_status",
-                     oms_order_status_str(c->target));
+        oms_log_info("event ignored: status never moves backwards", "order_id", order_id, "status",
+                     oms_order_status_str(st), "event_status", oms_order_status_str(c->target));
     }
     if (rc != OMS_OK)
         goto rollback;
@@ -293,8 +304,8 @@ int orders_update(orders_service *s, const char *order_id, int status, const cha
     return apply_change(s, order_id, &c, out, err);
 }
 
-int orders_cancel(orders_service *s, const char *order_id, const char *customer_id,
-                  oms_order *out, oms_error *err)
+int orders_cancel(orders_service *s, const char *order_id, const char *customer_id, oms_order *out,
+                  oms_error *err)
 {
     oms_order cur;
     int rc = orders_get(s, order_id, &cur, err);
@@ -373,8 +384,8 @@ int orders_handle_event(orders_service *s, const char *queue, const char *messag
     else if (strcmp(exchange, "order.ready") == 0)
         c.target = OMS_ORDER_READY;
     else if (strcmp(exchange, "order.cancelled") == 0)
-        c.target = evt.status == OMS_ORDER_PAYMENT_FAILED ? OMS_ORDER_PAYMENT_FAILED
-                                                          : OMS_ORDER_CANCELLED;
+        c.target =
+            evt.status == OMS_ORDER_PAYMENT_FAILED ? OMS_ORDER_PAYMENT_FAILED : OMS_ORDER_CANCELLED;
     else {
         oms_order_free(&evt);
         return oms_error_set(err, OMS_INVALID, "unexpected event %s", exchange);

@@ -18,7 +18,7 @@ typedef struct orders_stock_port {
 } orders_stock_port;
 
 typedef struct orders_service {
-    oms_db *db;                 /* borrowed */
+    oms_db *db; /* borrowed */
     orders_stock_port stock;
     void (*outbox_notify)(void *ud); /* wakes the outbox relay after a commit; may be NULL */
     void *outbox_ud;
@@ -41,8 +41,8 @@ int orders_list(orders_service *s, const char *customer_id, int page_size, const
                 oms_order **out, size_t *n, char *next_token, oms_error *err);
 /* Customer cancel before payment: releases stock, publishes order.cancelled.
  * OMS_NOTFOUND also when the order belongs to someone else. */
-int orders_cancel(orders_service *s, const char *order_id, const char *customer_id,
-                  oms_order *out, oms_error *err);
+int orders_cancel(orders_service *s, const char *order_id, const char *customer_id, oms_order *out,
+                  oms_error *err);
 /* Applies an event (exchange order.paid / order.cooking / order.ready /
  * order.cancelled, body = order JSON) once per message id (inbox, consumer = queue).
  * OMS_OK or OMS_DUPLICATE: done (ack). OMS_INVALID: unparseable (dead-letter).

@@ -72,7 +72,8 @@ int orders_store_insert(oms_db_tx *tx, const oms_order *o, const char *idem_key,
     return OMS_OK;
 }
 
-#define ORDER_COLUMNS "id, customer_id, status, payment_link, total, currency, created_at, updated_at"
+#define ORDER_COLUMNS                                                                              \
+    "id, customer_id, status, payment_link, total, currency, created_at, updated_at"
 
 static void order_from_row(const oms_db_row *row, oms_order *o)
 {
@@ -141,18 +142,17 @@ fail:
 int orders_store_get(oms_db_tx *tx, const char *order_id, oms_order *out, oms_error *err)
 {
     oms_db_param p[] = {OMS_DB_S(order_id)};
-    return get_where(tx, "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1", p, 1, order_id,
-                     out, err);
+    return get_where(tx, "SELECT " ORDER_COLUMNS " FROM orders WHERE id = $1", p, 1, order_id, out,
+                     err);
 }
 
 int orders_store_find_by_key(oms_db_tx *tx, const char *customer_id, const char *idem_key,
                              oms_order *out, oms_error *err)
 {
     oms_db_param p[] = {OMS_DB_S(customer_id), OMS_DB_S(idem_key)};
-    return get_where(tx,
-                     "SELECT " ORDER_COLUMNS
-                     " FROM orders WHERE customer_id = $1 AND idempotency_key = $2",
-                     p, 2, idem_key, out, err);
+    return get_where(
+        tx, "SELECT " ORDER_COLUMNS " FROM orders WHERE customer_id = $1 AND idempotency_key = $2",
+        p, 2, idem_key, out, err);
 }
 
 static int status_row(const oms_db_row *row, void *ud)
@@ -162,16 +162,16 @@ static int status_row(const oms_db_row *row, void *ud)
     return OMS_OK;
 }
 
-int orders_store_lock(oms_db_tx *tx, const char *order_id, oms_order_status *status,
-                      oms_error *err)
+int orders_store_lock(oms_db_tx *tx, const char *order_id, oms_order_status *status, oms_error *err)
 {
     /* A no-op UPDATE is the row lock both databases understand (SQLite has no
      * SELECT ... FOR UPDATE); RETURNING gives the committed status in the same step. */
     oms_db_param p[] = {OMS_DB_S(order_id)};
     oms_order_status st = OMS_ORDER_PENDING;
     long long n = 0;
-    int rc = oms_db_query(tx, "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING status",
-                          p, 1, status_row, &st, &n, err);
+    int rc =
+        oms_db_query(tx, "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING status",
+                     p, 1, status_row, &st, &n, err);
     if (rc == OMS_OK && n == 0)
         rc = oms_error_set(err, OMS_NOTFOUND, "order %s not found", order_id);
     if (rc == OMS_OK && status)

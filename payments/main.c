@@ -166,8 +166,7 @@ int main(int argc, char **argv)
         oms_log_error("cannot start service discovery", "error", err.msg);
         goto out;
     }
-    if (oms_discovery_client(discovery, "orders", cfg.orders_addrs, &app.orders, &err) !=
-        OMS_OK) {
+    if (oms_discovery_client(discovery, "orders", cfg.orders_addrs, &app.orders, &err) != OMS_OK) {
         oms_log_error("cannot create orders client", "error", err.msg);
         goto out;
     }

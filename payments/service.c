@@ -42,23 +42,28 @@ static void count_session(const char *processor)
 
 /* ---- order.created ------------------------------------------------------------- */
 
-/* 1 when the inbox already holds the message. The inbox API only claims; claiming and
- * rolling back asks the same question without reaching into its table. */
-static int inbox_seen(payments_service *s, const char *queue, const char *message_id, int *seen,
-                      oms_error *err)
+/* One read transaction for a delivery of order.created: whether the inbox holds the
+ * message (*seen) and, if not, the order's stored session (*found, into *out). */
+static int created_lookup(payments_service *s, const char *queue, const char *message_id,
+                          const char *order_id, int *seen, int *found, payments_row *out,
+                          oms_error *err)
 {
     oms_db_tx *tx;
-    *seen = 0;
+    *seen = *found = 0;
     int rc = oms_db_begin(s->db, &tx, err);
     if (rc != OMS_OK)
         return rc;
-    rc = oms_inbox_claim(tx, queue, message_id, err);
-    oms_db_rollback(tx);
-    if (rc == OMS_DUPLICATE) {
-        *seen = 1;
-        oms_error_clear(err);
-        return OMS_OK;
+    rc = oms_inbox_seen(tx, queue, message_id, seen, err);
+    if (rc == OMS_OK && !*seen) {
+        rc = payments_store_get_by_order(tx, order_id, out, err);
+        if (rc == OMS_OK)
+            *found = 1;
+        else if (rc == OMS_NOTFOUND) {
+            oms_error_clear(err);
+            rc = OMS_OK;
+        }
     }
+    oms_db_rollback(tx);
     return rc;
 }
 
@@ -93,16 +98,11 @@ static int find_by_order(payments_service *s, const char *order_id, payments_row
  * is called outside any transaction (it may take seconds), so two racing deliveries
  * can both call it; the UNIQUE order_id keeps one row and the loser reads it back
  * (Stripe's Idempotency-Key makes both calls return the same session there). */
-static int session_for_order(payments_service *s, const oms_order *o, payments_row *out,
-                             oms_error *err)
+static int new_session(payments_service *s, const oms_order *o, const char *order_json,
+                       payments_row *out, oms_error *err)
 {
-    int rc = find_by_order(s, o->order_id, out, err);
-    if (rc != OMS_NOTFOUND)
-        return rc;
-    oms_error_clear(err);
-
     payments_session ps;
-    rc = s->processor->create_session(s->pcfg, o, &ps, err);
+    int rc = s->processor->create_session(s->pcfg, o, &ps, err);
     if (rc != OMS_OK)
         return rc;
     long long now = oms_now_ms();
@@ -116,7 +116,7 @@ static int session_for_order(payments_service *s, const oms_order *o, payments_r
         .url = oms_strdup(ps.url),
         .amount = o->total,
         .currency = oms_strdup(o->currency[0] ? o->currency : "usd"),
-        .order_json = oms_order_to_json_str(o),
+        .order_json = oms_strdup(order_json),
         .created_ms = now,
         .updated_ms = now,
         .traceparent = tp[0] ? oms_strdup(tp) : NULL,
@@ -173,13 +173,17 @@ int payments_handle_order_created(payments_service *s, const char *queue, const 
     if (rc != OMS_OK)
         return OMS_INVALID;
     oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, o.order_id);
-    int seen = 0;
-    rc = inbox_seen(s, queue, message_id, &seen, err);
+    int seen = 0, found = 0;
+    rc = created_lookup(s, queue, message_id, o.order_id, &seen, &found, &row, err);
     if (rc != OMS_OK || seen)
         goto done;
-    rc = session_for_order(s, &o, &row, err);
-    if (rc != OMS_OK)
-        goto done;
+    if (!found) {
+        /* The event body is the order as orders wrote it: kept as is for the webhook,
+         * rather than encoded again. */
+        rc = new_session(s, &o, body, &row, err);
+        if (rc != OMS_OK)
+            goto done;
+    }
     rc = s->orders.set_waiting_payment(s->orders.ud, o.order_id, row.url, err);
     if (rc == OMS_CONFLICT) {
         /* The order moved on before it got its link (cancelled meanwhile, or paid on a

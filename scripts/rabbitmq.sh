@@ -133,6 +133,9 @@ cmd_start() {
     {
         # guest/guest from loopback only (the default, stated so nobody widens it here).
         echo "loopback_users.guest = true"
+        # Classic queues v2 (3.10+): the new index and store; in `make bench` it cut the
+        # broker's CPU per message. Applies to queues declared from now on.
+        echo "classic_queue.default_version = 2"
         if [ -n "$mgmt" ]; then
             echo "management.tcp.ip = 127.0.0.1"
             echo "management.tcp.port = $mgmt"

@@ -37,7 +37,8 @@ static const request_case request_cases[] = {
     {"{\"items\":[{\"productID\":7,\"quantity\":1}]}", OMS_INVALID, "items[0].productID"},
     {"{\"items\":[{\"productID\":\"\",\"quantity\":1}]}", OMS_INVALID, "items[0].productID"},
     {"{\"items\":[{\"productID\":\"a/b\",\"quantity\":1}]}", OMS_INVALID, "items[0].productID"},
-    {"{\"items\":[{\"productID\":\"\xc3\xa9\",\"quantity\":1}]}", OMS_INVALID, "items[0].productID"},
+    {"{\"items\":[{\"productID\":\"\xc3\xa9\",\"quantity\":1}]}", OMS_INVALID,
+     "items[0].productID"},
     {"{\"items\":[{\"productID\":\"1\"}]}", OMS_INVALID, "items[0].quantity: required"},
     {"{\"items\":[{\"productID\":\"1\",\"quantity\":0}]}", OMS_INVALID, "items[0].quantity"},
     {"{\"items\":[{\"productID\":\"1\",\"quantity\":-1}]}", OMS_INVALID, "items[0].quantity"},
@@ -193,8 +194,11 @@ static void test_json_round_trip(void **state)
     o.total = 2150;
     o.created_ms = 1764045281123LL;
     o.updated_ms = 1764045290456LL;
-    oms_order_item a = {.product_id = "1", .product_name = "Cheese \"aged\"",
-                        .price_id = "price_1", .quantity = 2, .unit_price = 450};
+    oms_order_item a = {.product_id = "1",
+                        .product_name = "Cheese \"aged\"",
+                        .price_id = "price_1",
+                        .quantity = 2,
+                        .unit_price = 450};
     oms_order_add_item(&o, &a);
     char *s = oms_order_to_json_str(&o);
     assert_non_null(strstr(s, "\"status\":\"ready for pick-up\""));
@@ -227,10 +231,13 @@ static void test_json_round_trip(void **state)
 static void test_json_rejects_bad_events(void **state)
 {
     const char *bad[] = {
-        "", "[]", "{\"orderID\":\"1\"}",
+        "",
+        "[]",
+        "{\"orderID\":\"1\"}",
         "{\"orderID\":\"1\",\"customerID\":\"2\",\"status\":\"weird\",\"items\":[]}",
         "{\"orderID\":\"1\",\"customerID\":\"2\",\"status\":\"paid\"}",
-        "{\"orderID\":\"1\",\"customerID\":\"2\",\"status\":\"paid\",\"items\":[{\"productID\":3}]}",
+        "{\"orderID\":\"1\",\"customerID\":\"2\",\"status\":\"paid\",\"items\":[{\"productID\":3}]"
+        "}",
         "{\"orderID\":\"../x\",\"customerID\":\"2\",\"status\":\"paid\",\"items\":[]}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -21,9 +21,10 @@ void oms_admin_healthz(const oms_http_req *req, oms_http_resp *resp);
 void oms_admin_readyz(const oms_http_req *req, oms_http_resp *resp);
 void oms_admin_metrics(const oms_http_req *req, oms_http_resp *resp);
 
-#define OMS_ADMIN_ROUTES                          \
-    {"GET", "/healthz", oms_admin_healthz},       \
-    {"GET", "/readyz", oms_admin_readyz},         \
-    {"GET", "/metrics", oms_admin_metrics}
+#define OMS_ADMIN_ROUTES                                                                           \
+    {"GET", "/healthz", oms_admin_healthz}, {"GET", "/readyz", oms_admin_readyz},                  \
+    {                                                                                              \
+        "GET", "/metrics", oms_admin_metrics                                                       \
+    }
 
 #endif

@@ -52,7 +52,7 @@ typedef struct oms_amqp_delivery {
     const char *message_id;  /* "" when absent */
     const char *traceparent; /* "" when absent */
     int retry_count;
-    const char *body;        /* NUL-terminated copy */
+    const char *body; /* NUL-terminated copy */
     size_t len;
 } oms_amqp_delivery;
 
@@ -83,12 +83,12 @@ void oms_amqp_decoded_free(oms_amqp_decoded *d);
 typedef int (*oms_amqp_handler)(const oms_amqp_delivery *d, void *ud);
 
 typedef struct oms_amqp_consumer_config {
-    const char *queue;             /* "orders.order.paid" */
-    const char *const *exchanges;  /* bound to queue */
+    const char *queue;            /* "orders.order.paid" */
+    const char *const *exchanges; /* bound to queue */
     size_t nexchanges;
-    int prefetch;                  /* 0 = 16 */
-    int max_retries;               /* MAX_RETRIES; 0 = 5 */
-    int retry_delay_ms;            /* 0 = 1000 */
+    int prefetch;       /* 0 = 16 */
+    int max_retries;    /* MAX_RETRIES; 0 = 5 */
+    int retry_delay_ms; /* 0 = 1000 */
     oms_amqp_handler fn;
     void *ud;
 } oms_amqp_consumer_config;

@@ -21,26 +21,44 @@ typedef struct oms_app_common {
 } oms_app_common;
 
 /* Config entries for oms_app_common, to put in a service's table. */
-#define OMS_APP_LOG_CONFIG(c)                                                                 \
-    {"LOG_LEVEL", OMS_CFG_ENUM, "info", 0, 0, "debug|info|warn|error", &(c)->log_level, NULL, \
-     "lowest level logged"},                                                                  \
-    {"LOG_FORMAT", OMS_CFG_ENUM, "json", 0, 0, "json|console", &(c)->log_format, NULL,        \
-     "json lines, or console for humans"}
-#define OMS_APP_AMQP_CONFIG(c)                                                                 \
-    {"RABBITMQ_HOST", OMS_CFG_STR, "127.0.0.1", 0, 0, NULL, &(c)->rabbitmq_host, NULL,         \
-     "RabbitMQ host"},                                                                         \
-    {"RABBITMQ_PORT", OMS_CFG_INT, "5672", 1, 65535, NULL, &(c)->rabbitmq_port, NULL,          \
-     "RabbitMQ AMQP port"},                                                                    \
-    {"RABBITMQ_USER", OMS_CFG_STR, "guest", 0, 0, NULL, &(c)->rabbitmq_user, NULL,             \
-     "RabbitMQ user"},                                                                         \
-    {"RABBITMQ_PASSWORD", OMS_CFG_STR, "guest", 0, 0, NULL, &(c)->rabbitmq_password, NULL,     \
-     "RabbitMQ password (never logged)"},                                                      \
-    {"RABBITMQ_VHOST", OMS_CFG_STR, "/", 0, 0, NULL, &(c)->rabbitmq_vhost, NULL,               \
-     "RabbitMQ virtual host"},                                                                 \
-    {"MAX_RETRIES", OMS_CFG_INT, "5", 0, 100, NULL, &(c)->max_retries, NULL,                   \
-     "deliveries of a failing message before it goes to <queue>.dlq"},                         \
-    {"RETRY_DELAY_MS", OMS_CFG_INT, "1000", 1, 3600000, NULL, &(c)->retry_delay_ms, NULL,      \
-     "delay before a failed message is retried"}
+#define OMS_APP_LOG_CONFIG(c)                                                                      \
+    {"LOG_LEVEL", OMS_CFG_ENUM,         "info", 0, 0, "debug|info|warn|error", &(c)->log_level,    \
+     NULL,        "lowest level logged"},                                                          \
+    {                                                                                              \
+        "LOG_FORMAT", OMS_CFG_ENUM, "json", 0, 0, "json|console", &(c)->log_format, NULL,          \
+            "json lines, or console for humans"                                                    \
+    }
+#define OMS_APP_AMQP_CONFIG(c)                                                                     \
+    {"RABBITMQ_HOST",     OMS_CFG_STR, "127.0.0.1",    0, 0, NULL,                                 \
+     &(c)->rabbitmq_host, NULL,        "RabbitMQ host"},                                           \
+        {"RABBITMQ_PORT",     OMS_CFG_INT, "5672", 1, 65535, NULL, &(c)->rabbitmq_port, NULL,      \
+         "RabbitMQ AMQP port"},                                                                    \
+        {"RABBITMQ_USER",     OMS_CFG_STR, "guest",        0, 0, NULL,                             \
+         &(c)->rabbitmq_user, NULL,        "RabbitMQ user"},                                       \
+        {"RABBITMQ_PASSWORD",                                                                      \
+         OMS_CFG_STR,                                                                              \
+         "guest",                                                                                  \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         &(c)->rabbitmq_password,                                                                  \
+         NULL,                                                                                     \
+         "RabbitMQ password (never logged)"},                                                      \
+        {"RABBITMQ_VHOST",       OMS_CFG_STR, "/", 0, 0, NULL, &(c)->rabbitmq_vhost, NULL,         \
+         "RabbitMQ virtual host"},                                                                 \
+        {"MAX_RETRIES",                                                                            \
+         OMS_CFG_INT,                                                                              \
+         "5",                                                                                      \
+         0,                                                                                        \
+         100,                                                                                      \
+         NULL,                                                                                     \
+         &(c)->max_retries,                                                                        \
+         NULL,                                                                                     \
+         "deliveries of a failing message before it goes to <queue>.dlq"},                         \
+    {                                                                                              \
+        "RETRY_DELAY_MS", OMS_CFG_INT, "1000", 1, 3600000, NULL, &(c)->retry_delay_ms, NULL,       \
+            "delay before a failed message is retried"                                             \
+    }
 
 /* Handles --help (prints the table, exits 0), loads the table (on error prints the
  * one-line message to stderr and exits 2), then initialises the logger from

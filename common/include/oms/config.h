@@ -16,14 +16,14 @@ typedef enum {
 } oms_cfg_type;
 
 typedef struct oms_cfg_def {
-    const char *name;    /* environment variable */
+    const char *name; /* environment variable */
     oms_cfg_type type;
     const char *def;     /* default, as text; may be "" */
     long long min, max;  /* OMS_CFG_INT only */
     const char *choices; /* OMS_CFG_ENUM only */
     void *target;
-    const char *alias;   /* optional second variable read when name is unset (e.g. JAEGER_ADDR) */
-    const char *help;    /* one line, for the README table and --help */
+    const char *alias; /* optional second variable read when name is unset (e.g. JAEGER_ADDR) */
+    const char *help;  /* one line, for the README table and --help */
 } oms_cfg_def;
 
 /* Loads every entry. On failure returns OMS_INVALID and writes e.g.

@@ -68,7 +68,7 @@ int oms_db_exec(oms_db_tx *tx, const char *sql, const oms_db_param *params, int 
 
 /* Row access inside a query callback; pointers are valid only during the callback. */
 const char *oms_db_row_text(const oms_db_row *row, int col); /* NULL for SQL NULL */
-long long oms_db_row_int(const oms_db_row *row, int col);   /* 0 for NULL */
+long long oms_db_row_int(const oms_db_row *row, int col);    /* 0 for NULL */
 int oms_db_row_isnull(const oms_db_row *row, int col);
 int oms_db_row_columns(const oms_db_row *row);
 

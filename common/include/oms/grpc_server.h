@@ -18,8 +18,8 @@ typedef struct oms_grpc_ctx {
     const char *method;       /* "/api.OrderService/GetOrder" */
     int64_t deadline_mono_ms; /* the caller's deadline on oms_mono_ms()'s clock; 0 = none */
     char peer[64];
-    oms_error err;            /* the handler fills this when it returns an error */
-    void *ud;                 /* the server's user data */
+    oms_error err; /* the handler fills this when it returns an error */
+    void *ud;      /* the server's user data */
 } oms_grpc_ctx;
 
 /* Returns OMS_OK with *resp set (owned by the server afterwards and freed with

@@ -13,14 +13,14 @@ typedef struct json_t json_t;
 #define OMS_HTTP_MAX_HEADERS 6
 
 typedef struct oms_http_req {
-    const char *method;   /* "GET" */
-    const char *path;     /* "/api/customers/1/orders" (no query string) */
+    const char *method;                      /* "GET" */
+    const char *path;                        /* "/api/customers/1/orders" (no query string) */
     const char *params[OMS_HTTP_MAX_PARAMS]; /* {x} segments, in order, URL-decoded */
     int nparams;
-    const char *body;     /* NUL-terminated copy of the body ("" when none) */
+    const char *body; /* NUL-terminated copy of the body ("" when none) */
     size_t body_len;
-    void *conn;           /* struct MHD_Connection *, for oms_http_header/oms_http_query */
-    void *ud;             /* the server's user data */
+    void *conn; /* struct MHD_Connection *, for oms_http_header/oms_http_query */
+    void *ud;   /* the server's user data */
 } oms_http_req;
 
 typedef struct oms_http_resp {
@@ -39,6 +39,8 @@ const char *oms_http_query(const oms_http_req *req, const char *name);
 
 /* Fill a response. json: takes ownership of j (json_decref'd). */
 void oms_http_resp_json(oms_http_resp *r, int status, json_t *j);
+/* The same for JSON text the handler wrote itself (oms/json_out.h); takes ownership. */
+void oms_http_resp_json_text(oms_http_resp *r, int status, char *body, size_t len);
 /* {"error":"<formatted message>"} */
 void oms_http_resp_error(oms_http_resp *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -64,11 +66,11 @@ typedef struct oms_http_config {
     const char *addr;             /* "127.0.0.1:8080" */
     const oms_http_route *routes; /* must outlive the server */
     size_t nroutes;
-    size_t max_body;              /* bytes; 0 = 64 KiB */
-    const char *static_dir;       /* GET fallback: files under it ("/" -> index.html); NULL = none */
-    int threads;                  /* 0 = 2 */
-    unsigned connection_limit;    /* 0 = 512 */
-    unsigned timeout_s;           /* idle connection timeout; 0 = 30 */
+    size_t max_body;           /* bytes; 0 = 64 KiB */
+    const char *static_dir;    /* GET fallback: files under it ("/" -> index.html); NULL = none */
+    int threads;               /* 0 = 2 */
+    unsigned connection_limit; /* 0 = 512 */
+    unsigned timeout_s;        /* idle connection timeout; 0 = 30 */
     void *ud;
 } oms_http_config;
 

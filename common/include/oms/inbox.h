@@ -13,4 +13,10 @@ extern const oms_db_migration oms_inbox_migration;
  * or an error code. consumer is the queue name. */
 int oms_inbox_claim(oms_db_tx *tx, const char *consumer, const char *message_id, oms_error *err);
 
+/* *seen = 1 when (consumer, message_id) is recorded, without writing: for a consumer
+ * whose effect spans several transactions and claims only at the end. Same checks of
+ * the arguments as oms_inbox_claim. */
+int oms_inbox_seen(oms_db_tx *tx, const char *consumer, const char *message_id, int *seen,
+                   oms_error *err);
+
 #endif

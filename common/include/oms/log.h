@@ -21,15 +21,15 @@ void oms_log_write(oms_log_level level, const char *file, int line, const char *
 void oms_log_writef(oms_log_level level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define OMS_LOG(level, msg, ...)                                               \
-    do {                                                                       \
-        if (oms_log_enabled(level))                                            \
-            oms_log_write(level, __FILE__, __LINE__, msg, ##__VA_ARGS__, NULL); \
+#define OMS_LOG(level, msg, ...)                                                                   \
+    do {                                                                                           \
+        if (oms_log_enabled(level))                                                                \
+            oms_log_write(level, __FILE__, __LINE__, msg, ##__VA_ARGS__, NULL);                    \
     } while (0)
-#define OMS_LOGF(level, ...)                                        \
-    do {                                                            \
-        if (oms_log_enabled(level))                                 \
-            oms_log_writef(level, __FILE__, __LINE__, __VA_ARGS__); \
+#define OMS_LOGF(level, ...)                                                                       \
+    do {                                                                                           \
+        if (oms_log_enabled(level))                                                                \
+            oms_log_writef(level, __FILE__, __LINE__, __VA_ARGS__);                                \
     } while (0)
 
 #define oms_log_debug(msg, ...) OMS_LOG(OMS_LOG_DEBUG, msg, ##__VA_ARGS__)

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "oms/json_out.h"
 #include "oms/status.h"
 
 typedef struct json_t json_t;
@@ -14,20 +15,20 @@ typedef struct json_t json_t;
 /* XX(NAME, "wire string", rank). Rank orders the main chain; the side exits
  * (cancelled, payment_failed) have rank -1. pending, waiting_payment, paid and
  * "ready for pick-up" are the original's exact strings. */
-#define OMS_ORDER_STATUS_MAP(XX)                  \
-    XX(PENDING, "pending", 0)                     \
-    XX(WAITING_PAYMENT, "waiting_payment", 1)     \
-    XX(PAID, "paid", 2)                           \
-    XX(COOKING, "cooking", 3)                     \
-    XX(READY, "ready for pick-up", 4)             \
-    XX(CANCELLED, "cancelled", -1)                \
+#define OMS_ORDER_STATUS_MAP(XX)                                                                   \
+    XX(PENDING, "pending", 0)                                                                      \
+    XX(WAITING_PAYMENT, "waiting_payment", 1)                                                      \
+    XX(PAID, "paid", 2)                                                                            \
+    XX(COOKING, "cooking", 3)                                                                      \
+    XX(READY, "ready for pick-up", 4)                                                              \
+    XX(CANCELLED, "cancelled", -1)                                                                 \
     XX(PAYMENT_FAILED, "payment_failed", -1)
 
 typedef enum {
 #define OMS_ORDER_STATUS_ENUM(name, str, rank) OMS_ORDER_##name,
     OMS_ORDER_STATUS_MAP(OMS_ORDER_STATUS_ENUM)
 #undef OMS_ORDER_STATUS_ENUM
-    OMS_ORDER__COUNT
+        OMS_ORDER__COUNT
 } oms_order_status;
 
 const char *oms_order_status_str(oms_order_status s);
@@ -88,13 +89,14 @@ int oms_order_normalize_items(oms_order *o, oms_error *err);
 
 /* The HTTP/event JSON shape: orderID, customerID, items[{productID, productName,
  * quantity, priceID, unitPrice}], status, PaymentLink, total, currency, createdAt,
- * updatedAt. Returns a new reference (caller decrefs). */
-json_t *oms_order_to_json(const oms_order *o);
+ * updatedAt; appended to b as compact JSON text. */
+void oms_order_write_json(oms_jbuf *b, const oms_order *o);
 /* Parses the JSON shape back (events). Unknown fields ignored; missing required fields
  * (orderID, customerID, status, items) -> OMS_INVALID naming the field. */
 int oms_order_from_json(const json_t *j, oms_order *out, oms_error *err);
-/* Convenience: to a heap string (caller frees) / from a string. */
+/* Convenience: to a heap string (caller frees; *len may be NULL) / from a string. */
 char *oms_order_to_json_str(const oms_order *o);
+char *oms_order_to_json_strn(const oms_order *o, size_t *len);
 int oms_order_from_json_str(const char *s, size_t len, oms_order *out, oms_error *err);
 
 #endif

@@ -6,15 +6,15 @@
 #include <stddef.h>
 
 /* XX(name, value, text, grpc code, http status) */
-#define OMS_STATUS_MAP(XX)                                   \
-    XX(OK, 0, "ok", 0, 200)                                  \
-    XX(ERR, -1, "internal error", 13, 500)                   \
-    XX(AGAIN, -2, "try again later", 14, 503)                \
-    XX(NOTFOUND, -3, "not found", 5, 404)                    \
-    XX(CONFLICT, -4, "conflict", 9, 409)                     \
-    XX(DUPLICATE, -5, "already processed", 6, 409)           \
-    XX(INVALID, -6, "invalid argument", 3, 400)              \
-    XX(UNAVAILABLE, -7, "service unavailable", 14, 503)      \
+#define OMS_STATUS_MAP(XX)                                                                         \
+    XX(OK, 0, "ok", 0, 200)                                                                        \
+    XX(ERR, -1, "internal error", 13, 500)                                                         \
+    XX(AGAIN, -2, "try again later", 14, 503)                                                      \
+    XX(NOTFOUND, -3, "not found", 5, 404)                                                          \
+    XX(CONFLICT, -4, "conflict", 9, 409)                                                           \
+    XX(DUPLICATE, -5, "already processed", 6, 409)                                                 \
+    XX(INVALID, -6, "invalid argument", 3, 400)                                                    \
+    XX(UNAVAILABLE, -7, "service unavailable", 14, 503)                                            \
     XX(TOOBIG, -8, "too large", 8, 413)
 
 typedef enum {

@@ -8,8 +8,8 @@
 typedef struct oms_trace_ctx {
     uint8_t trace_id[16];
     uint8_t span_id[8];
-    uint8_t flags;  /* bit 0: sampled */
-    int valid;      /* 0: no context */
+    uint8_t flags; /* bit 0: sampled */
+    int valid;     /* 0: no context */
 } oms_trace_ctx;
 
 #define OMS_TRACEPARENT_LEN 55 /* "00-" 32 "-" 16 "-" 2 */

@@ -30,4 +30,12 @@ int oms_ct_equal(const void *a, const void *b, size_t n);
 void oms_signals_block(void);
 int oms_signals_wait(void);
 
+/* Called at the start of a background thread (outbox relay, event consumers, trace
+ * export): raises the thread's nice value by OMS_BACKGROUND_NICE so that, when the
+ * CPUs are busy, threads answering a request run first and the asynchronous work
+ * fills the gaps. Best effort: a failure is ignored (the thread just keeps the
+ * process's priority). */
+#define OMS_BACKGROUND_NICE 5
+void oms_thread_background(void);
+
 #endif
