@@ -167,7 +167,7 @@ int main(int argc, char **argv)
     exit_code = 0;
 out:
     oms_discovery_stop(discovery); /* first: callers stop choosing us while we drain */
-    oms_app_ready_watch_stop(); /* reads the consumer and database */
+    oms_app_ready_watch_stop();    /* reads the consumer and database */
     oms_http_stop(app.admin);
     oms_amqp_consumer_stop(app.consumer);
     kitchen_stations_stop(app.stations);

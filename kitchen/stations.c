@@ -13,8 +13,8 @@
 
 #define STATIONS_MAX 64
 #define STALE_SWEEP_MS 5000 /* idle stations look for tickets of dead instances */
-#define IDLE_WAIT_MS 1000  /* idle re-check, also for tickets from other instances */
-#define BACKOFF_MIN_MS 100 /* after a database error */
+#define IDLE_WAIT_MS 1000   /* idle re-check, also for tickets from other instances */
+#define BACKOFF_MIN_MS 100  /* after a database error */
 #define BACKOFF_MAX_MS 5000
 
 struct kitchen_stations {

@@ -117,8 +117,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const amqp_table_entry_t *e = &entries[i];
             if (e->key.len != 10 || memcmp(e->key.bytes, "message-id", 10) != 0)
                 continue;
-            int str = e->value.kind == AMQP_FIELD_KIND_UTF8 ||
-                      e->value.kind == AMQP_FIELD_KIND_BYTES;
+            int str =
+                e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES;
             if (str && e->value.value.bytes.len > 0 &&
                 (strlen(d.message_id) > e->value.value.bytes.len ||
                  memcmp(d.message_id, e->value.value.bytes.bytes, strlen(d.message_id)) != 0))

@@ -17,8 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* a failed parse owns nothing */
         return 0;
     }
-    if (!oms_valid_id(a.order_id) || !oms_valid_id(a.customer_id) ||
-        (int)a.status < 0 || a.status >= OMS_ORDER__COUNT)
+    if (!oms_valid_id(a.order_id) || !oms_valid_id(a.customer_id) || (int)a.status < 0 ||
+        a.status >= OMS_ORDER__COUNT)
         abort();
     char *s = oms_order_to_json_str(&a);
     if (oms_order_from_json_str(s, strlen(s), &b, &err) != OMS_OK)

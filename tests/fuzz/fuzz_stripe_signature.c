@@ -28,8 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(bcopy, body, blen);
 
     oms_error err;
-    payments_sig_result r =
-        payments_signature_verify(header, bcopy, blen, SECRET, NOW, 300, &err);
+    payments_sig_result r = payments_signature_verify(header, bcopy, blen, SECRET, NOW, 300, &err);
     if (r == PAYMENTS_SIG_OK)
         abort(); /* forged without the secret */
     if (r != PAYMENTS_SIG_MISSING && r != PAYMENTS_SIG_MALFORMED && r != PAYMENTS_SIG_NO_MATCH &&
