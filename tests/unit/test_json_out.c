@@ -44,7 +44,8 @@ static const str_case str_cases[] = {
     {"q\"b\\s/", "q\"b\\s/", "[\"q\\\"b\\\\s/\"]"},
     {"\n\r\t\b\f", "\n\r\t\b\f", "[\"\\n\\r\\t\\b\\f\"]"},
     {"\x01\x1f\x7f", "\x01\x1f\x7f", "[\"\\u0001\\u001f\x7f\"]"},
-    {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8d\x95", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8d\x95", NULL},
+    {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8d\x95", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8d\x95",
+     NULL},
     /* invalid: lone continuation, truncated sequences, overlong, surrogate, > U+10FFFF */
     {"a\x80z", "a\xef\xbf\xbdz", NULL},
     {"\xc3", "\xef\xbf\xbd", NULL},
@@ -136,7 +137,8 @@ static void test_order_shape(void **state)
     char *s = oms_order_to_json_str(&o);
     assert_string_equal(
         s, "{\"orderID\":\"o1\",\"customerID\":\"c1\",\"items\":[{\"productID\":\"p1\","
-           "\"productName\":\"Caf\xc3\xa9 \\\"best\\\"\",\"quantity\":2,\"priceID\":\"price_1\",\"unitPrice\":"
+           "\"productName\":\"Caf\xc3\xa9 "
+           "\\\"best\\\"\",\"quantity\":2,\"priceID\":\"price_1\",\"unitPrice\":"
            "350}],\"status\":\"waiting_payment\",\"PaymentLink\":\"none\",\"total\":700,"
            "\"currency\":\"usd\",\"createdAt\":\"2023-11-14T22:13:20.123Z\",\"updatedAt\":"
            "\"2023-11-14T22:13:21.000Z\"}");
