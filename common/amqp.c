@@ -652,6 +652,8 @@ struct oms_amqp_consumer {
     atomic_int stop;
     atomic_int connected;
 
+    struct oms_amqp_consumer *next_worker; /* the queue's other workers (chain) */
+
     /* Owned by the consumer thread. */
     amqp_connection_state_t conn;
     oms_amqp_publisher *pub; /* republishes to Q.retry / Q.dlq, with confirms */
@@ -1087,17 +1089,10 @@ static void *consumer_thread(void *arg)
     return NULL;
 }
 
-int oms_amqp_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *cfg,
-                            const oms_amqp_consumer_config *cc, oms_error *err)
+/* One worker: its own connection, publisher and thread. */
+static int consumer_start_one(oms_amqp_consumer **out, const oms_amqp_config *cfg,
+                              const oms_amqp_consumer_config *cc, oms_error *err)
 {
-    if (!out || !cc || !cc->queue || !*cc->queue || !cc->fn)
-        return oms_error_set(err, OMS_INVALID, "amqp consumer: queue and handler are required");
-    if (cc->nexchanges && !cc->exchanges)
-        return oms_error_set(err, OMS_INVALID, "amqp consumer %s: exchanges missing", cc->queue);
-    if (strlen(cc->queue) > 240)
-        return oms_error_set(err, OMS_INVALID, "amqp consumer: queue name '%.40s...' too long",
-                             cc->queue);
-
     oms_amqp_consumer *c = oms_xcalloc(1, sizeof(*c));
     settings_copy(&c->cfg, cfg);
     c->queue = oms_strdup(cc->queue);
@@ -1130,18 +1125,58 @@ int oms_amqp_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *cfg,
     return OMS_OK;
 }
 
+#define CONSUMER_WORKERS_MAX 64
+
+int oms_amqp_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *cfg,
+                            const oms_amqp_consumer_config *cc, oms_error *err)
+{
+    if (!out || !cc || !cc->queue || !*cc->queue || !cc->fn)
+        return oms_error_set(err, OMS_INVALID, "amqp consumer: queue and handler are required");
+    if (cc->nexchanges && !cc->exchanges)
+        return oms_error_set(err, OMS_INVALID, "amqp consumer %s: exchanges missing", cc->queue);
+    if (strlen(cc->queue) > 240)
+        return oms_error_set(err, OMS_INVALID, "amqp consumer: queue name '%.40s...' too long",
+                             cc->queue);
+    if (cc->workers < 0 || cc->workers > CONSUMER_WORKERS_MAX)
+        return oms_error_set(err, OMS_INVALID, "amqp consumer %s: workers must be 1 to %d",
+                             cc->queue, CONSUMER_WORKERS_MAX);
+    int n = cc->workers ? cc->workers : 1;
+    oms_amqp_consumer *head = NULL;
+    for (int i = 0; i < n; i++) {
+        oms_amqp_consumer *c = NULL;
+        int rc = consumer_start_one(&c, cfg, cc, err);
+        if (rc != OMS_OK) {
+            oms_amqp_consumer_stop(head);
+            return rc;
+        }
+        c->next_worker = head;
+        head = c;
+    }
+    *out = head;
+    return OMS_OK;
+}
+
 int oms_amqp_consumer_connected(const oms_amqp_consumer *c)
 {
-    return c ? atomic_load(&c->connected) : 0;
+    if (!c)
+        return 0;
+    for (; c; c = c->next_worker)
+        if (!atomic_load(&c->connected))
+            return 0;
+    return 1;
 }
 
 void oms_amqp_consumer_stop(oms_amqp_consumer *c)
 {
-    if (!c)
-        return;
-    atomic_store(&c->stop, 1);
-    int e = pthread_join(c->thread, NULL);
-    if (e != 0)
-        oms_log_errorf("amqp consumer %s: pthread_join: %s", c->queue, strerror(e));
-    consumer_free(c);
+    /* All flags first, so the workers wind down together rather than one by one. */
+    for (oms_amqp_consumer *w = c; w; w = w->next_worker)
+        atomic_store(&w->stop, 1);
+    while (c) {
+        oms_amqp_consumer *next = c->next_worker;
+        int e = pthread_join(c->thread, NULL);
+        if (e != 0)
+            oms_log_errorf("amqp consumer %s: pthread_join: %s", c->queue, strerror(e));
+        consumer_free(c);
+        c = next;
+    }
 }

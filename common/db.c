@@ -303,6 +303,11 @@ int oms_db_locks_rows(const oms_db *db)
     return db->drv->row_locks;
 }
 
+int oms_db_tx_locks_rows(const oms_db_tx *tx)
+{
+    return tx->db->drv->row_locks;
+}
+
 int oms_db_ping(oms_db *db, oms_error *err)
 {
     oms_db_tx *tx = NULL;

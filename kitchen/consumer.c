@@ -30,6 +30,7 @@ int kitchen_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *amqp,
         .prefetch = kc->prefetch > 0 ? kc->prefetch : 16,
         .max_retries = kc->max_retries,
         .retry_delay_ms = kc->retry_delay_ms,
+        .workers = kc->workers,
         .fn = on_paid,
         .ud = svc,
     };

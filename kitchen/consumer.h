@@ -13,6 +13,7 @@ typedef struct kitchen_consumer_config {
     int prefetch;       /* unacknowledged deliveries in flight; 0 = 16 */
     int max_retries;    /* MAX_RETRIES */
     int retry_delay_ms; /* RETRY_DELAY_MS */
+    int workers;        /* CONSUMER_WORKERS; 0 = 1 */
 } kitchen_consumer_config;
 
 /* Starts consuming into svc (borrowed; must outlive the consumer). On OMS_OK *out is

@@ -122,6 +122,7 @@ int main(int argc, char **argv)
     kitchen_consumer_config kc = {
         .prefetch = 16,
         .max_retries = (int)cfg.common.max_retries,
+        .workers = (int)cfg.common.consumer_workers,
         .retry_delay_ms = (int)cfg.common.retry_delay_ms,
     };
     if (kitchen_consumer_start(&app.consumer, &amqp, &kc, &app.svc, &err) != OMS_OK) {

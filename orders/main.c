@@ -154,6 +154,7 @@ int main(int argc, char **argv)
             .nexchanges = 1,
             .prefetch = 16,
             .max_retries = (int)cfg.common.max_retries,
+            .workers = (int)cfg.common.consumer_workers,
             .retry_delay_ms = (int)cfg.common.retry_delay_ms,
             .fn = on_event,
             .ud = &cctx[i],

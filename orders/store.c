@@ -164,13 +164,16 @@ static int status_row(const oms_db_row *row, void *ud)
 
 int orders_store_lock(oms_db_tx *tx, const char *order_id, oms_order_status *status, oms_error *err)
 {
-    /* A no-op UPDATE is the row lock both databases understand (SQLite has no
-     * SELECT ... FOR UPDATE); RETURNING gives the committed status in the same step. */
+    /* PostgreSQL: SELECT ... FOR UPDATE holds the row until the transaction ends.
+     * SQLite has no row locks and needs none: its transactions run one at a time
+     * (BEGIN IMMEDIATE), so a plain read is already the committed status. */
     oms_db_param p[] = {OMS_DB_S(order_id)};
     oms_order_status st = OMS_ORDER_PENDING;
     long long n = 0;
     int rc =
-        oms_db_query(tx, "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING status",
+        oms_db_query(tx,
+                     oms_db_tx_locks_rows(tx) ? "SELECT status FROM orders WHERE id = $1 FOR UPDATE"
+                                              : "SELECT status FROM orders WHERE id = $1",
                      p, 1, status_row, &st, &n, err);
     if (rc == OMS_OK && n == 0)
         rc = oms_error_set(err, OMS_NOTFOUND, "order %s not found", order_id);

@@ -364,7 +364,7 @@ int payments_webhook(payments_service *s, const char *sig_header, const char *bo
 {
     oms_span *span = NULL;
     payments_sig_result sr =
-        payments_signature_verify(sig_header, body, len, s->webhook_secret, (int64_t)time(NULL),
+        payments_signature_verify(sig_header, body, len, s->webhook_secret, oms_now_ms() / 1000,
                                   PAYMENTS_SIGNATURE_TOLERANCE_S, err);
     if (sr != PAYMENTS_SIG_OK) {
         count_webhook("unverified", payments_sig_result_str(sr));

@@ -8,12 +8,22 @@
  * list keyed by their SQL text; the services use a few dozen fixed statements, so a
  * list with a cheap hash check is as fast as a table and much simpler. The db layer
  * hands a connection to one thread at a time, so the connection is opened without
- * SQLite's own mutex. */
+ * SQLite's own mutex.
+ *
+ * Checkpoints: SQLite's automatic checkpoint runs inside the COMMIT that crosses 1000
+ * WAL pages, copying them into the database and fsyncing while that request (and,
+ * with one connection, every request queued behind it) waits. Here a commit only
+ * signals a background thread with its own connection, which runs a PASSIVE
+ * checkpoint (it never blocks writers). Should that thread fall far behind, the
+ * committing connection checkpoints itself, so the WAL stays bounded. */
+#include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "oms/db_driver.h"
 #include "oms/log.h"
@@ -23,6 +33,9 @@
  * statement is finalised, so a caller building SQL dynamically cannot grow memory. */
 #define SQLITE_STMT_CACHE_MAX 64
 #define SQLITE_BUSY_TIMEOUT_MS 5000
+#define CKPT_SIGNAL_PAGES 1000  /* SQLite's own autocheckpoint threshold */
+#define CKPT_INLINE_PAGES 16000 /* backstop: ~64 MiB of WAL at 4 KiB pages */
+#define CKPT_IDLE_MS 5000       /* a pass now and then even without a signal */
 
 typedef struct stmt_entry {
     struct stmt_entry *next;
@@ -37,11 +50,21 @@ typedef struct stmt_entry {
 enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK, TX__COUNT };
 static const char *const tx_sql[TX__COUNT] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"};
 
+/* The background checkpointer of one database file (see the note at the top). */
+typedef struct checkpointer {
+    sqlite3 *db; /* its own connection, used by its thread only */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int signalled, stop; /* under mu */
+} checkpointer;
+
 struct oms_db_conn {
     sqlite3 *db;
     stmt_entry *cache; /* most recently used first */
     int ncache;
     sqlite3_stmt *tx[TX__COUNT]; /* prepared lazily; finalised at disconnect */
+    checkpointer *ckpt;          /* NULL for :memory: or when it could not start */
 };
 
 /* Maps the connection's last error to our status set, with sqlite's message. */
@@ -180,7 +203,9 @@ static int sqlite_bind(oms_db_conn *c, sqlite3_stmt *stmt, const oms_db_param *p
         switch (p[i].type) {
         case OMS_DB_INT: rc = sqlite3_bind_int64(stmt, idx, p[i].i); break;
         case OMS_DB_TEXT:
-            rc = p[i].s ? sqlite3_bind_text(stmt, idx, p[i].s, -1, SQLITE_TRANSIENT)
+            /* STATIC: the value outlives the statement's steps (they all happen inside
+             * this call), and the next use clears the bindings before stepping. */
+            rc = p[i].s ? sqlite3_bind_text(stmt, idx, p[i].s, -1, SQLITE_STATIC)
                         : sqlite3_bind_null(stmt, idx);
             break;
         case OMS_DB_NULL: rc = sqlite3_bind_null(stmt, idx); break;
@@ -192,6 +217,126 @@ static int sqlite_bind(oms_db_conn *c, sqlite3_stmt *stmt, const oms_db_param *p
             return sqlite_error(c->db, rc, "bind", err);
     }
     return OMS_OK;
+}
+
+static void ckpt_check(int e, const char *what)
+{
+    if (e != 0) {
+        oms_log_errorf("sqlite checkpointer: %s: %s", what, strerror(e));
+        abort();
+    }
+}
+
+static void *ckpt_main(void *arg)
+{
+    checkpointer *k = arg;
+    oms_thread_background();
+    ckpt_check(pthread_mutex_lock(&k->mu), "pthread_mutex_lock");
+    while (!k->stop) {
+        if (!k->signalled) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += CKPT_IDLE_MS / 1000;
+            int e = pthread_cond_timedwait(&k->cv, &k->mu, &until);
+            if (e != 0 && e != ETIMEDOUT)
+                ckpt_check(e, "pthread_cond_timedwait");
+            if (k->stop)
+                break;
+        }
+        k->signalled = 0;
+        ckpt_check(pthread_mutex_unlock(&k->mu), "pthread_mutex_unlock");
+        /* PASSIVE: copies what no reader still needs, never waits for a lock. BUSY
+         * (another checkpoint running) is normal and needs no retry: the next commit
+         * signals again. */
+        int rc = sqlite3_wal_checkpoint_v2(k->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            oms_log_warn("sqlite: background checkpoint failed", "error", sqlite3_errmsg(k->db));
+        ckpt_check(pthread_mutex_lock(&k->mu), "pthread_mutex_lock");
+    }
+    ckpt_check(pthread_mutex_unlock(&k->mu), "pthread_mutex_unlock");
+    return NULL;
+}
+
+/* sqlite3_wal_hook: runs in the committing thread after each commit, with the WAL's
+ * size in pages. Installing it turns SQLite's automatic checkpoint off. */
+static int ckpt_hook(void *arg, sqlite3 *db, const char *schema, int pages)
+{
+    checkpointer *k = arg;
+    if (pages >= CKPT_INLINE_PAGES) {
+        /* The background thread is not keeping up (or cannot run): do it here. */
+        (void)sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
+    if (pages >= CKPT_SIGNAL_PAGES) {
+        ckpt_check(pthread_mutex_lock(&k->mu), "pthread_mutex_lock");
+        if (!k->signalled) {
+            k->signalled = 1;
+            ckpt_check(pthread_cond_signal(&k->cv), "pthread_cond_signal");
+        }
+        ckpt_check(pthread_mutex_unlock(&k->mu), "pthread_mutex_unlock");
+    }
+    return SQLITE_OK;
+}
+
+static void ckpt_stop(checkpointer *k)
+{
+    if (!k)
+        return;
+    ckpt_check(pthread_mutex_lock(&k->mu), "pthread_mutex_lock");
+    k->stop = 1;
+    ckpt_check(pthread_cond_signal(&k->cv), "pthread_cond_signal");
+    ckpt_check(pthread_mutex_unlock(&k->mu), "pthread_mutex_unlock");
+    ckpt_check(pthread_join(k->thread, NULL), "pthread_join");
+    if (sqlite3_close(k->db) != SQLITE_OK)
+        oms_log_errorf("sqlite checkpointer close: %s", sqlite3_errmsg(k->db));
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
+    free(k);
+}
+
+/* Starts the checkpointer for the file url and hooks it to db. On any failure the
+ * connection keeps SQLite's automatic checkpoint and a warning says why. */
+static checkpointer *ckpt_start(sqlite3 *db, const char *url)
+{
+    checkpointer *k = oms_xcalloc(1, sizeof(*k));
+    int rc = sqlite3_open_v2(url, &k->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    const char *why = NULL;
+    /* A fresh connection only learns the file is in WAL mode when it first reads it;
+     * until then a checkpoint on it does nothing. */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(k->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        why = k->db ? sqlite3_errmsg(k->db) : sqlite3_errstr(rc);
+        goto fail;
+    }
+    pthread_condattr_t ca;
+    int e = pthread_condattr_init(&ca);
+    if (e == 0)
+        e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (e == 0)
+        e = pthread_cond_init(&k->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (e == 0 && (e = pthread_mutex_init(&k->mu, NULL)) != 0)
+        pthread_cond_destroy(&k->cv);
+    if (e != 0) {
+        why = strerror(e);
+        goto fail;
+    }
+    e = pthread_create(&k->thread, NULL, ckpt_main, k);
+    if (e != 0) {
+        pthread_mutex_destroy(&k->mu);
+        pthread_cond_destroy(&k->cv);
+        why = strerror(e);
+        goto fail;
+    }
+    sqlite3_wal_hook(db, ckpt_hook, k);
+    return k;
+fail:
+    oms_log_warn("sqlite: no background checkpointer; checkpoints run in commits", "database", url,
+                 "error", why ? why : "unknown");
+    (void)sqlite3_close(k->db); /* NULL is a no-op; nothing prepared on it */
+    free(k);
+    return NULL;
 }
 
 static int sqlite_connect(const char *url, oms_db_conn **out, oms_error *err)
@@ -235,6 +380,8 @@ static int sqlite_connect(const char *url, oms_db_conn **out, oms_error *err)
 
     oms_db_conn *c = oms_xcalloc(1, sizeof(*c));
     c->db = db;
+    if (!memory)
+        c->ckpt = ckpt_start(db, url);
     *out = c;
     return OMS_OK;
 
@@ -255,6 +402,10 @@ static void sqlite_disconnect(oms_db_conn *c)
     }
     for (int i = 0; i < TX__COUNT; i++)
         (void)sqlite3_finalize(c->tx[i]); /* NULL is a no-op */
+    /* The checkpointer's connection closes first, so that closing the last one (ours)
+     * checkpoints the WAL into the database and removes it, as before. */
+    sqlite3_wal_hook(c->db, NULL, NULL);
+    ckpt_stop(c->ckpt);
     /* With every statement finalised close cannot be refused (SQLITE_BUSY). */
     if (sqlite3_close(c->db) != SQLITE_OK)
         oms_log_errorf("sqlite close: %s", sqlite3_errmsg(c->db));

@@ -390,7 +390,8 @@ static void test_consumer_stop_while_down(void **state)
     oms_amqp_config dead = cfg;
     dead.port = 1; /* nothing listens there */
     const char *exs[] = {"t7.ex"};
-    oms_amqp_consumer_config cc = {"t7.q", exs, 1, 0, 0, 0, handler, &c};
+    oms_amqp_consumer_config cc = {
+        .queue = "t7.q", .exchanges = exs, .nexchanges = 1, .fn = handler, .ud = &c};
     oms_amqp_consumer *cons = NULL;
     oms_error err;
     assert_int_equal(oms_amqp_consumer_start(&cons, &dead, &cc, &err), OMS_OK);
@@ -398,6 +399,91 @@ static void test_consumer_stop_while_down(void **state)
     int64_t t0 = oms_mono_ms();
     oms_amqp_consumer_stop(cons);
     assert_true(oms_mono_ms() - t0 < 1000);
+}
+
+/* Which worker thread handled each of N deliveries. */
+enum { SPREAD_N = 60 };
+typedef struct spread {
+    pthread_mutex_t mu;
+    int n, dup;
+    int seen[SPREAD_N];
+    pthread_t who[8];
+    int nwho;
+} spread;
+
+static int spread_handler(const oms_amqp_delivery *d, void *ud)
+{
+    spread *sp = ud;
+    int i = atoi(d->body);
+    pthread_mutex_lock(&sp->mu);
+    if (i >= 0 && i < SPREAD_N && sp->seen[i]++)
+        sp->dup++;
+    int known = 0;
+    for (int k = 0; k < sp->nwho; k++)
+        known |= pthread_equal(sp->who[k], pthread_self());
+    if (!known && sp->nwho < 8)
+        sp->who[sp->nwho++] = pthread_self();
+    sp->n++;
+    pthread_mutex_unlock(&sp->mu);
+    /* Stands for a handler waiting on another service: the workers overlap. */
+    struct timespec work = {0, 2 * 1000 * 1000};
+    nanosleep(&work, NULL);
+    return OMS_OK;
+}
+
+static int spread_done(void *ud)
+{
+    spread *sp = ud;
+    pthread_mutex_lock(&sp->mu);
+    int n = sp->n;
+    pthread_mutex_unlock(&sp->mu);
+    return n >= SPREAD_N;
+}
+
+/* Three workers on one queue: every delivery handled once, by more than one thread;
+ * out-of-range worker counts are refused. */
+static void test_workers_share_queue(void **state)
+{
+    spread sp;
+    memset(&sp, 0, sizeof(sp));
+    pthread_mutex_init(&sp.mu, NULL);
+    const char *exs[] = {"t8.ex"};
+    oms_amqp_consumer_config cc = {.queue = "t8.q",
+                                   .exchanges = exs,
+                                   .nexchanges = 1,
+                                   .prefetch = 1,
+                                   .workers = 3,
+                                   .fn = spread_handler,
+                                   .ud = &sp};
+    oms_amqp_consumer *cons = NULL;
+    oms_error err;
+    cc.workers = 65;
+    assert_int_equal(oms_amqp_consumer_start(&cons, &cfg, &cc, &err), OMS_INVALID);
+    cc.workers = 3;
+    assert_int_equal(oms_amqp_consumer_start(&cons, &cfg, &cc, &err), OMS_OK);
+    assert_true(rmq_wait_for(consumer_up, cons, 15000));
+
+    static char ids[SPREAD_N][33], bodies[SPREAD_N][16];
+    oms_amqp_msg msgs[SPREAD_N];
+    int confirmed[SPREAD_N];
+    for (int i = 0; i < SPREAD_N; i++) {
+        assert_int_equal(oms_random_hex(ids[i], 16), OMS_OK);
+        snprintf(bodies[i], sizeof(bodies[i]), "%d", i);
+        msgs[i] = (oms_amqp_msg){"t8.ex", "", ids[i], "", 0, bodies[i], strlen(bodies[i])};
+    }
+    oms_amqp_publisher *p = NULL;
+    assert_int_equal(oms_amqp_publisher_new(&p, &cfg), OMS_OK);
+    assert_int_equal(oms_amqp_publish(p, msgs, SPREAD_N, confirmed, 10000, &err), OMS_OK);
+    assert_true(rmq_wait_for(spread_done, &sp, 15000));
+    oms_amqp_consumer_stop(cons);
+    oms_amqp_publisher_free(p);
+    assert_int_equal(sp.n, SPREAD_N);
+    assert_int_equal(sp.dup, 0);
+    for (int i = 0; i < SPREAD_N; i++)
+        assert_int_equal(sp.seen[i], 1);
+    if (sp.nwho < 2)
+        fail_msg("all %d deliveries went to one worker", SPREAD_N);
+    pthread_mutex_destroy(&sp.mu);
 }
 
 int main(void)
@@ -411,6 +497,7 @@ int main(void)
         cmocka_unit_test(test_durable_queue_waits),
         cmocka_unit_test(test_consumer_stop_while_down),
         cmocka_unit_test(test_broker_restart),
+        cmocka_unit_test(test_workers_share_queue),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

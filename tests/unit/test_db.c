@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "oms/db.h"
 #include "oms/inbox.h"
@@ -658,6 +659,46 @@ static void test_serialised_transactions(void **state)
     oms_db_close(r.db);
 }
 
+/* Commits never checkpoint themselves below the backstop, so data can only reach the
+ * database file while the connection is open if the background checkpointer copies
+ * it there: ~1500 commits of 3 KB each cross SQLite's 1000-page mark, and the file
+ * must then grow past 3 MB within the deadline. */
+static void test_background_checkpoint(void **state)
+{
+    (void)state;
+    oms_db *db = open_base("ckpt.db");
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/ckpt.db", g_dir);
+    char *blob = malloc(3001);
+    memset(blob, 'x', 3000);
+    blob[3000] = '\0';
+    for (int i = 0; i < 1500; i++) {
+        oms_db_tx *tx = NULL;
+        oms_error err = {0};
+        assert_int_equal(oms_db_begin(db, &tx, &err), OMS_OK);
+        oms_db_param p[] = {OMS_DB_S(blob)};
+        exec_ok(tx, "INSERT INTO r(v) VALUES($1)", p, 1);
+        assert_int_equal(oms_db_commit(tx, &err), OMS_OK);
+    }
+    free(blob);
+    struct stat st = {0};
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        assert_int_equal(stat(path, &st), 0);
+        if (st.st_size > 3 * 1024 * 1024)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - start.tv_sec > 20)
+            fail_msg("database file still %lld bytes after 20 s: no background checkpoint",
+                     (long long)st.st_size);
+        struct timespec pause = {0, 20 * 1000 * 1000}; /* poll interval, not a wait for it */
+        nanosleep(&pause, NULL);
+    }
+    assert_int_equal(scalar(db, "SELECT count(*) FROM r"), 1500);
+    oms_db_close(db);
+}
+
 int main(void)
 {
     /* Must precede the first sqlite3_open, which initialises the library. */
@@ -681,6 +722,7 @@ int main(void)
         cmocka_unit_test(test_bad_sql_message),
         cmocka_unit_test(test_inbox_claim),
         cmocka_unit_test(test_serialised_transactions),
+        cmocka_unit_test(test_background_checkpoint),
     };
     return cmocka_run_group_tests_name("db", tests, group_setup, group_teardown);
 }

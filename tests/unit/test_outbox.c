@@ -88,7 +88,14 @@ static int consumer_up(void *ud)
 static oms_amqp_consumer *start_consumer(const char *queue, const char *exchange, collector *c)
 {
     const char *exs[] = {exchange};
-    oms_amqp_consumer_config cc = {queue, exs, 1, 16, 3, 50, on_delivery, c};
+    oms_amqp_consumer_config cc = {.queue = queue,
+                                   .exchanges = exs,
+                                   .nexchanges = 1,
+                                   .prefetch = 16,
+                                   .max_retries = 3,
+                                   .retry_delay_ms = 50,
+                                   .fn = on_delivery,
+                                   .ud = c};
     oms_amqp_consumer *cons = NULL;
     oms_error err;
     assert_int_equal(oms_amqp_consumer_start(&cons, &cfg, &cc, &err), OMS_OK);

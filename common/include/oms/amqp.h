@@ -89,20 +89,25 @@ typedef struct oms_amqp_consumer_config {
     int prefetch;       /* 0 = 16 */
     int max_retries;    /* MAX_RETRIES; 0 = 5 */
     int retry_delay_ms; /* 0 = 1000 */
+    /* Consumers on the queue, each with its own connection and thread (0 = 1). With
+     * more than one, deliveries are handled concurrently and in no fixed order, so fn
+     * must allow that (an inbox and status guards make ours safe). A handler that
+     * waits on another service (payments calling orders) keeps several in flight. */
+    int workers;
     oms_amqp_handler fn;
     void *ud;
 } oms_amqp_consumer_config;
 
 typedef struct oms_amqp_consumer oms_amqp_consumer;
 
-/* Starts a thread that connects (retrying with backoff until stopped), declares the
- * topology, consumes with manual ack, and calls fn for each delivery, one at a time.
- * cfg and cc are copied. */
+/* Starts `workers` threads that each connect (retrying with backoff until stopped),
+ * declare the topology, consume with manual ack, and call fn for each delivery, one at
+ * a time per thread. cfg and cc are copied. */
 int oms_amqp_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *cfg,
                             const oms_amqp_consumer_config *cc, oms_error *err);
-/* 1 while connected and consuming (for /readyz). */
+/* 1 while every worker is connected and consuming (for /readyz). */
 int oms_amqp_consumer_connected(const oms_amqp_consumer *c);
-/* Stops the thread (finishing the message in hand), closes and frees. NULL: no-op. */
+/* Stops the threads (each finishing the message in hand), closes and frees. NULL: no-op. */
 void oms_amqp_consumer_stop(oms_amqp_consumer *c);
 
 /* OMS_OK when a TCP+AMQP login to the broker succeeds within timeout_ms. */

@@ -18,6 +18,7 @@ typedef struct oms_app_common {
     char *rabbitmq_vhost;
     long long max_retries;
     long long retry_delay_ms;
+    long long consumer_workers;
 } oms_app_common;
 
 /* Config entries for oms_app_common, to put in a service's table. */
@@ -55,9 +56,18 @@ typedef struct oms_app_common {
          &(c)->max_retries,                                                                        \
          NULL,                                                                                     \
          "deliveries of a failing message before it goes to <queue>.dlq"},                         \
+        {"RETRY_DELAY_MS",                                                                         \
+         OMS_CFG_INT,                                                                              \
+         "1000",                                                                                   \
+         1,                                                                                        \
+         3600000,                                                                                  \
+         NULL,                                                                                     \
+         &(c)->retry_delay_ms,                                                                     \
+         NULL,                                                                                     \
+         "delay before a failed message is retried"},                                              \
     {                                                                                              \
-        "RETRY_DELAY_MS", OMS_CFG_INT, "1000", 1, 3600000, NULL, &(c)->retry_delay_ms, NULL,       \
-            "delay before a failed message is retried"                                             \
+        "CONSUMER_WORKERS", OMS_CFG_INT, "4", 1, 64, NULL, &(c)->consumer_workers, NULL,           \
+            "consumers per event queue, handling deliveries concurrently"                          \
     }
 
 /* Handles --help (prints the table, exits 0), loads the table (on error prints the

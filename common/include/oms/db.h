@@ -51,6 +51,8 @@ const char *oms_db_driver_name(const oms_db *db);
  * until its transaction ends); 0 when transactions are serialised (SQLite), where a
  * plain SELECT already claims and that clause does not parse. */
 int oms_db_locks_rows(const oms_db *db);
+/* The same, asked of an open transaction. */
+int oms_db_tx_locks_rows(const oms_db_tx *tx);
 /* OMS_OK when the database answers a trivial query. */
 int oms_db_ping(oms_db *db, oms_error *err);
 
