@@ -226,3 +226,9 @@ void oms_app_amqp_config(const oms_app_common *common, oms_amqp_config *out)
     out->password = common->rabbitmq_password;
     out->vhost = common->rabbitmq_vhost;
 }
+
+void oms_app_retention(const oms_app_common *common, oms_retention *out)
+{
+    out->outbox_keep_ms = (int64_t)common->outbox_retention_s * 1000;
+    out->inbox_keep_ms = (int64_t)common->inbox_retention_s * 1000;
+}

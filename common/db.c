@@ -398,6 +398,21 @@ int oms_db_exec(oms_db_tx *tx, const char *sql, const oms_db_param *params, int 
     return OMS_OK;
 }
 
+int oms_db_exec_tx(oms_db *db, const char *sql, const oms_db_param *params, int nparams,
+                   long long *changes, oms_error *err)
+{
+    oms_db_tx *tx = NULL;
+    int rc = oms_db_begin(db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = oms_db_exec(tx, sql, params, nparams, changes, err);
+    if (rc != OMS_OK) {
+        oms_db_rollback(tx);
+        return rc;
+    }
+    return oms_db_commit(tx, err);
+}
+
 int oms_db_query(oms_db_tx *tx, const char *sql, const oms_db_param *params, int nparams,
                  oms_db_row_fn fn, void *ud, long long *nrows, oms_error *err)
 {

@@ -32,6 +32,8 @@
 #define RELAY_BACKOFF_MAX_MS 2000
 #define RELAY_CONFIRM_TIMEOUT_MS 10000
 #define RELAY_GAUGE_EVERY_MS 1000 /* backlog gauges refreshed at most this often */
+#define RELAY_PRUNE_MAX_EVERY_MS 60000
+#define RELAY_PRUNE_MIN_EVERY_MS 1000
 
 const oms_db_migration oms_outbox_migration = {
     "outbox_1",
@@ -127,7 +129,8 @@ struct oms_outbox_relay {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int notified; /* under mu: a commit happened since the relay last looked */
+    int notified;       /* under mu: a commit happened since the relay last looked */
+    oms_retention keep; /* under mu */
     atomic_int stop;
 };
 
@@ -337,6 +340,51 @@ static void relay_gauges(oms_outbox_relay *r)
                           (double)age_ms / 1000.0);
 }
 
+/* One pruning pass (oms/retention.h). Returns when the next is due, in ms from now:
+ * soon when rows were left over, else every half retention within the bounds. */
+static int64_t relay_prune(oms_outbox_relay *r)
+{
+    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
+    oms_retention keep = r->keep;
+    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
+    int64_t every = RELAY_PRUNE_MAX_EVERY_MS;
+    if (keep.outbox_keep_ms > 0 && keep.outbox_keep_ms / 2 < every)
+        every = keep.outbox_keep_ms / 2;
+    if (keep.inbox_keep_ms > 0 && keep.inbox_keep_ms / 2 < every)
+        every = keep.inbox_keep_ms / 2;
+    if (every < RELAY_PRUNE_MIN_EVERY_MS)
+        every = RELAY_PRUNE_MIN_EVERY_MS;
+    if (keep.outbox_keep_ms <= 0 && keep.inbox_keep_ms <= 0)
+        return RELAY_PRUNE_MIN_EVERY_MS; /* nothing to do; look again for a setting soon */
+    oms_retention_counts c;
+    oms_error err;
+    oms_error_clear(&err);
+    if (oms_retention_prune(r->db, &keep, oms_now_ms(), &c, &err) != OMS_OK) {
+        oms_log_warn("outbox relay: pruning old rows failed; trying again later", "error", err.msg);
+        return every;
+    }
+    if (c.outbox || c.inbox) {
+        oms_metrics_counter_add("retention_pruned_total", "Outbox and inbox rows deleted by age",
+                                "table=\"outbox\"", (double)c.outbox);
+        oms_metrics_counter_add("retention_pruned_total", "Outbox and inbox rows deleted by age",
+                                "table=\"inbox\"", (double)c.inbox);
+        char o[24], i[24];
+        snprintf(o, sizeof(o), "%lld", c.outbox);
+        snprintf(i, sizeof(i), "%lld", c.inbox);
+        oms_log_info("pruned old outbox and inbox rows", "outbox", o, "inbox", i);
+    }
+    return c.more ? 0 : every;
+}
+
+void oms_outbox_relay_set_retention(oms_outbox_relay *r, const oms_retention *keep)
+{
+    if (!r || !keep)
+        return;
+    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
+    r->keep = *keep;
+    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
+}
+
 /* Fetches and publishes one batch of unsent rows after the cursor. Returns the
  * number of rows read (>= 0), or a negative status when nothing could be published
  * (database error, broker unavailable). *refused gets 1 when the broker refused some
@@ -412,6 +460,7 @@ static void *relay_thread(void *arg)
     int64_t retry_refused_at = 0;
     int failing = 0, refusing = 0; /* log once per episode */
     int64_t gauges_at = 0;
+    int64_t prune_at = 0;
 
     for (;;) {
         int stopping = atomic_load(&r->stop);
@@ -419,6 +468,8 @@ static void *relay_thread(void *arg)
             relay_gauges(r);
             gauges_at = oms_mono_ms() + RELAY_GAUGE_EVERY_MS;
         }
+        if (!stopping && oms_mono_ms() >= prune_at)
+            prune_at = oms_mono_ms() + relay_prune(r);
         /* On stop, publish what is waiting only if the broker is reachable right now. */
         if (stopping && !oms_amqp_publisher_connected(r->pub))
             break;

@@ -108,6 +108,9 @@ int main(int argc, char **argv)
         oms_log_error("cannot start outbox relay", "error", err.msg);
         goto out;
     }
+    oms_retention keep;
+    oms_app_retention(&cfg.common, &keep);
+    oms_outbox_relay_set_retention(app.relay, &keep);
     app.svc.outbox_notify = oms_outbox_relay_wake;
     app.svc.outbox_ud = app.relay;
 

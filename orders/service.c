@@ -335,10 +335,10 @@ int orders_list(orders_service *s, const char *customer_id, int page_size, const
     if (!oms_valid_id(customer_id))
         return oms_error_set(err, OMS_INVALID,
                              "customerID: must be 1 to 64 characters of A-Z a-z 0-9 _ . : -");
-    if (page_size <= 0)
+    if (page_size == 0) /* unset in proto3 */
         page_size = 20;
-    if (page_size > 100)
-        return oms_error_set(err, OMS_INVALID, "pageSize: must be from 1 to 100");
+    if (page_size < 0 || page_size > 100)
+        return oms_error_set(err, OMS_INVALID, "pageSize: must be from 1 to 100 (0 or unset: 20)");
     long long before_ms = 0;
     char before_id[OMS_ID_MAX + 1] = "";
     if (page_token && page_token[0]) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "oms/inbox.h"
+#include "oms/retention.h"
 #include "oms/outbox.h"
 #include "oms/util.h"
 
@@ -27,7 +28,8 @@ static const oms_db_migration orders_v1 = {
 
 int orders_store_open(oms_db **db, const char *url, oms_error *err)
 {
-    const oms_db_migration migs[] = {orders_v1, oms_outbox_migration, oms_inbox_migration};
+    const oms_db_migration migs[] = {orders_v1, oms_outbox_migration, oms_inbox_migration,
+                                     oms_retention_migration};
     return oms_db_open(db, url, migs, sizeof(migs) / sizeof(migs[0]), err);
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* The rules of gateway/public/style.css that this page uses, inlined so it needs
  * nothing else (it is served by payments, on another origin than the gateway). */
@@ -60,10 +61,21 @@ static void put_esc(FILE *f, const char *s)
     }
 }
 
+/* As the shop's pages write it (Intl.NumberFormat 'en' in common.js): "$14.20" for the
+ * currencies with a symbol, "14.20 CHF" for the others. */
 static void put_money(FILE *f, long long cents, const char *currency)
 {
+    static const struct {
+        const char *code, *symbol;
+    } symbols[] = {{"usd", "$"}, {"eur", "\u20ac"}, {"gbp", "\u00a3"}};
     const char *sign = cents < 0 ? "-" : "";
     unsigned long long v = cents < 0 ? 0ULL - (unsigned long long)cents : (unsigned long long)cents;
+    for (size_t i = 0; currency && i < sizeof(symbols) / sizeof(symbols[0]); i++) {
+        if (strcasecmp(currency, symbols[i].code) == 0) {
+            fprintf(f, "%s%s%llu.%02llu", sign, symbols[i].symbol, v / 100, v % 100);
+            return;
+        }
+    }
     fprintf(f, "%s%llu.%02llu ", sign, v / 100, v % 100);
     for (const char *c = currency; c && *c; c++)
         fputc(toupper((unsigned char)*c), f);

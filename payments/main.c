@@ -162,6 +162,9 @@ int main(int argc, char **argv)
         oms_log_error("cannot start outbox relay", "error", err.msg);
         goto out;
     }
+    oms_retention keep;
+    oms_app_retention(&cfg.common, &keep);
+    oms_outbox_relay_set_retention(app.relay, &keep);
     if (oms_discovery_start(&discovery, &cfg.disc, &err) != OMS_OK) {
         oms_log_error("cannot start service discovery", "error", err.msg);
         goto out;

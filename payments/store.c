@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "oms/inbox.h"
+#include "oms/retention.h"
 #include "oms/outbox.h"
 #include "oms/util.h"
 
@@ -48,7 +49,7 @@ static const oms_db_migration sessions_v2 = {
 int payments_store_open(oms_db **db, const char *url, oms_error *err)
 {
     const oms_db_migration migs[] = {sessions_v1, oms_outbox_migration, oms_inbox_migration,
-                                     sessions_v2};
+                                     sessions_v2, oms_retention_migration};
     return oms_db_open(db, url, migs, sizeof(migs) / sizeof(migs[0]), err);
 }
 

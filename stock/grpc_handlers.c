@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "oms.pb-c.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 #include "service.h"
 
@@ -105,6 +106,7 @@ static int handle_list_items(oms_grpc_ctx *ctx, const ProtobufCMessage *req,
 static int handle_reserve(oms_grpc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
 {
     const Api__ReserveItemsRequest *in = (const Api__ReserveItemsRequest *)req;
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, in->orderid);
     stock_items items;
     stock_items_init(&items);
     stock_req_item *want = items_from_pb(in->items, in->n_items);
@@ -129,6 +131,7 @@ static int handle_reservation(oms_grpc_ctx *ctx, const ProtobufCMessage *req,
                               ProtobufCMessage **resp, reservation_fn fn)
 {
     const Api__ReservationRequest *in = (const Api__ReservationRequest *)req;
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, in->orderid);
     stock_res_state state = STOCK_RES_RESERVED;
     int rc = fn(ctx->ud, in->orderid, oms_now_ms(), &state, &ctx->err);
     if (rc != OMS_OK)

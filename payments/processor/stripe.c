@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "oms/log.h"
+#include "oms/tracer.h"
 #include "oms/util.h"
 #include "processor.h"
 #include "../urls.h"
@@ -200,8 +201,23 @@ static int stripe_create_session(const payments_processor_config *cfg, const oms
     SETOPT(CURLOPT_USERAGENT, "oms-payments/1.0");
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 #undef SETOPT
+    /* The call to Stripe is a CLIENT span of the order's trace (the span around the
+     * order.created delivery), so a slow or failing Stripe shows up there. */
+    oms_span *span = oms_span_start("POST /v1/checkout/sessions", OMS_SPAN_CLIENT, NULL);
+    oms_span_set_str(span, "http.request.method", "POST");
+    oms_span_set_str(span, "url.full", url);
+    oms_span_set_str(span, OMS_ATTR_ORDER_ID, o->order_id);
     if (cc == CURLE_OK)
         cc = curl_easy_perform(h);
+    long status = 0;
+    if (cc == CURLE_OK && curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
+        status = 0;
+    if (status)
+        oms_span_set_int(span, "http.response.status_code", status);
+    if (cc != CURLE_OK || status < 200 || status > 299)
+        oms_span_set_status(span, OMS_SPAN_ERROR,
+                            cc != CURLE_OK ? curl_easy_strerror(cc) : "Stripe answered an error");
+    oms_span_end(span);
     if (cc != CURLE_OK) {
         /* Network trouble, a timeout or an oversized answer: transient by nature. */
         oms_log_warn("stripe: request failed", "order_id", o->order_id, "error",
@@ -209,9 +225,6 @@ static int stripe_create_session(const payments_processor_config *cfg, const oms
         rc = oms_error_set(err, OMS_AGAIN, "stripe: %s", curl_easy_strerror(cc));
         goto done;
     }
-    long status = 0;
-    if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
-        status = 0;
     if (status < 200 || status > 299) {
         rc = stripe_failure(status, &resp, o, err);
         goto done;

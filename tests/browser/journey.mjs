@@ -36,7 +36,7 @@ await scenario('journey', async t => {
   await pay.click();
   await page.waitForURL(/\/checkout\/[^/]+$/);
   const body = await page.locator('main').innerText();
-  for (const want of ['Cheese', 'Sourdough bread', '14.20 USD'])
+  for (const want of ['Cheese', 'Sourdough bread', '$14.20'])
     assert(body.includes(want), `checkout page shows ${want}: ${body}`);
   await t.shot(page, 'journey-2-checkout.png');
   await page.getByRole('button', {name: 'Pay', exact: true}).click();

@@ -167,3 +167,35 @@ def test_refused_once_then_retried(make_shop, fake_stripe, status, error):
     assert entry["status"] == str(status) and entry["type"] == error["type"]
     assert entry.get("code", "") == error.get("code", "")
     assert KEY not in open(log_path, errors="replace").read()
+
+
+def test_stripe_call_is_a_client_span_of_the_order(make_shop, fake_stripe):
+    """The request to Stripe appears in the order's trace as a CLIENT span with the
+    method, URL, status code and order.id; a refusal marks it as an error."""
+    from obs_helpers import OtlpCollector
+    collector = OtlpCollector()
+    try:
+        fake = fake_stripe(failures=[(500, {"error": {"type": "api_error", "message": "down"}})])
+        shop = make_shop(env={"PAYMENT_PROCESSOR": "stripe", "STRIPE_KEY": KEY, "STRIPE_API_BASE": fake.base,
+                              "RETRY_DELAY_MS": 100, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+                              "OTEL_BSP_SCHEDULE_DELAY": 100})
+        st, hdrs, body = shop.create("cust-span", [{"productID": "1", "quantity": 1}])
+        assert st == 201, body
+        oid = body["order"]["orderID"]
+        tid = (hdrs.get("traceparent") or hdrs.get("Traceparent")).split("-")[1]
+        shop.wait_status("cust-span", oid, "waiting_payment")
+
+        def stripe_spans():
+            return [s for s in collector.spans()
+                    if s["service"] == "payments" and s["name"] == "POST /v1/checkout/sessions"]
+        wait_for(lambda: len(stripe_spans()) >= 2, 15, "both Stripe calls to be exported")
+        spans = stripe_spans()
+        assert all(s["kind"] == 3 and s["traceId"] == tid for s in spans), spans  # CLIENT, the order's trace
+        assert all(s["attrs"].get("order.id") == oid for s in spans)
+        assert all(s["attrs"].get("url.full") == fake.base + "/v1/checkout/sessions" for s in spans)
+        codes = sorted(int(s["attrs"].get("http.response.status_code")) for s in spans)
+        assert codes == [200, 500], codes
+        failed = [s for s in spans if int(s["attrs"]["http.response.status_code"]) == 500]
+        assert failed[0]["status"]["code"] == 2, failed  # ERROR
+    finally:
+        collector.stop()

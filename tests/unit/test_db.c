@@ -20,6 +20,8 @@
 
 #include "oms/db.h"
 #include "oms/inbox.h"
+#include "oms/outbox.h"
+#include "oms/retention.h"
 #include "oms/log.h"
 
 /* SQLite's allocator wrapped to count calls: lets the cache test prove a statement
@@ -699,6 +701,83 @@ static void test_background_checkpoint(void **state)
     oms_db_close(db);
 }
 
+/* Fills the outbox and inbox in one transaction: n rows each stamped at ms. */
+static void fill_outbox(oms_db *db, int from, int n, long long sent_ms, long long created_ms)
+{
+    oms_db_tx *tx = NULL;
+    oms_error err = {0};
+    assert_int_equal(oms_db_begin(db, &tx, &err), OMS_OK);
+    for (int i = from; i < from + n; i++) {
+        char mid[32];
+        snprintf(mid, sizeof(mid), "m%d", i);
+        oms_db_param p[] = {OMS_DB_S(mid), OMS_DB_I(created_ms),
+                            sent_ms ? OMS_DB_I(sent_ms) : OMS_DB_NULLP};
+        exec_ok(tx,
+                "INSERT INTO outbox(message_id, exchange, body, created_at, sent_at)"
+                " VALUES($1, 'order.created', '{}', $2, $3)",
+                p, 3);
+    }
+    assert_int_equal(oms_db_commit(tx, &err), OMS_OK);
+}
+
+static void fill_inbox(oms_db *db, int from, int n, long long ms)
+{
+    oms_db_tx *tx = NULL;
+    oms_error err = {0};
+    assert_int_equal(oms_db_begin(db, &tx, &err), OMS_OK);
+    for (int i = from; i < from + n; i++) {
+        char mid[32];
+        snprintf(mid, sizeof(mid), "i%d", i);
+        oms_db_param p[] = {OMS_DB_S(mid), OMS_DB_I(ms)};
+        exec_ok(tx, "INSERT INTO inbox(consumer, message_id, processed_at) VALUES('q', $1, $2)", p,
+                2);
+    }
+    assert_int_equal(oms_db_commit(tx, &err), OMS_OK);
+}
+
+/* Old sent outbox rows and old inbox ids go, in bounded passes; unsent rows stay
+ * whatever their age, recent rows stay, and a retention of 0 keeps everything. */
+static void test_retention_prune(void **state)
+{
+    (void)state;
+    oms_db_migration migs[] = {base_migs[0], oms_outbox_migration, oms_inbox_migration,
+                               oms_retention_migration};
+    oms_db *db = open_db("retention.db", migs, 4);
+    long long now = 1800000000000LL, hour = 3600 * 1000LL, old = now - 2 * hour;
+    fill_outbox(db, 0, 2500, old, old); /* sent long ago: pruned */
+    fill_outbox(db, 2500, 5, 0, old);   /* never sent: kept */
+    fill_outbox(db, 2505, 3, now, now); /* sent just now: kept */
+    fill_inbox(db, 0, 1200, old);
+    fill_inbox(db, 1200, 2, now);
+    oms_error err = {0};
+    oms_retention_counts c;
+    oms_retention none = {0, 0};
+    assert_int_equal(oms_retention_prune(db, &none, now, &c, &err), OMS_OK);
+    assert_int_equal(c.outbox + c.inbox, 0);
+    assert_int_equal(scalar(db, "SELECT count(*) FROM outbox"), 2508);
+
+    oms_retention keep = {hour, hour};
+    assert_int_equal(oms_retention_prune(db, &keep, now, &c, &err), OMS_OK);
+    assert_int_equal(c.outbox, 2500);
+    assert_int_equal(c.inbox, 1200);
+    assert_int_equal(c.more, 0);
+    assert_int_equal(scalar(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"), 5);
+    assert_int_equal(scalar(db, "SELECT count(*) FROM outbox"), 8);
+    assert_int_equal(scalar(db, "SELECT count(*) FROM inbox"), 2);
+
+    /* More than one pass holds (20 chunks of 1,000): the pass says so and the next
+     * one finishes. */
+    fill_outbox(db, 10000, 21500, old, old);
+    assert_int_equal(oms_retention_prune(db, &keep, now, &c, &err), OMS_OK);
+    assert_int_equal(c.outbox, 20000);
+    assert_int_equal(c.more, 1);
+    assert_int_equal(oms_retention_prune(db, &keep, now, &c, &err), OMS_OK);
+    assert_int_equal(c.outbox, 1500);
+    assert_int_equal(c.more, 0);
+    assert_int_equal(scalar(db, "SELECT count(*) FROM outbox"), 8);
+    oms_db_close(db);
+}
+
 int main(void)
 {
     /* Must precede the first sqlite3_open, which initialises the library. */
@@ -723,6 +802,7 @@ int main(void)
         cmocka_unit_test(test_inbox_claim),
         cmocka_unit_test(test_serialised_transactions),
         cmocka_unit_test(test_background_checkpoint),
+        cmocka_unit_test(test_retention_prune),
     };
     return cmocka_run_group_tests_name("db", tests, group_setup, group_teardown);
 }

@@ -5,6 +5,7 @@
 
 #include "oms/amqp.h"
 #include "oms/config.h"
+#include "oms/retention.h"
 #include "oms/grpc_server.h"
 #include "oms/status.h"
 
@@ -19,6 +20,8 @@ typedef struct oms_app_common {
     long long max_retries;
     long long retry_delay_ms;
     long long consumer_workers;
+    long long outbox_retention_s;
+    long long inbox_retention_s;
 } oms_app_common;
 
 /* Config entries for oms_app_common, to put in a service's table. */
@@ -65,9 +68,27 @@ typedef struct oms_app_common {
          &(c)->retry_delay_ms,                                                                     \
          NULL,                                                                                     \
          "delay before a failed message is retried"},                                              \
+        {"CONSUMER_WORKERS",                                                                       \
+         OMS_CFG_INT,                                                                              \
+         "4",                                                                                      \
+         1,                                                                                        \
+         64,                                                                                       \
+         NULL,                                                                                     \
+         &(c)->consumer_workers,                                                                   \
+         NULL,                                                                                     \
+         "consumers per event queue, handling deliveries concurrently"},                           \
+        {"OUTBOX_RETENTION_S",                                                                     \
+         OMS_CFG_INT,                                                                              \
+         "86400",                                                                                  \
+         0,                                                                                        \
+         31622400,                                                                                 \
+         NULL,                                                                                     \
+         &(c)->outbox_retention_s,                                                                 \
+         NULL,                                                                                     \
+         "seconds a sent outbox row is kept (0: forever)"},                                        \
     {                                                                                              \
-        "CONSUMER_WORKERS", OMS_CFG_INT, "4", 1, 64, NULL, &(c)->consumer_workers, NULL,           \
-            "consumers per event queue, handling deliveries concurrently"                          \
+        "INBOX_RETENTION_S", OMS_CFG_INT, "604800", 0, 31622400, NULL, &(c)->inbox_retention_s,    \
+            NULL, "seconds a processed message id is kept against redelivery (0: forever)"         \
     }
 
 /* Handles --help (prints the table, exits 0), loads the table (on error prints the
@@ -77,6 +98,8 @@ typedef struct oms_app_common {
  * SIGINT/SIGTERM first (oms_signals_block). */
 void oms_app_start(const char *service, const oms_cfg_def *defs, size_t n,
                    const oms_app_common *common, int argc, char **argv);
+/* The relay's retention from OUTBOX_RETENTION_S / INBOX_RETENTION_S. */
+void oms_app_retention(const oms_app_common *common, oms_retention *out);
 /* The last call of main: stops the readiness watcher if still running, flushes the
  * spans still queued (bounded wait) and frees what oms_app_start set up. */
 void oms_app_stop(void);

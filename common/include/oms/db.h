@@ -67,6 +67,9 @@ void oms_db_rollback(oms_db_tx *tx);
  * database is busy/unreachable, OMS_ERR otherwise (message in err). */
 int oms_db_exec(oms_db_tx *tx, const char *sql, const oms_db_param *params, int nparams,
                 long long *changes, oms_error *err);
+/* oms_db_exec in a transaction of its own: begun, run, committed (rolled back on error). */
+int oms_db_exec_tx(oms_db *db, const char *sql, const oms_db_param *params, int nparams,
+                   long long *changes, oms_error *err);
 
 /* Row access inside a query callback; pointers are valid only during the callback. */
 const char *oms_db_row_text(const oms_db_row *row, int col); /* NULL for SQL NULL */

@@ -10,6 +10,7 @@
 
 #include "oms/amqp.h"
 #include "oms/db.h"
+#include "oms/retention.h"
 
 extern const oms_db_migration oms_outbox_migration;
 
@@ -31,6 +32,10 @@ void oms_outbox_relay_notify(oms_outbox_relay *r);
 void oms_outbox_relay_wake(void *relay);
 /* Unsent rows and the age in ms of the oldest one (for metrics/readiness). */
 int oms_outbox_backlog(oms_db *db, long long *rows, long long *oldest_age_ms, oms_error *err);
+/* Prunes the outbox and inbox by age from the relay thread (oms/retention.h), once a
+ * minute, or every half retention when that is shorter. Until called, nothing is
+ * pruned. */
+void oms_outbox_relay_set_retention(oms_outbox_relay *r, const oms_retention *keep);
 /* Stops (publishing what it holds first if the broker is up), frees. NULL: no-op. */
 void oms_outbox_relay_stop(oms_outbox_relay *r);
 
