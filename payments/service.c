@@ -42,8 +42,8 @@ static void count_session(const char *processor)
 
 /* ---- order.created ------------------------------------------------------------- */
 
-/* One read transaction for a delivery of order.created: whether the inbox holds the
- * message (*seen) and, if not, the order's stored session (*found, into *out). */
+/* One read transaction for a delivery: whether the inbox holds the message (*seen)
+ * and, if not, the order's stored session (*found, into *out). */
 static int created_lookup(payments_service *s, const char *queue, const char *message_id,
                           const char *order_id, int *seen, int *found, payments_row *out,
                           oms_error *err)
@@ -220,6 +220,20 @@ int payments_handle_order_cancelled(payments_service *s, const char *queue, cons
     oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, o.order_id);
     payments_session_status st =
         o.status == OMS_ORDER_PAYMENT_FAILED ? PAYMENTS_SESSION_FAILED : PAYMENTS_SESSION_CANCELLED;
+    /* A session the processor keeps (Stripe) is expired there first, outside any
+     * transaction; expiring is idempotent, so a retry after a failure below repeats
+     * it harmlessly. */
+    if (s->processor->expire_session) {
+        int seen = 0, found = 0;
+        payments_row row;
+        memset(&row, 0, sizeof(row));
+        rc = created_lookup(s, queue, message_id, o.order_id, &seen, &found, &row, err);
+        if (rc == OMS_OK && !seen && found && row.status == PAYMENTS_SESSION_OPEN)
+            rc = s->processor->expire_session(s->pcfg, row.session_id, o.order_id, err);
+        payments_row_free(&row);
+        if (rc != OMS_OK)
+            goto done;
+    }
     oms_db_tx *tx;
     int changed = 0;
     rc = oms_db_begin(s->db, &tx, err);

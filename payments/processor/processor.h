@@ -39,6 +39,12 @@ typedef struct payment_processor {
      * dead-lettered); both with a message in err. */
     int (*create_session)(const payments_processor_config *cfg, const oms_order *o,
                           payments_session *out, oms_error *err);
+    /* Closes an open session at the backend so it can no longer be paid (order
+     * cancelled). NULL: the backend keeps no state of its own (local: the checkout page
+     * reads our database). OMS_OK also when the backend says the session is no longer
+     * open; OMS_AGAIN: transient, retry; OMS_ERR: refused (bad key). */
+    int (*expire_session)(const payments_processor_config *cfg, const char *session_id,
+                          const char *order_id, oms_error *err);
 } payment_processor;
 
 extern const payment_processor payments_processor_local;

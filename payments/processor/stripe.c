@@ -109,21 +109,38 @@ static const char *json_str(const json_t *obj, const char *key)
     return s ? s : "";
 }
 
-/* Maps a non-2xx answer to a status, logging Stripe's error object in one line. */
-static int stripe_failure(long status, const form_buf *resp, const oms_order *o, oms_error *err)
+/* Stripe's error object of a non-2xx answer: type, code, message ("" when absent).
+ * The strings live in *j (caller decrefs). */
+typedef struct stripe_error {
+    json_t *j;
+    const char *type, *code, *msg;
+} stripe_error;
+
+static void stripe_error_read(const form_buf *resp, stripe_error *e)
 {
-    json_t *j = resp->p ? json_loadb(resp->p, resp->len, 0, NULL) : NULL;
-    const json_t *e = json_object_get(j, "error");
-    const char *type = json_str(e, "type"), *code = json_str(e, "code"),
-               *msg = json_str(e, "message");
+    e->j = resp->p ? json_loadb(resp->p, resp->len, 0, NULL) : NULL;
+    const json_t *o = json_object_get(e->j, "error");
+    e->type = json_str(o, "type");
+    e->code = json_str(o, "code");
+    e->msg = json_str(o, "message");
+}
+
+/* Maps a non-2xx answer to a status, logging Stripe's error object in one line. */
+static int stripe_failure(const char *what, long status, const form_buf *resp, const char *order_id,
+                          oms_error *err)
+{
+    stripe_error e;
+    stripe_error_read(resp, &e);
     char st[16];
     snprintf(st, sizeof(st), "%ld", status);
-    oms_log_error("stripe: create checkout session failed", "order_id", o->order_id, "status", st,
-                  "type", type, "code", code, "message", msg);
+    char line[96];
+    snprintf(line, sizeof(line), "stripe: %s failed", what);
+    oms_log_error(line, "order_id", order_id, "status", st, "type", e.type, "code", e.code,
+                  "message", e.msg);
     int rc = (status == 429 || status >= 500) ? OMS_AGAIN : OMS_ERR;
-    oms_error_set(err, rc, "stripe answered %ld (%s%s%s): %s", status, type, code[0] ? "/" : "",
-                  code, msg[0] ? msg : "no error message");
-    json_decref(j);
+    oms_error_set(err, rc, "stripe answered %ld (%s%s%s): %s", status, e.type, e.code[0] ? "/" : "",
+                  e.code, e.msg[0] ? e.msg : "no error message");
+    json_decref(e.j);
     return rc;
 }
 
@@ -148,34 +165,29 @@ static int parse_session(const form_buf *resp, payments_session *out, oms_error 
     return rc;
 }
 
-static int stripe_create_session(const payments_processor_config *cfg, const oms_order *o,
-                                 payments_session *out, oms_error *err)
+/* One POST to Stripe on handle h: form (may be empty) form-encoded, the secret key as
+ * Bearer, an Idempotency-Key when idem is not NULL, inside a CLIENT span of the current
+ * trace. OMS_OK when an answer came (*status, body in *resp: caller frees resp->p);
+ * OMS_AGAIN on network trouble, a timeout or an oversized answer. */
+static int stripe_post(CURL *h, const payments_processor_config *cfg, const char *path,
+                       const form_buf *form, const char *idem, const char *order_id, long *status,
+                       form_buf *resp, oms_error *err)
 {
-    memset(out, 0, sizeof(*out));
-    form_buf form = {0}, resp = {0};
     struct curl_slist *hdrs = NULL, *tmp;
-    char *url = payments_join_url(cfg->stripe_api, "/v1/checkout/sessions");
-    char *auth = NULL;
-    int rc;
-    CURL *h = curl_easy_init();
-    if (!h) {
-        rc = oms_error_set(err, OMS_AGAIN, "stripe: cannot create a curl handle");
-        goto done;
-    }
-    rc = build_form(h, cfg, o, &form, err);
-    if (rc != OMS_OK)
-        goto done;
-
+    char *url = payments_join_url(cfg->stripe_api, path);
     size_t alen = strlen(cfg->stripe_key) + 32;
-    auth = oms_xmalloc(alen);
+    char *auth = oms_xmalloc(alen);
     snprintf(auth, alen, "Authorization: Bearer %s", cfg->stripe_key);
-    char idem[128];
-    /* Stripe returns the first session for a repeated key, so a retry after a lost
-     * answer does not open a second checkout for the same order. */
-    snprintf(idem, sizeof(idem), "Idempotency-Key: oms-%s", o->order_id);
-    const char *lines[] = {auth, idem, "Content-Type: application/x-www-form-urlencoded",
-                           "Accept: application/json"};
+    char idem_line[160] = "";
+    if (idem)
+        snprintf(idem_line, sizeof(idem_line), "Idempotency-Key: %s", idem);
+    const char *lines[] = {auth, "Content-Type: application/x-www-form-urlencoded",
+                           "Accept: application/json", idem_line};
+    int rc = OMS_OK;
+    *status = 0;
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        if (!lines[i][0])
+            continue;
         tmp = curl_slist_append(hdrs, lines[i]);
         if (!tmp) {
             rc = oms_error_set(err, OMS_AGAIN, "stripe: out of memory for headers");
@@ -191,56 +203,118 @@ static int stripe_create_session(const payments_processor_config *cfg, const oms
     cc = curl_easy_setopt(h, opt, val)
     SETOPT(CURLOPT_URL, url);
     SETOPT(CURLOPT_HTTPHEADER, hdrs);
-    SETOPT(CURLOPT_POSTFIELDS, form.p);
-    SETOPT(CURLOPT_POSTFIELDSIZE, (long)form.len);
+    SETOPT(CURLOPT_POSTFIELDS, form->p ? form->p : "");
+    SETOPT(CURLOPT_POSTFIELDSIZE, (long)form->len);
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS, STRIPE_CONNECT_TIMEOUT_MS);
     SETOPT(CURLOPT_TIMEOUT_MS, STRIPE_TIMEOUT_MS);
     SETOPT(CURLOPT_NOSIGNAL, 1L); /* we are multi-threaded */
     SETOPT(CURLOPT_WRITEFUNCTION, on_body);
-    SETOPT(CURLOPT_WRITEDATA, &resp);
+    SETOPT(CURLOPT_WRITEDATA, resp);
     SETOPT(CURLOPT_USERAGENT, "oms-payments/1.0");
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 #undef SETOPT
-    /* The call to Stripe is a CLIENT span of the order's trace (the span around the
-     * order.created delivery), so a slow or failing Stripe shows up there. */
-    oms_span *span = oms_span_start("POST /v1/checkout/sessions", OMS_SPAN_CLIENT, NULL);
+    /* The call is a CLIENT span of the order's trace (the span around the event being
+     * handled), so a slow or failing Stripe shows up there. */
+    char name[128];
+    snprintf(name, sizeof(name), "POST %s", path);
+    oms_span *span = oms_span_start(name, OMS_SPAN_CLIENT, NULL);
     oms_span_set_str(span, "http.request.method", "POST");
     oms_span_set_str(span, "url.full", url);
-    oms_span_set_str(span, OMS_ATTR_ORDER_ID, o->order_id);
+    oms_span_set_str(span, OMS_ATTR_ORDER_ID, order_id);
     if (cc == CURLE_OK)
         cc = curl_easy_perform(h);
-    long status = 0;
-    if (cc == CURLE_OK && curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
-        status = 0;
-    if (status)
-        oms_span_set_int(span, "http.response.status_code", status);
-    if (cc != CURLE_OK || status < 200 || status > 299)
+    if (cc == CURLE_OK && curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
+        *status = 0;
+    if (*status)
+        oms_span_set_int(span, "http.response.status_code", *status);
+    if (cc != CURLE_OK || *status < 200 || *status > 299)
         oms_span_set_status(span, OMS_SPAN_ERROR,
                             cc != CURLE_OK ? curl_easy_strerror(cc) : "Stripe answered an error");
     oms_span_end(span);
     if (cc != CURLE_OK) {
         /* Network trouble, a timeout or an oversized answer: transient by nature. */
-        oms_log_warn("stripe: request failed", "order_id", o->order_id, "error",
+        oms_log_warn("stripe: request failed", "order_id", order_id, "error",
                      curl_easy_strerror(cc));
         rc = oms_error_set(err, OMS_AGAIN, "stripe: %s", curl_easy_strerror(cc));
+    }
+done:
+    curl_slist_free_all(hdrs);
+    /* The header held the secret key: do not leave it in freed memory. */
+    memset(auth, 0, strlen(auth));
+    free(auth);
+    free(url);
+    return rc;
+}
+
+static int stripe_create_session(const payments_processor_config *cfg, const oms_order *o,
+                                 payments_session *out, oms_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    form_buf form = {0}, resp = {0};
+    long status = 0;
+    int rc;
+    CURL *h = curl_easy_init();
+    if (!h) {
+        rc = oms_error_set(err, OMS_AGAIN, "stripe: cannot create a curl handle");
         goto done;
     }
+    rc = build_form(h, cfg, o, &form, err);
+    if (rc != OMS_OK)
+        goto done;
+    /* Stripe returns the first session for a repeated key, so a retry after a lost
+     * answer does not open a second checkout for the same order. */
+    char idem[128];
+    snprintf(idem, sizeof(idem), "oms-%s", o->order_id);
+    rc =
+        stripe_post(h, cfg, "/v1/checkout/sessions", &form, idem, o->order_id, &status, &resp, err);
+    if (rc != OMS_OK)
+        goto done;
     if (status < 200 || status > 299) {
-        rc = stripe_failure(status, &resp, o, err);
+        rc = stripe_failure("create checkout session", status, &resp, o->order_id, err);
         goto done;
     }
     rc = parse_session(&resp, out, err);
 done:
-    curl_slist_free_all(hdrs);
     if (h)
         curl_easy_cleanup(h);
-    if (auth) {
-        /* The header held the secret key: do not leave it in freed memory. */
-        memset(auth, 0, strlen(auth));
-        free(auth);
-    }
-    free(url);
     free(form.p);
+    free(resp.p);
+    return rc;
+}
+
+/* POST /v1/checkout/sessions/{id}/expire: afterwards the session cannot be paid.
+ * Stripe refuses (4xx) a session that is no longer open: expired already (a retry of
+ * ours), or completed -- then its checkout.session.completed webhook comes, and the
+ * webhook logs the paid-but-cancelled order for a refund. So a refusal is not retried. */
+static int stripe_expire_session(const payments_processor_config *cfg, const char *session_id,
+                                 const char *order_id, oms_error *err)
+{
+    form_buf form = {0}, resp = {0};
+    long status = 0;
+    int rc;
+    char path[PAYMENTS_SESSION_ID_MAX * 3 + 64];
+    CURL *h = curl_easy_init();
+    if (!h)
+        return oms_error_set(err, OMS_AGAIN, "stripe: cannot create a curl handle");
+    char *esc = curl_easy_escape(h, session_id, 0);
+    if (!esc) {
+        curl_easy_cleanup(h);
+        return oms_error_set(err, OMS_AGAIN, "stripe: cannot encode the session id");
+    }
+    snprintf(path, sizeof(path), "/v1/checkout/sessions/%s/expire", esc);
+    curl_free(esc);
+    rc = stripe_post(h, cfg, path, &form, NULL, order_id, &status, &resp, err);
+    if (rc == OMS_OK && (status == 401 || status == 403 || status == 429 || status >= 500 ||
+                         status < 200 || (status > 299 && status < 400))) {
+        rc = stripe_failure("expire checkout session", status, &resp, order_id, err);
+    } else if (rc == OMS_OK && status >= 400) {
+        stripe_error e;
+        stripe_error_read(&resp, &e);
+        oms_log_warn("stripe: checkout session was no longer open; not expired", "order_id",
+                     order_id, "session_id", session_id, "code", e.code, "message", e.msg);
+        json_decref(e.j);
+    }
+    curl_easy_cleanup(h);
     free(resp.p);
     return rc;
 }
@@ -265,4 +339,5 @@ const payment_processor payments_processor_stripe = {
     .init = stripe_init,
     .cleanup = stripe_cleanup,
     .create_session = stripe_create_session,
+    .expire_session = stripe_expire_session,
 };

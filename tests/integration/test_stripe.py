@@ -33,12 +33,15 @@ class FakeStripe:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 req = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                        "raw": raw.decode(), "form": urllib.parse.parse_qs(raw.decode(), keep_blank_values=True,
-                                                                          strict_parsing=True)}
+                                                                          strict_parsing=True) if raw else {}}
                 with fake.lock:
                     fake.requests.append(req)
                     failure = fake.failures.pop(0) if fake.failures else None
                 if failure:
                     status, body = failure
+                elif self.path.endswith("/expire"):
+                    sid = self.path.split("/")[-2]
+                    status, body = 200, {"id": sid, "object": "checkout.session", "status": "expired"}
                 else:
                     sid = "cs_test_" + uuid.uuid4().hex
                     status, body = 200, {"id": sid, "object": "checkout.session",
@@ -199,3 +202,36 @@ def test_stripe_call_is_a_client_span_of_the_order(make_shop, fake_stripe):
         assert failed[0]["status"]["code"] == 2, failed  # ERROR
     finally:
         collector.stop()
+
+
+@pytest.mark.parametrize("first,calls", [
+    ((500, {"error": {"type": "api_error", "message": "Something went wrong on Stripe's end."}}), 2),
+    ((400, {"error": {"type": "invalid_request_error", "code": "checkout_session_not_open",
+                      "message": "Only Checkout Sessions with a status of open can be expired."}}), 1),
+])
+def test_cancel_expires_the_session_at_stripe(make_shop, fake_stripe, first, calls):
+    """Cancelling an order expires its Checkout Session at Stripe, so it cannot be paid
+    there any more: a 5xx is retried, a refusal (the session is no longer open) is not;
+    either way the session is closed here too."""
+    fake = fake_stripe()
+    shop = make_shop(env={"PAYMENT_PROCESSOR": "stripe", "STRIPE_KEY": KEY, "STRIPE_API_BASE": fake.base,
+                          "RETRY_DELAY_MS": 100})
+    if "payments" not in shop.svc:
+        pytest.skip("oms-payments is not built")
+    st, _, body = shop.create("cust-cancel", [{"productID": "1", "quantity": 1}])
+    assert st == 201, body
+    oid = body["order"]["orderID"]
+    order = shop.wait_status("cust-cancel", oid, "waiting_payment")
+    sid = order["PaymentLink"].rsplit("/", 1)[1]
+    with fake.lock:
+        fake.failures.append(first)
+    st, _, body = http("POST", f"{shop.gateway}/api/customers/cust-cancel/orders/{oid}/cancel", b"")
+    assert st == 200 and body["status"] == "cancelled", (st, body)
+
+    def expires():
+        return [r for r in fake.answered() if r["path"] == f"/v1/checkout/sessions/{sid}/expire"]
+    wait_for(lambda: shop.scalar("payments", "SELECT status FROM checkout_sessions WHERE order_id = ?",
+                                 (oid,)) == "cancelled", 20, "payments to close the session")
+    reqs = expires()
+    assert len(reqs) == calls, reqs
+    assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in reqs)
