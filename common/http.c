@@ -45,6 +45,8 @@
 #define DEFAULT_MAX_BODY (64 * 1024)
 #define DEFAULT_THREADS 2
 #define DEFAULT_CONN_LIMIT 512
+/* One address may hold a quarter of the connections: one client cannot take them all. */
+#define DEFAULT_PER_IP_LIMIT 128
 #define DEFAULT_TIMEOUT_S 30
 /* Per-connection pool: request line + headers + read buffer. Headers beyond it are
  * answered by MHD itself (431), before any of our code runs. libmicrohttpd 0.9.75
@@ -877,13 +879,18 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
     if (limit < threads)
         limit = threads; /* MHD splits the limit across pool threads */
     unsigned timeout = cfg->timeout_s ? cfg->timeout_s : DEFAULT_TIMEOUT_S;
+    unsigned per_ip = DEFAULT_PER_IP_LIMIT;
     /* Operators (and the hostile-input tests) tune the limits of every HTTP server
      * at once, without a per-service config entry: HTTP_TIMEOUT_S (idle seconds
-     * before a connection is dropped) and HTTP_CONN_LIMIT (open connections). */
+     * before a connection is dropped), HTTP_CONN_LIMIT (open connections) and
+     * HTTP_PER_IP_LIMIT (open connections from one address; 0: none, for a server
+     * behind a proxy where every client has the proxy's address). */
     static const struct {
         const char *name;
         unsigned lo, hi;
-    } limits_env[] = {{"HTTP_TIMEOUT_S", 1, 3600}, {"HTTP_CONN_LIMIT", 1, 100000}};
+    } limits_env[] = {{"HTTP_TIMEOUT_S", 1, 3600},
+                      {"HTTP_CONN_LIMIT", 1, 100000},
+                      {"HTTP_PER_IP_LIMIT", 0, 100000}};
     for (size_t i = 0; i < sizeof(limits_env) / sizeof(limits_env[0]); i++) {
         const char *v = getenv(limits_env[i].name);
         if (!v || !v[0])
@@ -898,8 +905,10 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
         }
         if (i == 0)
             timeout = (unsigned)n;
-        else
+        else if (i == 1)
             limit = n < threads ? threads : (unsigned)n;
+        else
+            per_ip = (unsigned)n;
     }
 
     /* The idle timeout alone never drops a client that trickles bytes (slowloris):
@@ -916,7 +925,8 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
         /* The logger goes first so that MHD's option parsing already uses it. */
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&sin,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)CONN_MEMORY_LIMIT, /* no LISTENING_ADDRESS_REUSE: SO_REUSEPORT would let a second
                                     * instance share the port silently; MHD's default SO_REUSEADDR
                                     * is enough */
