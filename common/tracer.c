@@ -542,12 +542,17 @@ static char *encode_batch(oms_span *const *spans, size_t n)
 
 /* ---- exporter ----------------------------------------------------------------------- */
 
+#define EXPORT_RETRIES 3       /* after the first attempt */
+#define EXPORT_BACKOFF_MS 250L /* doubled each time: 250, 500, 1000 ms */
+
 static size_t discard_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     return size * nmemb;
 }
 
-/* POSTs body; OMS_OK on a 2xx answer, else OMS_UNAVAILABLE with the reason in err. */
+/* POSTs body; OMS_OK on a 2xx answer. As the OTLP/HTTP spec says, network trouble and
+ * 429/502/503/504 are worth a retry (OMS_AGAIN); any other answer is final (OMS_ERR).
+ * The reason is in err. */
 static int post_batch(CURL *curl, struct curl_slist *hdrs, const char *body, long timeout_ms,
                       oms_error *err)
 {
@@ -559,12 +564,39 @@ static int post_batch(CURL *curl, struct curl_slist *hdrs, const char *body, lon
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 1L);
     CURLcode cc = curl_easy_perform(curl);
     if (cc != CURLE_OK)
-        return oms_error_set(err, OMS_UNAVAILABLE, "%s: %s", tr.endpoint, curl_easy_strerror(cc));
+        return oms_error_set(err, OMS_AGAIN, "%s: %s", tr.endpoint, curl_easy_strerror(cc));
     long status = 0;
     cc = curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    if (cc != CURLE_OK || status < 200 || status > 299)
-        return oms_error_set(err, OMS_UNAVAILABLE, "%s: HTTP status %ld", tr.endpoint, status);
-    return OMS_OK;
+    if (cc == CURLE_OK && status >= 200 && status <= 299)
+        return OMS_OK;
+    int again = cc != CURLE_OK || status == 429 || status == 502 || status == 503 || status == 504;
+    return oms_error_set(err, again ? OMS_AGAIN : OMS_ERR, "%s: HTTP status %ld", tr.endpoint,
+                         status);
+}
+
+/* Waits ms before another attempt; returns 1 at once when the tracer is stopping (the
+ * shutdown flush has its own deadline and makes no retries). */
+static int backoff_or_stop(long ms)
+{
+    struct timespec until;
+    if (clock_gettime(CLOCK_MONOTONIC, &until) != 0)
+        return 1;
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&tr.mu);
+    int e = 0;
+    while (!tr.stop && e != ETIMEDOUT) {
+        e = pthread_cond_timedwait(&tr.cv, &tr.mu, &until);
+        if (e != 0 && e != ETIMEDOUT)
+            break;
+    }
+    int stopping = tr.stop;
+    pthread_mutex_unlock(&tr.mu);
+    return stopping;
 }
 
 /* Takes up to batch_size spans out of the ring; caller holds mu. */
@@ -638,6 +670,17 @@ static void *exporter_main(void *arg)
             char *body = curl ? encode_batch(batch, n) : NULL;
             int rc = body ? post_batch(curl, hdrs, body, timeout_ms, &err)
                           : oms_error_set(&err, OMS_ERR, "cannot encode or send spans");
+            /* A collector restarting or overloaded gets a few more tries, with backoff;
+             * new spans meanwhile wait in the bounded queue. */
+            for (int attempt = 0; rc == OMS_AGAIN && attempt < EXPORT_RETRIES; attempt++) {
+                if (backoff_or_stop(EXPORT_BACKOFF_MS << attempt))
+                    break;
+                oms_metrics_counter_add("otel_export_retries_total",
+                                        "Span batches sent again after a retryable failure", NULL,
+                                        1);
+                oms_error_clear(&err);
+                rc = post_batch(curl, hdrs, body, timeout_ms, &err);
+            }
             free(body);
             for (size_t i = 0; i < n; i++)
                 span_free(batch[i]);
@@ -655,7 +698,8 @@ static void *exporter_main(void *arg)
                 count_dropped("export_failed", n);
                 /* Once per outage, not once per batch. */
                 if (!failing)
-                    oms_log_warn("tracer: span export failed; dropping spans until it works",
+                    oms_log_warn("tracer: span export failed after retries; dropping spans "
+                                 "until it works",
                                  "error", err.msg);
                 failing = 1;
             }

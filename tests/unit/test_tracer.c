@@ -488,6 +488,79 @@ static void test_export_to_receiver_and_to_nowhere(void **state)
     oms_tracer_shutdown(1000);
 }
 
+/* A collector that answers `refuse_status` to the first `refuse_left` requests. */
+static int refuse_left, refuse_status;
+
+static void rx_flaky(const oms_http_req *req, oms_http_resp *resp)
+{
+    pthread_mutex_lock(&rx_mu);
+    int refuse = refuse_left > 0;
+    if (refuse)
+        refuse_left--;
+    pthread_mutex_unlock(&rx_mu);
+    if (refuse) {
+        oms_http_resp_error(resp, refuse_status, "not now");
+        return;
+    }
+    rx_traces(req, resp);
+}
+
+/* Runs one batch of 3 spans against a collector refusing the first `refusals`
+ * requests with `status`; returns the spans received within 5 s. */
+static int export_against(int status, int refusals, oms_http_server **rx_out)
+{
+    static const oms_http_route routes[] = {{"POST", "/v1/traces", rx_flaky}};
+    oms_http_config hc = {.addr = "127.0.0.1:0", .routes = routes, .nroutes = 1};
+    char herr[256], base[64], url[128];
+    assert_int_equal(oms_http_start(rx_out, &hc, herr, sizeof(herr)), OMS_OK);
+    snprintf(base, sizeof(base), "127.0.0.1:%d", oms_http_port(*rx_out));
+    assert_int_equal(oms_tracer_endpoint_url(NULL, base, url, sizeof(url)), OMS_OK);
+    pthread_mutex_lock(&rx_mu);
+    rx_spans = 0;
+    refuse_left = refusals;
+    refuse_status = status;
+    pthread_mutex_unlock(&rx_mu);
+    oms_tracer_config cfg = {.service_name = "unit",
+                             .endpoint = url,
+                             .sampler = OMS_SAMPLER_ALWAYS_ON,
+                             .schedule_delay_ms = 20,
+                             .batch_size = 3,
+                             .export_timeout_ms = 1000};
+    oms_error err;
+    assert_int_equal(oms_tracer_init(&cfg, &err), OMS_OK);
+    for (int i = 0; i < 3; i++)
+        oms_span_end(oms_span_start("retried", OMS_SPAN_INTERNAL, NULL));
+    oms_tracer_stats st;
+    for (int i = 0; i < 500 && received() < 3; i++) {
+        oms_tracer_stats_get(&st);
+        if (st.failed_batches > 0)
+            break;
+        sleep_ms(10);
+    }
+    return received();
+}
+
+/* 503 twice, then 200: the batch arrives whole after two retries, nothing dropped.
+ * 400: final, no retry; the batch is dropped and counted. */
+static void test_export_retries_retryable_answers(void **state)
+{
+    oms_http_server *rx = NULL;
+    double retries = metric_value("otel_export_retries_total ");
+    double dropped = metric_value("otel_spans_dropped_total{reason=\"export_failed\"} ");
+    assert_int_equal(export_against(503, 2, &rx), 3);
+    assert_true(metric_value("otel_export_retries_total ") - retries == 2);
+    assert_true(metric_value("otel_spans_dropped_total{reason=\"export_failed\"} ") == dropped);
+    oms_tracer_shutdown(1000);
+    oms_http_stop(rx);
+
+    retries = metric_value("otel_export_retries_total ");
+    assert_int_equal(export_against(400, 1, &rx), 0);
+    oms_tracer_shutdown(1000);
+    oms_http_stop(rx);
+    assert_true(metric_value("otel_export_retries_total ") == retries);
+    assert_true(metric_value("otel_spans_dropped_total{reason=\"export_failed\"} ") - dropped == 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_disabled_records_nothing),
         cmocka_unit_test(test_unsampled_propagates_flag),
         cmocka_unit_test(test_export_to_receiver_and_to_nowhere),
+        cmocka_unit_test(test_export_retries_retryable_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
