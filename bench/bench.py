@@ -69,7 +69,7 @@ class Rabbit(H.RabbitMQ):
                 return
             subprocess.run([script, "stop", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             log(f"RabbitMQ did not start on port {self.port} (attempt {attempt + 1} of 3)")
-            self.port = H.free_port_in(11000, 30000)
+            self.port = H.free_broker_port()
             self.dir = f"{base}-{attempt + 2}"
         raise RuntimeError("RabbitMQ did not start (see the log above)")
 

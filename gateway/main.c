@@ -112,6 +112,12 @@ int main(int argc, char **argv)
         oms_log_error("cannot start HTTP server", "addr", cfg.http_addr, "error", herr);
         goto out;
     }
+    /* Last, once it answers: with DISCOVERY=etcd a load balancer or an operator finds
+     * the gateways' HTTP addresses in the registry, like every other service's. */
+    if (oms_discovery_register(discovery, "gateway", cfg.http_addr, &err) != OMS_OK) {
+        oms_log_error("cannot register in service discovery", "error", err.msg);
+        goto out;
+    }
     oms_log_info("gateway ready", "http", cfg.http_addr, "orders", cfg.orders_addrs, "stock",
                  cfg.stock_addrs);
     int sig = oms_signals_wait();

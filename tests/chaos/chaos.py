@@ -375,7 +375,7 @@ def main():
             except subprocess.CalledProcessError:
                 if attempt == 2:
                     raise
-                rabbit.port = oms_harness.free_port_in(11000, 30000)
+                rabbit.port = oms_harness.free_broker_port()
                 log(f"broker did not start; trying port {rabbit.port}")
         # Retries ride out each outage (a dependency restarting takes a second or two):
         # 10 x 500 ms before a message is given up on.

@@ -51,6 +51,27 @@ def free_port_in(lo, hi):
     raise RuntimeError("no free port")
 
 
+def free_broker_port():
+    """An AMQP port P for a private broker with P, P+20000 (Erlang distribution) and
+    P+30000 (epmd) all free. Kept under 2768 so the derived ports stay below the
+    kernel's ephemeral range (32768-60999), where an outgoing connection could take
+    one between this check and the broker's start."""
+    import random
+    for _ in range(500):
+        p = random.randrange(1100, 2768)
+        ok = True
+        for q in (p, p + 20000, p + 30000):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", q))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return p
+    raise RuntimeError("no free broker port")
+
+
 def wait_for(cond, timeout=30.0, what="condition", interval=0.02):
     """Polls cond() until it returns a truthy value or the deadline passes."""
     deadline = time.monotonic() + timeout
@@ -103,14 +124,28 @@ class RabbitMQ:
 
     def __init__(self, root):
         self.dir = os.path.join(root, "rabbitmq")
-        self.port = free_port_in(11000, 30000)
+        self.port = free_broker_port()
         self.mgmt_port = free_port()
         self.running = False
+        self.started = False
 
     def start(self):
-        subprocess.run([os.path.join(SRC, "scripts", "rabbitmq.sh"), "start", self.dir, str(self.port), str(self.mgmt_port)],
-                       check=True, stdout=subprocess.DEVNULL)
-        self.running = True
+        """Starts the node. The first start tries up to three fresh ports (another
+        process can take one between the check and the boot); a restart keeps its
+        port, since clients are configured with it."""
+        script = os.path.join(SRC, "scripts", "rabbitmq.sh")
+        attempts = 1 if self.started else 3
+        for attempt in range(attempts):
+            p = subprocess.run([script, "start", self.dir, str(self.port), str(self.mgmt_port)],
+                               stdout=subprocess.DEVNULL)
+            if p.returncode == 0:
+                self.running = self.started = True
+                return
+            subprocess.run([script, "stop", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if attempt + 1 < attempts:
+                self.port, self.mgmt_port = free_broker_port(), free_port()
+                self.dir = f"{self.dir}-{attempt + 2}"
+        raise subprocess.CalledProcessError(p.returncode, [script, "start", self.dir, str(self.port)])
 
     def stop(self):
         if self.running:

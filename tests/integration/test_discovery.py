@@ -74,3 +74,13 @@ def test_clients_follow_the_registry(make_shop):
     wait_for(lambda: shop.registered("stock") == [shop.grpc_addr("stock", 1)], 5, "stock-2 back")
     wait_for(lambda: http("GET", shop.gateway + "/api/products")[0] == 200, 10,
              "the gateway to follow the registry to stock-2")
+
+
+def test_gateway_registers_its_http_address(make_shop):
+    """The gateway registers too (service "gateway", its HTTP address), for whatever
+    balances the shop's front; a clean stop removes it."""
+    shop = make_shop(discovery="etcd")
+    addr = shop.gateway.split("://", 1)[1]
+    wait_for(lambda: shop.registered("gateway") == [addr], 10, "the gateway to register")
+    assert shop.svc["gateway"].stop() == 0
+    assert shop.registered("gateway") == []
