@@ -426,13 +426,8 @@ static void tend_registration(oms_discovery *d, CURL *curl)
 static int disc_wait(oms_discovery *d, int64_t ms)
 {
     struct timespec until;
-    disc_check(clock_gettime(CLOCK_MONOTONIC, &until) == 0 ? 0 : errno, "clock_gettime");
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    disc_check(oms_deadline_after_ns(CLOCK_MONOTONIC, ms * 1000000LL, &until) == OMS_OK ? 0 : errno,
+               "clock_gettime");
     disc_check(pthread_mutex_lock(&d->mu), "lock");
     while (!d->stopping) {
         int e = pthread_cond_timedwait(&d->cv, &d->mu, &until);

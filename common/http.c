@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "oms/json_out.h"
 #include "oms/log.h"
 #include "oms/metrics.h"
 #include "oms/status.h"
@@ -220,22 +221,6 @@ void oms_http_resp_json_text(oms_http_resp *r, int status, char *body, size_t le
     resp_set_body(r, status, "application/json", body, len);
 }
 
-/* jansson refuses invalid UTF-8; a message built from client input may contain it.
- * Replace offending bytes so the error still reaches the client. */
-static json_t *json_string_lossy(const char *s)
-{
-    json_t *j = json_string(s);
-    if (j)
-        return j;
-    char *copy = oms_strdup(s);
-    for (char *p = copy; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    j = json_string(copy);
-    free(copy);
-    return j;
-}
-
 void oms_http_resp_error(oms_http_resp *r, int status, const char *fmt, ...)
 {
     char small[512];
@@ -255,7 +240,7 @@ void oms_http_resp_error(oms_http_resp *r, int status, const char *fmt, ...)
             snprintf(msg, sizeof(small), "%s", oms_status_text(OMS_ERR));
     }
     json_t *obj = json_object();
-    json_t *str = json_string_lossy(msg);
+    json_t *str = oms_json_string_lossy(msg);
     if (msg != small)
         free(msg);
     if (!obj || !str || json_object_set_new(obj, "error", str) != 0) {

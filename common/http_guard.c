@@ -35,12 +35,7 @@ static void *watch(void *arg)
     pthread_mutex_lock(&g->lock);
     while (!g->stopping) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += GUARD_PERIOD_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        (void)oms_deadline_after_ns(CLOCK_REALTIME, GUARD_PERIOD_MS * 1000000LL, &ts);
         (void)pthread_cond_timedwait(&g->wake, &g->lock, &ts);
         int64_t now = oms_mono_ms();
         for (guarded_conn *c = g->head; c; c = c->next) {

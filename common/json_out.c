@@ -1,6 +1,8 @@
 /* JSON text writer (oms/json_out.h). */
 #include "oms/json_out.h"
 
+#include <jansson.h>
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,4 +132,18 @@ char *oms_jbuf_take(oms_jbuf *b, size_t *len)
     b->p = NULL;
     b->len = b->cap = 0;
     return s;
+}
+
+json_t *oms_json_string_lossy(const char *s)
+{
+    json_t *j = json_string(s ? s : "");
+    if (j)
+        return j;
+    char *copy = oms_strdup(s);
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
 }

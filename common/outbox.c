@@ -273,13 +273,9 @@ static void relay_check(int e, const char *what)
 static void relay_wait(oms_outbox_relay *r, int ms, int wake_on_notify)
 {
     struct timespec until;
-    relay_check(clock_gettime(CLOCK_MONOTONIC, &until) == 0 ? 0 : errno, "clock_gettime");
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    relay_check(oms_deadline_after_ns(CLOCK_MONOTONIC, ms * 1000000LL, &until) == OMS_OK ? 0
+                                                                                         : errno,
+                "clock_gettime");
     relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
     while (!atomic_load(&r->stop) && !(wake_on_notify && r->notified)) {
         int e = pthread_cond_timedwait(&r->cv, &r->mu, &until);

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "oms/json_out.h"
 #include "oms/log.h"
 #include "oms/metrics.h"
 #include "oms/util.h"
@@ -428,22 +429,6 @@ static void hex(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-/* A JSON string even for bytes that are not UTF-8 (a URL path sent by a client):
- * jansson refuses those, so they become '?'. */
-static json_t *jstr(const char *s)
-{
-    json_t *j = json_string(s ? s : "");
-    if (j)
-        return j;
-    char *copy = oms_strdup(s);
-    for (char *p = copy; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    j = json_string(copy);
-    free(copy);
-    return j;
-}
-
 /* int64 fields are JSON strings in OTLP/JSON (proto3 mapping). */
 static json_t *jint64(long long v)
 {
@@ -456,9 +441,10 @@ static json_t *jint64(long long v)
 static json_t *kv(const char *key, const char *str, long long num)
 {
     json_t *val = json_object();
-    json_object_set_new(val, str ? "stringValue" : "intValue", str ? jstr(str) : jint64(num));
+    json_object_set_new(val, str ? "stringValue" : "intValue",
+                        str ? oms_json_string_lossy(str) : jint64(num));
     json_t *o = json_object();
-    json_object_set_new(o, "key", jstr(key));
+    json_object_set_new(o, "key", oms_json_string_lossy(key));
     json_object_set_new(o, "value", val);
     return o;
 }
@@ -475,7 +461,7 @@ static json_t *span_json(const oms_span *s)
         hex(s->parent_span_id, 8, pid);
         json_object_set_new(o, "parentSpanId", json_string(pid));
     }
-    json_object_set_new(o, "name", jstr(s->name));
+    json_object_set_new(o, "name", oms_json_string_lossy(s->name));
     json_object_set_new(o, "kind", json_integer(s->kind));
     json_object_set_new(o, "startTimeUnixNano", jint64(s->start_ns));
     json_object_set_new(o, "endTimeUnixNano", jint64(s->end_ns));
@@ -490,7 +476,7 @@ static json_t *span_json(const oms_span *s)
         const span_event *e = &s->events[i];
         json_t *eo = json_object();
         json_object_set_new(eo, "timeUnixNano", jint64(e->time_ns));
-        json_object_set_new(eo, "name", jstr(e->name));
+        json_object_set_new(eo, "name", oms_json_string_lossy(e->name));
         json_t *ea = json_array();
         if (e->key)
             json_array_append_new(ea, kv(e->key, e->value, 0));
@@ -513,7 +499,7 @@ static json_t *span_json(const oms_span *s)
     json_t *st = json_object();
     json_object_set_new(st, "code", json_integer(s->status));
     if (s->status_msg)
-        json_object_set_new(st, "message", jstr(s->status_msg));
+        json_object_set_new(st, "message", oms_json_string_lossy(s->status_msg));
     json_object_set_new(o, "status", st);
     return o;
 }
@@ -579,14 +565,8 @@ static int post_batch(CURL *curl, struct curl_slist *hdrs, const char *body, lon
 static int backoff_or_stop(long ms)
 {
     struct timespec until;
-    if (clock_gettime(CLOCK_MONOTONIC, &until) != 0)
+    if (oms_deadline_after_ns(CLOCK_MONOTONIC, ms * 1000000LL, &until) != OMS_OK)
         return 1;
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&tr.mu);
     int e = 0;
     while (!tr.stop && e != ETIMEDOUT) {
@@ -597,6 +577,18 @@ static int backoff_or_stop(long ms)
     int stopping = tr.stop;
     pthread_mutex_unlock(&tr.mu);
     return stopping;
+}
+
+/* Frees every span still in the ring; returns how many. Caller holds mu. */
+static size_t ring_clear(void)
+{
+    size_t n = tr.count;
+    while (tr.count > 0) {
+        span_free(tr.ring[tr.head]);
+        tr.head = (tr.head + 1) % (size_t)tr.queue_size;
+        tr.count--;
+    }
+    return n;
 }
 
 /* Takes up to batch_size spans out of the ring; caller holds mu. */
@@ -640,14 +632,8 @@ static void *exporter_main(void *arg)
                 wait_ns = due;
             }
             struct timespec until;
-            if (clock_gettime(CLOCK_MONOTONIC, &until) != 0)
+            if (oms_deadline_after_ns(CLOCK_MONOTONIC, wait_ns, &until) != OMS_OK)
                 break; /* no clock: export now rather than wait forever */
-            until.tv_sec += (time_t)(wait_ns / 1000000000LL);
-            until.tv_nsec += (long)(wait_ns % 1000000000LL);
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
             int e = pthread_cond_timedwait(&tr.cv, &tr.mu, &until);
             if (e != 0 && e != ETIMEDOUT)
                 break; /* cannot wait: export what is there rather than spin silently */
@@ -708,12 +694,7 @@ static void *exporter_main(void *arg)
         pthread_mutex_lock(&tr.mu);
     }
     /* Whatever is left after the deadline is lost; say how much. */
-    size_t left = tr.count;
-    while (tr.count > 0) {
-        span_free(tr.ring[tr.head]);
-        tr.head = (tr.head + 1) % (size_t)tr.queue_size;
-        tr.count--;
-    }
+    size_t left = ring_clear();
     pthread_mutex_unlock(&tr.mu);
     count_dropped("shutdown", left);
 
@@ -892,12 +873,7 @@ void oms_tracer_shutdown(int timeout_ms)
     }
     pthread_mutex_lock(&tr.mu);
     /* Manual mode has no exporter to empty the ring. */
-    size_t left = tr.count;
-    while (tr.count > 0) {
-        span_free(tr.ring[tr.head]);
-        tr.head = (tr.head + 1) % (size_t)tr.queue_size;
-        tr.count--;
-    }
+    size_t left = ring_clear();
     state_free();
     pthread_mutex_unlock(&tr.mu);
     count_dropped("shutdown", left);

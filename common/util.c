@@ -194,3 +194,18 @@ void oms_thread_background(void)
         return;
     (void)setpriority(PRIO_PROCESS, (id_t)tid, cur + OMS_BACKGROUND_NICE);
 }
+
+int oms_deadline_after_ns(clockid_t clock, int64_t ns, struct timespec *out)
+{
+    if (clock_gettime(clock, out) != 0)
+        return OMS_ERR;
+    if (ns < 0)
+        ns = 0;
+    out->tv_sec += (time_t)(ns / 1000000000LL);
+    out->tv_nsec += (long)(ns % 1000000000LL);
+    if (out->tv_nsec >= 1000000000L) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000L;
+    }
+    return OMS_OK;
+}

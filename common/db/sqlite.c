@@ -235,8 +235,8 @@ static void *ckpt_main(void *arg)
     while (!k->stop) {
         if (!k->signalled) {
             struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_sec += CKPT_IDLE_MS / 1000;
+            if (oms_deadline_after_ns(CLOCK_MONOTONIC, CKPT_IDLE_MS * 1000000LL, &until) != OMS_OK)
+                break; /* no clock: stop checkpointing here; commits do it past the backstop */
             int e = pthread_cond_timedwait(&k->cv, &k->mu, &until);
             if (e != 0 && e != ETIMEDOUT)
                 ckpt_check(e, "pthread_cond_timedwait");

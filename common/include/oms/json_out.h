@@ -25,4 +25,9 @@ void oms_jbuf_int(oms_jbuf *b, long long v);
 /* Hands the text over (caller frees) and leaves b empty; *len may be NULL. */
 char *oms_jbuf_take(oms_jbuf *b, size_t *len);
 
+/* For code that builds jansson trees: a JSON string even for bytes that are not UTF-8
+ * (a URL path, a message quoting client input), which jansson refuses; such bytes
+ * become '?'. NULL counts as "". New reference. */
+struct json_t *oms_json_string_lossy(const char *s);
+
 #endif

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Writes 2*nbytes lowercase hex chars plus NUL into out (size >= 2*nbytes+1), from
  * getrandom(2). Returns OMS_OK or OMS_ERR. */
@@ -29,6 +30,10 @@ int oms_ct_equal(const void *a, const void *b, size_t n);
  * thread inherits the mask) and later waits for SIGINT or SIGTERM. */
 void oms_signals_block(void);
 int oms_signals_wait(void);
+
+/* out = the clock's now + ns, for pthread_cond_timedwait (CLOCK_MONOTONIC for a
+ * condition variable created with that clock). OMS_ERR when the clock cannot be read. */
+int oms_deadline_after_ns(clockid_t clock, int64_t ns, struct timespec *out);
 
 /* Called at the start of a background thread (outbox relay, event consumers, trace
  * export): raises the thread's nice value by OMS_BACKGROUND_NICE so that, when the
