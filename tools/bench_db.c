@@ -1,7 +1,8 @@
 /* Ceiling of the database commit rate for the orders service's insert pattern, through
  * the common db layer (oms/db.h) on SQLite as the services open it (WAL,
- * synchronous=NORMAL): per transaction, one row in orders, two in order_items and one
- * outbox row holding the order's JSON (oms_outbox_add), then commit. `threads`
+ * synchronous=NORMAL): per transaction, one row in orders, two in order_items (with
+ * orders' own migrations and orders_store_insert) and one outbox row holding the
+ * order's JSON (oms_outbox_add), then commit. `threads`
  * threads share the database like the orders service's gRPC workers do. Prints one
  * JSON line: commits/s and commit-transaction latency percentiles.
  *
@@ -20,25 +21,7 @@
 #include "oms/order.h"
 #include "oms/outbox.h"
 #include "oms/util.h"
-
-/* The orders service's schema (orders/store.c, migration orders_v1), copied: the
- * tools link only the common library. */
-static const oms_db_migration orders_v1 = {
-    "orders_v1",
-    "CREATE TABLE orders("
-    " id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, status TEXT NOT NULL,"
-    " payment_link TEXT, total BIGINT NOT NULL, currency TEXT NOT NULL,"
-    " idempotency_key TEXT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);"
-    "CREATE UNIQUE INDEX orders_idem ON orders(customer_id, idempotency_key)"
-    " WHERE idempotency_key IS NOT NULL;"
-    "CREATE INDEX orders_by_customer ON orders(customer_id, created_at, id);"
-    "CREATE TABLE order_items("
-    " order_id TEXT NOT NULL REFERENCES orders(id), position INTEGER NOT NULL,"
-    " product_id TEXT NOT NULL, product_name TEXT NOT NULL, price_id TEXT NOT NULL,"
-    " quantity INTEGER NOT NULL, unit_price BIGINT NOT NULL,"
-    " PRIMARY KEY(order_id, position));",
-    NULL,
-};
+#include "store.h" /* orders/store.h: the service's own schema and statements */
 
 typedef struct worker {
     pthread_t tid;
@@ -78,29 +61,7 @@ static int insert_order(oms_db *db, unsigned *seed, oms_error *err)
         oms_order_free(&o);
         return rc;
     }
-    oms_db_param p[] = {
-        OMS_DB_S(o.order_id), OMS_DB_S(o.customer_id), OMS_DB_S("pending"),
-        OMS_DB_NULLP,         OMS_DB_I(o.total),       OMS_DB_S(o.currency),
-        OMS_DB_NULLP,         OMS_DB_I(o.created_ms),  OMS_DB_I(o.updated_ms),
-    };
-    rc = oms_db_exec(tx,
-                     "INSERT INTO orders(id, customer_id, status, payment_link, total, "
-                     "currency, idempotency_key, created_at, updated_at) "
-                     "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9)",
-                     p, 9, NULL, err);
-    for (size_t i = 0; rc == OMS_OK && i < o.nitems; i++) {
-        const oms_order_item *it = &o.items[i];
-        oms_db_param ip[] = {
-            OMS_DB_S(o.order_id),     OMS_DB_I(i),
-            OMS_DB_S(it->product_id), OMS_DB_S(it->product_name),
-            OMS_DB_S(it->price_id),   OMS_DB_I(it->quantity),
-            OMS_DB_I(it->unit_price),
-        };
-        rc = oms_db_exec(tx,
-                         "INSERT INTO order_items(order_id, position, product_id, product_name, "
-                         "price_id, quantity, unit_price) VALUES($1,$2,$3,$4,$5,$6,$7)",
-                         ip, 7, NULL, err);
-    }
+    rc = orders_store_insert(tx, &o, NULL, err);
     if (rc == OMS_OK) {
         char *body = oms_order_to_json_str(&o);
         rc = oms_outbox_add(tx, "order.created", body, NULL, err);
@@ -166,10 +127,9 @@ int main(int argc, char **argv)
         file = path;
         own_dir = 1;
     }
-    const oms_db_migration migs[] = {orders_v1, oms_outbox_migration};
     oms_db *db = NULL;
     oms_error err;
-    if (oms_db_open(&db, file, migs, 2, &err) != OMS_OK) {
+    if (orders_store_open(&db, file, &err) != OMS_OK) {
         fprintf(stderr, "bench_db: %s\n", err.msg);
         return 1;
     }
