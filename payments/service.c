@@ -44,9 +44,9 @@ static void count_session(const char *processor)
 
 /* One read transaction for a delivery: whether the inbox holds the message (*seen)
  * and, if not, the order's stored session (*found, into *out). */
-static int created_lookup(payments_service *s, const char *queue, const char *message_id,
-                          const char *order_id, int *seen, int *found, payments_row *out,
-                          oms_error *err)
+static int delivery_lookup(payments_service *s, const char *queue, const char *message_id,
+                           const char *order_id, int *seen, int *found, payments_row *out,
+                           oms_error *err)
 {
     oms_db_tx *tx;
     *seen = *found = 0;
@@ -174,7 +174,7 @@ int payments_handle_order_created(payments_service *s, const char *queue, const 
         return OMS_INVALID;
     oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, o.order_id);
     int seen = 0, found = 0;
-    rc = created_lookup(s, queue, message_id, o.order_id, &seen, &found, &row, err);
+    rc = delivery_lookup(s, queue, message_id, o.order_id, &seen, &found, &row, err);
     if (rc != OMS_OK || seen)
         goto done;
     if (!found) {
@@ -227,7 +227,7 @@ int payments_handle_order_cancelled(payments_service *s, const char *queue, cons
         int seen = 0, found = 0;
         payments_row row;
         memset(&row, 0, sizeof(row));
-        rc = created_lookup(s, queue, message_id, o.order_id, &seen, &found, &row, err);
+        rc = delivery_lookup(s, queue, message_id, o.order_id, &seen, &found, &row, err);
         if (rc == OMS_OK && !seen && found && row.status == PAYMENTS_SESSION_OPEN)
             rc = s->processor->expire_session(s->pcfg, row.session_id, o.order_id, err);
         payments_row_free(&row);

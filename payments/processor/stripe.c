@@ -304,10 +304,11 @@ static int stripe_expire_session(const payments_processor_config *cfg, const cha
     snprintf(path, sizeof(path), "/v1/checkout/sessions/%s/expire", esc);
     curl_free(esc);
     rc = stripe_post(h, cfg, path, &form, NULL, order_id, &status, &resp, err);
-    if (rc == OMS_OK && (status == 401 || status == 403 || status == 429 || status >= 500 ||
-                         status < 200 || (status > 299 && status < 400))) {
+    /* 4xx but a bad key (401/403) or a rate limit (429): the session is not open. */
+    int not_open = status >= 400 && status < 500 && status != 401 && status != 403 && status != 429;
+    if (rc == OMS_OK && (status < 200 || status > 299) && !not_open) {
         rc = stripe_failure("expire checkout session", status, &resp, order_id, err);
-    } else if (rc == OMS_OK && status >= 400) {
+    } else if (rc == OMS_OK && not_open) {
         stripe_error e;
         stripe_error_read(&resp, &e);
         oms_log_warn("stripe: checkout session was no longer open; not expired", "order_id",
