@@ -158,3 +158,14 @@ def test_broker_restart_loses_no_order(make_shop):
         shop.wait_status(cid, oid, "ready for pick-up", timeout=60)
     s = shop.stock()["1"]
     assert (s["sold"], s["reserved"]) == (8, 0)
+
+
+def test_consumer_workers_per_queue(make_shop):
+    """CONSUMER_WORKERS consumers (own connection each) on every event queue of the
+    services that consume: what lets payments keep several orders in flight."""
+    shop = make_shop(catalog=BIG, env={"CONSUMER_WORKERS": 3})
+    need(shop, "payments", "kitchen")
+    for q in ("payments.order.created", "payments.order.cancelled", "orders.order.paid",
+              "orders.order.ready", "kitchen.order.paid"):
+        wait_for(lambda: (shop.rabbit.queue(q, shop.vhost) or {}).get("consumers") == 3, 20,
+                 f"3 consumers on {q}")

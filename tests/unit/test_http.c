@@ -571,6 +571,35 @@ static void test_huge_header_refused(void **state)
     result_free(&r);
 }
 
+/* The per-connection pool is 16 KiB (libmicrohttpd clears it after every request, so
+ * it is kept small): an 8 KiB header is served, a 20 KiB one is refused. */
+static void test_header_pool_is_16k(void **state)
+{
+    fixture *fx = *state;
+    static const size_t sizes[] = {8 * 1024, 20 * 1024};
+    for (int k = 0; k < 2; k++) {
+        size_t n = sizes[k];
+        char *h = malloc(n + 16);
+        assert_non_null(h);
+        memcpy(h, "X-Big: ", 7);
+        memset(h + 7, 'h', n);
+        h[7 + n] = '\0';
+        CURL *c = curl_easy_init();
+        assert_non_null(c);
+        result r;
+        call in = {.method = "GET", .path = "/api/quote", .hdr1 = h};
+        do_call(c, fx->port, &in, &r);
+        curl_easy_cleanup(c);
+        free(h);
+        int served = r.rc == CURLE_OK && r.status == 400; /* /api/quote always answers 400 */
+        if (k == 0 && !served)
+            fail_msg("8 KiB header not served (curl %d, status %ld)", (int)r.rc, r.status);
+        if (k == 1 && served)
+            fail_msg("20 KiB header was served");
+        result_free(&r);
+    }
+}
+
 typedef struct {
     int port;
     int ok;
@@ -742,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_redirect),
         cmocka_unit_test(test_traceparent),
         cmocka_unit_test(test_huge_header_refused),
+        cmocka_unit_test(test_header_pool_is_16k),
         cmocka_unit_test(test_concurrent_keepalive),
         cmocka_unit_test(test_metrics_counted),
     };
