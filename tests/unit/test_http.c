@@ -548,11 +548,9 @@ static void test_traceparent(void **state)
     result_free(&r);
 }
 
-/* Headers beyond the connection memory limit are refused by MHD itself. */
-static void test_huge_header_refused(void **state)
+/* GET /api/quote with one "X-Big:" header of n bytes; the answer in *r. */
+static void call_with_header(int port, size_t n, result *r)
 {
-    fixture *fx = *state;
-    size_t n = 80 * 1024;
     char *h = malloc(n + 16);
     assert_non_null(h);
     memcpy(h, "X-Big: ", 7);
@@ -560,11 +558,18 @@ static void test_huge_header_refused(void **state)
     h[7 + n] = '\0';
     CURL *c = curl_easy_init();
     assert_non_null(c);
-    result r;
     call in = {.method = "GET", .path = "/api/quote", .hdr1 = h};
-    do_call(c, fx->port, &in, &r);
+    do_call(c, port, &in, r);
     curl_easy_cleanup(c);
     free(h);
+}
+
+/* Headers beyond the connection memory limit are refused by MHD itself. */
+static void test_huge_header_refused(void **state)
+{
+    fixture *fx = *state;
+    result r;
+    call_with_header(fx->port, 80 * 1024, &r);
     /* 431 or 413 depending on where MHD runs out; a reset is acceptable too. */
     if (r.rc == CURLE_OK && r.status != 431 && r.status != 413)
         fail_msg("status %ld", r.status);
@@ -576,28 +581,16 @@ static void test_huge_header_refused(void **state)
 static void test_header_pool_is_16k(void **state)
 {
     fixture *fx = *state;
-    static const size_t sizes[] = {8 * 1024, 20 * 1024};
-    for (int k = 0; k < 2; k++) {
-        size_t n = sizes[k];
-        char *h = malloc(n + 16);
-        assert_non_null(h);
-        memcpy(h, "X-Big: ", 7);
-        memset(h + 7, 'h', n);
-        h[7 + n] = '\0';
-        CURL *c = curl_easy_init();
-        assert_non_null(c);
-        result r;
-        call in = {.method = "GET", .path = "/api/quote", .hdr1 = h};
-        do_call(c, fx->port, &in, &r);
-        curl_easy_cleanup(c);
-        free(h);
-        int served = r.rc == CURLE_OK && r.status == 400; /* /api/quote always answers 400 */
-        if (k == 0 && !served)
-            fail_msg("8 KiB header not served (curl %d, status %ld)", (int)r.rc, r.status);
-        if (k == 1 && served)
-            fail_msg("20 KiB header was served");
-        result_free(&r);
-    }
+    result r;
+    call_with_header(fx->port, 8 * 1024, &r);
+    /* /api/quote always answers 400: that it answered is what counts */
+    if (r.rc != CURLE_OK || r.status != 400)
+        fail_msg("8 KiB header not served (curl %d, status %ld)", (int)r.rc, r.status);
+    result_free(&r);
+    call_with_header(fx->port, 20 * 1024, &r);
+    if (r.rc == CURLE_OK && r.status == 400)
+        fail_msg("20 KiB header was served");
+    result_free(&r);
 }
 
 typedef struct {
