@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -82,10 +83,12 @@ static void tracer_start(const char *service)
     }
     char url[1024];
     if (oms_tracer_endpoint_url(otel.traces_endpoint, otel.endpoint, url, sizeof(url)) != OMS_OK) {
+        char shown[128]; /* an endpoint may carry user:password@ */
+        oms_url_redact(otel.endpoint, shown, sizeof(shown));
         fprintf(stderr,
                 "oms-%s: config: OTEL_EXPORTER_OTLP_ENDPOINT=\"%.64s\": expected an "
                 "http(s) URL or host:port\n",
-                service, otel.endpoint);
+                service, shown);
         exit(2);
     }
     oms_tracer_config tc = {
@@ -231,4 +234,15 @@ void oms_app_retention(const oms_app_common *common, oms_retention *out)
 {
     out->outbox_keep_ms = (int64_t)common->outbox_retention_s * 1000;
     out->inbox_keep_ms = (int64_t)common->inbox_retention_s * 1000;
+}
+
+void oms_app_config_fail(const char *service, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "oms-%s: config: %s\n", service, msg);
+    exit(2);
 }

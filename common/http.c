@@ -221,6 +221,42 @@ void oms_http_resp_json_text(oms_http_resp *r, int status, char *body, size_t le
     resp_set_body(r, status, "application/json", body, len);
 }
 
+/* What a client is told about a server-side failure: the status's generic text. The
+ * detail handed to oms_http_resp_error (a peer's error, an internal address, a
+ * statement's text) is for operators and goes to the log instead. */
+static const char *server_error_text(int status)
+{
+    switch (status) {
+    case 502: return "bad gateway: an upstream service failed";
+    case 503: return "service unavailable, retry later";
+    case 504: return "gateway timeout: an upstream service did not answer";
+    default: return "internal error";
+    }
+}
+
+/* A 5xx reply: {"error": generic text, "traceID": the current trace or ""}, the
+ * detail logged with the same trace id (the logger adds the current trace), so the id
+ * a client quotes finds the cause. 503 is a load or dependency condition the client
+ * retries, hence warn; the others are errors. */
+static void resp_server_error(oms_http_resp *r, int status, const char *detail)
+{
+    char tid[33] = "", code[16];
+    const oms_trace_ctx *tc = oms_trace_current();
+    if (tc)
+        oms_trace_id_hex(tc, tid);
+    snprintf(code, sizeof(code), "%d", status);
+    if (status == 503)
+        oms_log_warn("http: service unavailable reply", "status", code, "detail", detail);
+    else
+        oms_log_error("http: server error reply", "status", code, "detail", detail);
+    json_t *j = json_pack("{s:s,s:s}", "error", server_error_text(status), "traceID", tid);
+    if (!j) {
+        oms_http_resp_json(r, 500, NULL);
+        return;
+    }
+    oms_http_resp_json(r, status, j);
+}
+
 void oms_http_resp_error(oms_http_resp *r, int status, const char *fmt, ...)
 {
     char small[512];
@@ -238,6 +274,12 @@ void oms_http_resp_error(oms_http_resp *r, int status, const char *fmt, ...)
         va_end(ap);
         if (n < 0)
             snprintf(msg, sizeof(small), "%s", oms_status_text(OMS_ERR));
+    }
+    if (status >= 500) {
+        resp_server_error(r, status, msg);
+        if (msg != small)
+            free(msg);
+        return;
     }
     json_t *obj = json_object();
     json_t *str = oms_json_string_lossy(msg);
@@ -951,4 +993,11 @@ void oms_http_stop(oms_http_server *s)
     http_guard_free(s->guard);
     free(s->static_root);
     free(s);
+}
+
+const struct sockaddr *oms_http_client_addr(const oms_http_req *req)
+{
+    const union MHD_ConnectionInfo *ci =
+        req->conn ? MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS) : NULL;
+    return ci ? ci->client_addr : NULL;
 }

@@ -42,13 +42,16 @@ int oms_order_status_parse(const char *s)
 
 int oms_order_status_terminal(oms_order_status s)
 {
-    return s == OMS_ORDER_READY || s == OMS_ORDER_CANCELLED || s == OMS_ORDER_PAYMENT_FAILED;
+    return s == OMS_ORDER_READY || s == OMS_ORDER_CANCELLED || s == OMS_ORDER_PAYMENT_FAILED ||
+           s == OMS_ORDER_REFUNDED;
 }
 
 int oms_order_can_move(oms_order_status from, oms_order_status to)
 {
     if ((int)from < 0 || from >= OMS_ORDER__COUNT || (int)to < 0 || to >= OMS_ORDER__COUNT)
         return 0;
+    if (to == OMS_ORDER_REFUNDED)
+        return from != OMS_ORDER_REFUNDED;
     if (from == to || oms_order_status_terminal(from))
         return 0;
     if (status_ranks[to] < 0) /* side exit: only before payment */
@@ -285,6 +288,10 @@ void oms_order_write_json(oms_jbuf *b, const oms_order *o)
     oms_jbuf_str(b, created);
     oms_jbuf_lit(b, ",\"updatedAt\":");
     oms_jbuf_str(b, updated);
+    if (o->reason[0]) {
+        oms_jbuf_lit(b, ",\"reason\":");
+        oms_jbuf_str(b, o->reason);
+    }
     oms_jbuf_lit(b, "}");
 }
 
@@ -359,6 +366,9 @@ int oms_order_from_json(const json_t *j, oms_order *out, oms_error *err)
         out->total = json_integer_value(tot);
     out->created_ms = parse_time(json_object_get(j, "createdAt"));
     out->updated_ms = parse_time(json_object_get(j, "updatedAt"));
+    const json_t *why = json_object_get(j, "reason");
+    if (json_is_string(why)) /* truncated to fit: it is a note for the history */
+        snprintf(out->reason, sizeof(out->reason), "%s", json_string_value(why));
     const json_t *items = json_object_get(j, "items");
     if (!json_is_array(items)) {
         oms_order_free(out);

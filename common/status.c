@@ -52,10 +52,10 @@ int oms_status_from_grpc(int grpc_code)
     case 3:                      /* INVALID_ARGUMENT */
     case 11: return OMS_INVALID; /* OUT_OF_RANGE */
     case 5: return OMS_NOTFOUND;
-    case 6: return OMS_DUPLICATE; /* ALREADY_EXISTS */
-    case 9: return OMS_CONFLICT;  /* FAILED_PRECONDITION */
-    case 8: return OMS_TOOBIG;    /* RESOURCE_EXHAUSTED */
-    case 4:                       /* DEADLINE_EXCEEDED */
+    case 6: return OMS_KEY_REUSED; /* ALREADY_EXISTS: only CreateOrder's key check sends it */
+    case 9: return OMS_CONFLICT;   /* FAILED_PRECONDITION */
+    case 8: return OMS_LIMITED;    /* RESOURCE_EXHAUSTED: a limit per customer */
+    case 4:                        /* DEADLINE_EXCEEDED */
     case 14: return OMS_UNAVAILABLE;
     default: return OMS_ERR;
     }

@@ -159,6 +159,54 @@ int oms_ct_equal(const void *a, const void *b, size_t n)
     return d == 0;
 }
 
+/* The bounded output of oms_url_redact: len counts every byte of the result, stored
+ * or not. */
+typedef struct {
+    char *buf;
+    size_t cap;
+    size_t len;
+} redact_out;
+
+static void redact_put(redact_out *r, const char *s, size_t n)
+{
+    if (r->cap > 0 && r->len < r->cap - 1) {
+        size_t room = r->cap - 1 - r->len;
+        memcpy(r->buf + r->len, s, n < room ? n : room);
+    }
+    r->len += n;
+}
+
+size_t oms_url_redact(const char *text, char *out, size_t outsz)
+{
+    redact_out r = {out, outsz, 0};
+    const char *p = text ? text : "";
+    for (;;) {
+        const char *sep = strstr(p, "://");
+        if (!sep) {
+            redact_put(&r, p, strlen(p));
+            break;
+        }
+        const char *auth = sep + 3;
+        size_t alen = strcspn(auth, "/ \t\r\n\"'<>");
+        const char *at = NULL;
+        for (size_t i = 0; i < alen; i++)
+            if (auth[i] == '@')
+                at = auth + i;
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (!colon) {
+            redact_put(&r, p, (size_t)(auth + alen - p));
+            p = auth + alen;
+            continue;
+        }
+        redact_put(&r, p, (size_t)(colon + 1 - p));
+        redact_put(&r, "***", 3);
+        p = at; /* "@host..." is copied by the next round */
+    }
+    if (outsz > 0)
+        out[r.len < outsz ? r.len : outsz - 1] = '\0';
+    return r.len;
+}
+
 static void signal_set(sigset_t *set)
 {
     sigemptyset(set);
@@ -208,4 +256,22 @@ int oms_deadline_after_ns(clockid_t clock, int64_t ns, struct timespec *out)
         out->tv_nsec -= 1000000000L;
     }
     return OMS_OK;
+}
+
+void oms_mutex_lock(pthread_mutex_t *mu)
+{
+    int rc = pthread_mutex_lock(mu);
+    if (rc != 0) {
+        fprintf(stderr, "pthread_mutex_lock: %s\n", strerror(rc));
+        abort();
+    }
+}
+
+void oms_mutex_unlock(pthread_mutex_t *mu)
+{
+    int rc = pthread_mutex_unlock(mu);
+    if (rc != 0) {
+        fprintf(stderr, "pthread_mutex_unlock: %s\n", strerror(rc));
+        abort();
+    }
 }

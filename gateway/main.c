@@ -24,6 +24,9 @@ static struct {
     char *kitchen_admin_url;
     long long http_threads;
     long long timeout_ms;
+    long long rate_per_min;
+    long long rate_burst;
+    char *rate_exempt;
 } cfg;
 
 static const oms_cfg_def config_table[] = {
@@ -43,6 +46,12 @@ static const oms_cfg_def config_table[] = {
      "HTTP worker threads (each waits in a synchronous gRPC call, so more than cores)"},
     {"GRPC_TIMEOUT_MS", OMS_CFG_INT, "5000", 10, 60000, NULL, &cfg.timeout_ms, NULL,
      "deadline of each gRPC call"},
+    {"RATE_LIMIT_ORDERS_PER_MIN", OMS_CFG_INT, "30", 0, 1000000, NULL, &cfg.rate_per_min, NULL,
+     "orders one client address may create per minute (0: no limit); more is 429"},
+    {"RATE_LIMIT_BURST", OMS_CFG_INT, "10", 1, 1000000, NULL, &cfg.rate_burst, NULL,
+     "orders an address may create at once before the per-minute rate applies"},
+    {"RATE_LIMIT_EXEMPT", OMS_CFG_STR, "127.0.0.0/8,::1/128", 0, 0, NULL, &cfg.rate_exempt, NULL,
+     "addresses/CIDRs never rate limited (comma list; behind a proxy every client is it)"},
     OMS_DISCOVERY_CONFIG(&cfg.disc),
     OMS_APP_LOG_CONFIG(&cfg.common),
 };
@@ -73,6 +82,9 @@ int main(int argc, char **argv)
     oms_http_server *http = NULL;
     oms_error err;
     memset(&gw, 0, sizeof(gw));
+    if (gw_rate_limit_new(&gw.create_limit, (int)cfg.rate_per_min, (int)cfg.rate_burst,
+                          cfg.rate_exempt, &err) != OMS_OK)
+        oms_app_config_fail("gateway", "%s", err.msg);
     /* a trailing slash would double in redirectToURL */
     size_t ul = strlen(cfg.public_url);
     while (ul > 0 && cfg.public_url[ul - 1] == '/')
@@ -128,6 +140,7 @@ out:
     oms_http_stop(http);
     oms_grpc_client_free(gw.orders);
     oms_grpc_client_free(gw.stock);
+    gw_rate_limit_free(gw.create_limit);
     if (curl_ok)
         curl_global_cleanup();
     oms_config_free(config_table, CONFIG_COUNT);

@@ -18,7 +18,8 @@
 
 static const char id_rule[] = "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
 
-/* Writes an error reply for an OMS_* code: 503 gets Retry-After. */
+/* Writes an error reply for an OMS_* code: 503 and 429 get Retry-After (a customer
+ * at the unpaid-orders limit waits for a payment, a cancel or a checkout deadline). */
 static void reply_status(oms_http_resp *resp, int rc, const char *msg)
 {
     int http = oms_status_to_http(rc);
@@ -27,6 +28,8 @@ static void reply_status(oms_http_resp *resp, int rc, const char *msg)
     oms_http_resp_error(resp, http, "%s", msg && msg[0] ? msg : oms_status_text(rc));
     if (http == 503)
         oms_http_resp_header(resp, "Retry-After", "1");
+    else if (http == 429)
+        oms_http_resp_header(resp, "Retry-After", "60");
 }
 
 static int check_id(oms_http_resp *resp, const char *field, const char *v)
@@ -96,6 +99,15 @@ static void create_order(const oms_http_req *req, oms_http_resp *resp)
     const char *key = oms_http_header(req, "Idempotency-Key");
     if (key && !check_id(resp, "Idempotency-Key", key))
         return;
+    int retry_s = 1;
+    if (g->create_limit &&
+        !gw_rate_limit_take(g->create_limit, oms_http_client_addr(req), oms_mono_ms(), &retry_s)) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%d", retry_s);
+        oms_http_resp_error(resp, 429, "too many orders from this address; retry in %d s", retry_s);
+        oms_http_resp_header(resp, "Retry-After", ra);
+        return;
+    }
     oms_order items;
     oms_error err;
     oms_error_clear(&err);

@@ -5,6 +5,7 @@
 
 #include "oms/grpc_client.h"
 #include "oms/http.h"
+#include "rate_limit.h"
 
 typedef struct gateway_ctx {
     oms_grpc_client *orders;       /* borrowed */
@@ -13,6 +14,7 @@ typedef struct gateway_ctx {
     int timeout_ms;                /* per gRPC call */
     const char *kitchen_admin_url; /* GET /api/kitchen/tickets relays its /tickets */
     const char *public_dir;        /* the pages (GET /kitchen serves kitchen.html) */
+    gw_rate_limit *create_limit;   /* order creations per client address */
 } gateway_ctx;
 
 extern const oms_http_route gateway_routes[];

@@ -30,6 +30,8 @@ static struct {
     char *database_url;
     char *stock_addrs;
     long long grpc_threads;
+    long long max_open_orders;
+    char *payments_public_url;
 } cfg;
 
 static const oms_cfg_def config_table[] = {
@@ -42,6 +44,11 @@ static const oms_cfg_def config_table[] = {
     {"STOCK_ADDRS", OMS_CFG_STR, "127.0.0.1:2002", 0, 0, NULL, &cfg.stock_addrs, NULL,
      "stock gRPC addresses (comma list: round robin)"},
     {"GRPC_THREADS", OMS_CFG_INT, "4", 1, 64, NULL, &cfg.grpc_threads, NULL, "gRPC worker threads"},
+    {"MAX_OPEN_ORDERS", OMS_CFG_INT, "5", 0, 1000000, NULL, &cfg.max_open_orders, NULL,
+     "unpaid orders one customer may hold at once (0: no limit); more is 429"},
+    {"PAYMENTS_PUBLIC_URL", OMS_CFG_URL, "http://localhost:8081", 0, 0, NULL,
+     &cfg.payments_public_url, NULL,
+     "local checkout base: the one non-https PaymentLink UpdateOrder accepts"},
     OMS_DISCOVERY_CONFIG(&cfg.disc),
     OMS_APP_LOG_CONFIG(&cfg.common),
     OMS_APP_AMQP_CONFIG(&cfg.common),
@@ -52,7 +59,8 @@ static oms_discovery *discovery; /* DISCOVERY=etcd: registration and resolvers *
 
 /* The events orders consumes, each from its own durable queue. */
 static const oms_event consumed[] = {OMS_EVENT_ORDER_PAID, OMS_EVENT_ORDER_COOKING,
-                                     OMS_EVENT_ORDER_READY, OMS_EVENT_ORDER_CANCELLED};
+                                     OMS_EVENT_ORDER_READY, OMS_EVENT_ORDER_CANCELLED,
+                                     OMS_EVENT_ORDER_REFUNDED};
 #define NCONSUMED (sizeof(consumed) / sizeof(consumed[0]))
 
 typedef struct consumer_ctx {
@@ -136,6 +144,8 @@ int main(int argc, char **argv)
     oms_app_retention(&cfg.common, &keep);
     oms_outbox_relay_set_retention(app.relay, &keep);
     svc.db = app.db;
+    svc.max_open_orders = (int)cfg.max_open_orders;
+    svc.local_checkout_url = cfg.payments_public_url;
     orders_stock_client_port(&svc.stock, app.stock);
     svc.outbox_notify = oms_outbox_relay_wake;
     svc.outbox_ud = app.relay;

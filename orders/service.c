@@ -1,5 +1,6 @@
 #include "service.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,9 +20,11 @@ static void notify(orders_service *s)
         s->outbox_notify(s->outbox_ud);
 }
 
-static int add_event(oms_db_tx *tx, oms_event ev, const oms_order *o, oms_error *err)
+static int add_event(oms_db_tx *tx, oms_event ev, oms_order *o, const char *reason, oms_error *err)
 {
+    snprintf(o->reason, sizeof(o->reason), "%.127s", reason ? reason : "");
     char *body = oms_order_to_json_str(o);
+    o->reason[0] = '\0';
     int rc = oms_outbox_add(tx, oms_event_exchanges[ev], body, NULL, err);
     free(body);
     return rc;
@@ -37,6 +40,48 @@ static int get_by_key(orders_service *s, const char *customer_id, const char *ke
     rc = orders_store_find_by_key(tx, customer_id, key, out, err);
     oms_db_rollback(tx);
     return rc;
+}
+
+/* A repeated Idempotency-Key must come with the same request (the same items and
+ * quantities; req is normalised, first is the stored order): answering a different
+ * request with the first order would hide that the new one was never placed. */
+static int same_request(const oms_order *req, oms_order *first, const char *key, oms_error *err)
+{
+    int same = req->nitems == first->nitems;
+    for (size_t i = 0; same && i < req->nitems; i++) {
+        int found = 0;
+        for (size_t j = 0; j < first->nitems && !found; j++)
+            found = strcmp(req->items[i].product_id, first->items[j].product_id) == 0 &&
+                    req->items[i].quantity == first->items[j].quantity;
+        same = found;
+    }
+    if (same)
+        return OMS_OK;
+    oms_order_free(first);
+    oms_order_init(first);
+    return oms_error_set(err, OMS_KEY_REUSED,
+                         "Idempotency-Key %s was used for a different request; use a new key", key);
+}
+
+/* Unpaid orders hold stock until their checkout deadline, so one customer may keep
+ * only max_open_orders of them at once. */
+static int check_open_orders(orders_service *s, const char *customer_id, oms_error *err)
+{
+    oms_db_tx *tx;
+    long long n = 0;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = orders_store_count_open(tx, customer_id, &n, err);
+    oms_db_rollback(tx);
+    if (rc != OMS_OK)
+        return rc;
+    if (n >= s->max_open_orders)
+        return oms_error_set(err, OMS_LIMITED,
+                             "customer %s has %lld unpaid orders (at most %d): pay or cancel one"
+                             " first",
+                             customer_id, n, s->max_open_orders);
+    return OMS_OK;
 }
 
 int orders_create(orders_service *s, const char *customer_id, oms_order *req, const char *idem_key,
@@ -56,9 +101,16 @@ int orders_create(orders_service *s, const char *customer_id, oms_order *req, co
         return rc;
     if (idem_key) {
         rc = get_by_key(s, customer_id, idem_key, out, err);
+        if (rc == OMS_OK)
+            return same_request(req, out, idem_key, err);
         if (rc != OMS_NOTFOUND)
-            return rc; /* OMS_OK: the first order; or a database error */
+            return rc; /* a database error */
         oms_error_clear(err);
+    }
+    if (s->max_open_orders > 0) {
+        rc = check_open_orders(s, customer_id, err);
+        if (rc != OMS_OK)
+            return rc;
     }
 
     oms_order o;
@@ -84,7 +136,10 @@ int orders_create(orders_service *s, const char *customer_id, oms_order *req, co
         goto release;
     rc = orders_store_insert(tx, &o, idem_key, err);
     if (rc == OMS_OK)
-        rc = add_event(tx, OMS_EVENT_ORDER_CREATED, &o, err);
+        rc = orders_store_add_history(tx, o.order_id, OMS_ORDER_PENDING, "created", o.created_ms,
+                                      err);
+    if (rc == OMS_OK)
+        rc = add_event(tx, OMS_EVENT_ORDER_CREATED, &o, NULL, err);
     if (rc != OMS_OK) {
         oms_db_rollback(tx);
         goto release;
@@ -108,8 +163,11 @@ release:
     if (rc == OMS_CONFLICT && idem_key) {
         /* Lost a race with the same idempotency key: answer with the winner. */
         oms_error_clear(err);
+        rc = get_by_key(s, customer_id, idem_key, out, err);
+        if (rc == OMS_OK)
+            rc = same_request(req, out, idem_key, err);
         oms_order_free(&o);
-        return get_by_key(s, customer_id, idem_key, out, err);
+        return rc;
     }
 fail:
     oms_order_free(&o);
@@ -134,11 +192,13 @@ int orders_get(orders_service *s, const char *order_id, oms_order *out, oms_erro
 /* How a status change came about; decides the side effects. */
 typedef struct change {
     oms_order_status target;
-    const char *link;   /* NULL: keep */
-    int publish_cancel; /* customer cancel: tell payments */
-    const char *queue;  /* event: inbox consumer, else NULL */
+    const char *link;  /* NULL: keep */
+    oms_event publish; /* event to publish when the order moves; OMS_EVENT__COUNT: none */
+    char cause[160];   /* recorded in the order's history */
+    const char *queue; /* event: inbox consumer, else NULL */
     const char *message_id;
     int strict; /* gRPC caller: a forbidden move is an error, not a no-op */
+    int skip;   /* set by stock_effect: acknowledge, change nothing */
 } change;
 
 static int rank_paid(oms_order_status st)
@@ -146,39 +206,83 @@ static int rank_paid(oms_order_status st)
     return st == OMS_ORDER_PAID || st == OMS_ORDER_COOKING || st == OMS_ORDER_READY;
 }
 
-/* Stock side effect of moving an order from cur to target, done before the status
- * transaction; stock calls are idempotent, so a retry repeats them harmlessly. */
-static int stock_effect(orders_service *s, const char *order_id, oms_order_status cur,
-                        oms_order_status target, oms_error *err)
+static int before_payment(oms_order_status st)
 {
-    if (rank_paid(target) && !rank_paid(cur) && !oms_order_status_terminal(cur)) {
-        int rc = s->stock.commit(s->stock.ud, order_id, err);
+    return st == OMS_ORDER_PENDING || st == OMS_ORDER_WAITING_PAYMENT;
+}
+
+/* Turns an event's change into a refund decided here: the money has been taken but
+ * the order cannot be fulfilled. Publishing order.refunded makes payments return it. */
+static void become_refund(change *c, const char *order_id, const char *why)
+{
+    oms_log_error("payment cannot be fulfilled: refunding", "order_id", order_id, "reason", why);
+    c->target = OMS_ORDER_REFUNDED;
+    c->publish = OMS_EVENT_ORDER_REFUNDED;
+    snprintf(c->cause, sizeof(c->cause), "%s", why);
+}
+
+/* Stock side effect of moving an order from cur to c->target, done before the status
+ * transaction; stock calls are idempotent, so a retry repeats them harmlessly. Stock
+ * decides races: a released reservation cannot be committed and a committed one
+ * cannot be released, so of a cancel and a payment exactly one wins there, and the
+ * loser adapts here (a refused cancel; a payment turned into a refund). */
+static int stock_effect(orders_service *s, const char *order_id, oms_order_status cur, change *c,
+                        oms_error *err)
+{
+    int rc = OMS_OK;
+    if (rank_paid(c->target) && !c->strict &&
+        (cur == OMS_ORDER_CANCELLED || cur == OMS_ORDER_PAYMENT_FAILED)) {
+        become_refund(c, order_id, "order_cancelled: payment arrived for a cancelled order");
+        return OMS_OK; /* nothing was reserved any more */
+    }
+    if (rank_paid(c->target) && before_payment(cur)) {
+        rc = s->stock.commit(s->stock.ud, order_id, err);
         if (rc == OMS_CONFLICT || rc == OMS_NOTFOUND) {
-            /* Paid, but the reservation expired and the stock is gone: the customer has
-             * paid, so the order goes on; staff must resolve it. */
-            oms_log_error("paid order has no stock reservation", "order_id", order_id, "error",
-                          err->msg);
+            char why[160];
+            snprintf(why, sizeof(why), "stock_unavailable: %.120s", err->msg);
+            if (c->strict) /* never err->msg as an argument of its own error */
+                return oms_error_set(err, OMS_CONFLICT, "order %s cannot be paid: %s", order_id,
+                                     why);
             oms_error_clear(err);
+            become_refund(c, order_id, why);
             return OMS_OK;
         }
         return rc;
     }
-    if ((target == OMS_ORDER_CANCELLED || target == OMS_ORDER_PAYMENT_FAILED) &&
-        oms_order_can_move(cur, target)) {
-        int rc = s->stock.release(s->stock.ud, order_id, err);
-        if (rc == OMS_NOTFOUND) { /* nothing reserved: nothing to give back */
-            oms_error_clear(err);
-            return OMS_OK;
-        }
-        return rc;
+    int release = ((c->target == OMS_ORDER_CANCELLED || c->target == OMS_ORDER_PAYMENT_FAILED) &&
+                   oms_order_can_move(cur, c->target)) ||
+                  (c->target == OMS_ORDER_REFUNDED && !rank_paid(cur));
+    if (!release)
+        return OMS_OK;
+    rc = s->stock.release(s->stock.ud, order_id, err);
+    if (rc == OMS_NOTFOUND) { /* nothing reserved: nothing to give back */
+        oms_error_clear(err);
+        return OMS_OK;
     }
-    return OMS_OK;
+    if (rc == OMS_CONFLICT && c->target == OMS_ORDER_REFUNDED) {
+        oms_error_clear(err); /* committed: the units stay sold, the money goes back */
+        return OMS_OK;
+    }
+    if (rc == OMS_CONFLICT) {
+        /* Committed: a payment won the race; order.paid is on its way. */
+        if (c->strict)
+            return oms_error_set(err, OMS_CONFLICT, "order %s is being paid; it cannot be %s",
+                                 order_id,
+                                 c->target == OMS_ORDER_CANCELLED ? "cancelled" : "closed");
+        oms_log_info("event ignored: the order's stock is committed to a payment", "order_id",
+                     order_id, "event_status", oms_order_status_str(c->target));
+        oms_error_clear(err);
+        c->skip = 1;
+        return OMS_OK;
+    }
+    return rc;
 }
 
 /* Whether stock_effect can do anything for a move to target, whatever the status now. */
 static int stock_may_change(oms_order_status target)
 {
-    return rank_paid(target) || target == OMS_ORDER_CANCELLED || target == OMS_ORDER_PAYMENT_FAILED;
+    return rank_paid(target) || target == OMS_ORDER_CANCELLED ||
+           target == OMS_ORDER_PAYMENT_FAILED || target == OMS_ORDER_REFUNDED;
 }
 
 static int read_status(orders_service *s, const char *order_id, oms_order_status *st,
@@ -195,22 +299,23 @@ static int read_status(orders_service *s, const char *order_id, oms_order_status
 
 /* Applies a status change: the stock side effect first (idempotent, outside any
  * transaction), then one transaction that records the inbox id, locks the row, re-checks
- * the guard on the committed status, writes, and (when asked or needed) reads the order
- * back once. The benchmark found the earlier version's extra reads costly. */
-static int apply_change(orders_service *s, const char *order_id, const change *c, oms_order *out,
+ * the guard on the committed status, writes the status and its history row, and (when
+ * asked or needed) reads the order back once. The benchmark found the earlier version's
+ * extra reads costly. */
+static int apply_change(orders_service *s, const char *order_id, change *c, oms_order *out,
                         oms_error *err)
 {
     oms_order_status st = c->target; /* set from the row below */
     int rc;
-    /* Only a move to paid, cooking, ready, cancelled or payment failed can touch the
-     * stock; the common move (payments setting waiting_payment with its link) skips the
-     * status read and its transaction. */
+    /* Only a move to paid, cooking, ready or a side exit can touch the stock; the
+     * common move (payments setting waiting_payment with its link) skips the status
+     * read and its transaction. */
     if (stock_may_change(c->target)) {
         rc = read_status(s, order_id, &st, err);
         if (rc != OMS_OK)
             return rc;
         if (st != c->target) {
-            rc = stock_effect(s, order_id, st, c->target, err);
+            rc = stock_effect(s, order_id, st, c, err);
             if (rc != OMS_OK)
                 return rc;
         }
@@ -231,15 +336,22 @@ static int apply_change(orders_service *s, const char *order_id, const change *c
     if (rc != OMS_OK)
         goto rollback;
     int moved = 0;
-    if (st == c->target) {
+    long long now_ms = oms_now_ms();
+    if (c->skip) {
+        /* stock_effect decided: acknowledge without a change */
+    } else if (st == c->target) {
         if (c->link)
-            rc = orders_store_set_status(tx, order_id, c->target, c->link, oms_now_ms(), err);
+            rc = orders_store_set_status(tx, order_id, c->target, c->link, now_ms, err);
     } else if (oms_order_can_move(st, c->target)) {
-        rc = orders_store_set_status(tx, order_id, c->target, c->link, oms_now_ms(), err);
+        rc = orders_store_set_status(tx, order_id, c->target, c->link, now_ms, err);
+        if (rc == OMS_OK)
+            rc = orders_store_add_history(tx, order_id, c->target, c->cause, now_ms, err);
         moved = 1;
     } else if (c->strict) {
         rc = oms_error_set(err, OMS_CONFLICT, "order %s is %s; it cannot become %s", order_id,
                            oms_order_status_str(st), oms_order_status_str(c->target));
+    } else if (c->target == OMS_ORDER_PAID && st == OMS_ORDER_REFUNDED) {
+        oms_log_info("event ignored: the order's payment was refunded", "order_id", order_id);
     } else {
         oms_log_info("event ignored: status never moves backwards", "order_id", order_id, "status",
                      oms_order_status_str(st), "event_status", oms_order_status_str(c->target));
@@ -248,11 +360,11 @@ static int apply_change(orders_service *s, const char *order_id, const change *c
         goto rollback;
     oms_order now;
     oms_order_init(&now);
-    int publish = moved && c->publish_cancel;
+    int publish = moved && c->publish != OMS_EVENT__COUNT;
     if (out || publish) {
         rc = orders_store_get(tx, order_id, &now, err);
         if (rc == OMS_OK && publish)
-            rc = add_event(tx, OMS_EVENT_ORDER_CANCELLED, &now, err);
+            rc = add_event(tx, c->publish, &now, c->cause, err);
         if (rc != OMS_OK) {
             oms_order_free(&now);
             goto rollback;
@@ -265,7 +377,7 @@ static int apply_change(orders_service *s, const char *order_id, const change *c
     }
     if (moved) {
         oms_log_info("order status changed", "order_id", order_id, "status",
-                     oms_order_status_str(c->target));
+                     oms_order_status_str(c->target), "cause", c->cause);
         if (publish)
             notify(s);
     }
@@ -279,6 +391,18 @@ rollback:
     return rc;
 }
 
+/* A PaymentLink is shown to the customer as a link: only https, or this shop's own
+ * local checkout, so nobody can plant a javascript: or look-alike URL through the API. */
+static int link_allowed(const orders_service *s, const char *link)
+{
+    if (strncmp(link, "https://", 8) == 0 && link[8])
+        return 1;
+    const char *base = s->local_checkout_url;
+    size_t n = base ? strlen(base) : 0;
+    return n > 0 && strncmp(link, base, n) == 0 && strncmp(link + n, "/checkout/", 10) == 0 &&
+           link[n + 10];
+}
+
 int orders_update(orders_service *s, const char *order_id, int status, const char *link,
                   oms_order *out, oms_error *err)
 {
@@ -290,6 +414,15 @@ int orders_update(orders_service *s, const char *order_id, int status, const cha
         link = NULL;
     if (link && strlen(link) > 2048)
         return oms_error_set(err, OMS_INVALID, "PaymentLink: at most 2048 characters");
+    for (const char *p = link; p && *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '"' || *p == '<' || *p == '>')
+            return oms_error_set(err, OMS_INVALID,
+                                 "PaymentLink: spaces, quotes and control characters not allowed");
+    if (link && !link_allowed(s, link))
+        return oms_error_set(
+            err, OMS_INVALID,
+            "PaymentLink: must be an https: URL or this shop's checkout (%s/checkout/...)",
+            s->local_checkout_url ? s->local_checkout_url : "-");
     if (status < 0) { /* link only: "move" to the current status */
         oms_order_status cur;
         int rc = read_status(s, order_id, &cur, err);
@@ -299,7 +432,10 @@ int orders_update(orders_service *s, const char *order_id, int status, const cha
     }
     change c = {.target = (oms_order_status)status,
                 .link = link,
-                .publish_cancel = status == OMS_ORDER_CANCELLED,
+                .publish = status == OMS_ORDER_CANCELLED  ? OMS_EVENT_ORDER_CANCELLED
+                           : status == OMS_ORDER_REFUNDED ? OMS_EVENT_ORDER_REFUNDED
+                                                          : OMS_EVENT__COUNT,
+                .cause = "UpdateOrder",
                 .strict = 1};
     return apply_change(s, order_id, &c, out, err);
 }
@@ -322,7 +458,10 @@ int orders_cancel(orders_service *s, const char *order_id, const char *customer_
         return oms_error_set(err, OMS_CONFLICT,
                              "order %s is %s; only an order awaiting payment can be cancelled",
                              order_id, oms_order_status_str(st));
-    change c = {.target = OMS_ORDER_CANCELLED, .publish_cancel = 1, .strict = 1};
+    change c = {.target = OMS_ORDER_CANCELLED,
+                .publish = OMS_EVENT_ORDER_CANCELLED,
+                .cause = "cancelled by the customer",
+                .strict = 1};
     return apply_change(s, order_id, &c, out, err);
 }
 
@@ -343,9 +482,14 @@ int orders_list(orders_service *s, const char *customer_id, int page_size, const
     char before_id[OMS_ID_MAX + 1] = "";
     if (page_token && page_token[0]) {
         /* token: "<created_ms>.<order id>" */
-        char *end;
-        before_ms = strtoll(page_token, &end, 10);
-        if (end == page_token || *end != '.' || !oms_valid_id(end + 1) || before_ms < 0)
+        /* Digits only (strtoll alone takes spaces, signs and overflows to LLONG_MAX,
+         * which would quietly list from the start). */
+        size_t nd = strspn(page_token, "0123456789");
+        char *end = NULL;
+        errno = 0;
+        before_ms = nd > 0 && nd <= 18 ? strtoll(page_token, &end, 10) : -1;
+        if (before_ms < 0 || errno != 0 || end != page_token + nd || *end != '.' ||
+            !oms_valid_id(end + 1))
             return oms_error_set(err, OMS_INVALID, "pageToken: not a token from this API");
         snprintf(before_id, sizeof(before_id), "%s", end + 1);
     }
@@ -368,28 +512,40 @@ int orders_list(orders_service *s, const char *customer_id, int page_size, const
     return OMS_OK;
 }
 
+/* What each consumed event asks for, and the history's cause when the event gives none. */
+static const struct {
+    oms_event event;
+    oms_order_status target;
+    const char *cause;
+} event_moves[] = {
+    {OMS_EVENT_ORDER_PAID, OMS_ORDER_PAID, "payment received"},
+    {OMS_EVENT_ORDER_COOKING, OMS_ORDER_COOKING, "kitchen started cooking"},
+    {OMS_EVENT_ORDER_READY, OMS_ORDER_READY, "kitchen finished"},
+    {OMS_EVENT_ORDER_CANCELLED, OMS_ORDER_CANCELLED, "checkout closed"},
+    {OMS_EVENT_ORDER_REFUNDED, OMS_ORDER_REFUNDED, "refunded"},
+};
+
 int orders_handle_event(orders_service *s, const char *queue, const char *message_id,
                         const char *exchange, const char *body, size_t len, oms_error *err)
 {
+    size_t i = 0;
+    while (i < sizeof(event_moves) / sizeof(event_moves[0]) &&
+           strcmp(exchange, oms_event_exchanges[event_moves[i].event]) != 0)
+        i++;
+    if (i == sizeof(event_moves) / sizeof(event_moves[0]))
+        return oms_error_set(err, OMS_INVALID, "unexpected event %s", exchange);
     oms_order evt;
     int rc = oms_order_from_json_str(body, len, &evt, err);
     if (rc != OMS_OK)
         return OMS_INVALID;
     oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, evt.order_id);
-    change c = {.queue = queue, .message_id = message_id};
-    if (strcmp(exchange, "order.paid") == 0)
-        c.target = OMS_ORDER_PAID;
-    else if (strcmp(exchange, "order.cooking") == 0)
-        c.target = OMS_ORDER_COOKING;
-    else if (strcmp(exchange, "order.ready") == 0)
-        c.target = OMS_ORDER_READY;
-    else if (strcmp(exchange, "order.cancelled") == 0)
-        c.target =
-            evt.status == OMS_ORDER_PAYMENT_FAILED ? OMS_ORDER_PAYMENT_FAILED : OMS_ORDER_CANCELLED;
-    else {
-        oms_order_free(&evt);
-        return oms_error_set(err, OMS_INVALID, "unexpected event %s", exchange);
-    }
+    change c = {.target = event_moves[i].target,
+                .publish = OMS_EVENT__COUNT,
+                .queue = queue,
+                .message_id = message_id};
+    if (c.target == OMS_ORDER_CANCELLED && evt.status == OMS_ORDER_PAYMENT_FAILED)
+        c.target = OMS_ORDER_PAYMENT_FAILED;
+    snprintf(c.cause, sizeof(c.cause), "%s", evt.reason[0] ? evt.reason : event_moves[i].cause);
     rc = apply_change(s, evt.order_id, &c, NULL, err);
     if (rc == OMS_NOTFOUND)
         rc = OMS_INVALID; /* an event about an order we never had: dead-letter it */

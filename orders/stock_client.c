@@ -6,6 +6,7 @@
 
 #include "oms.pb-c.h"
 #include "oms/order_pb.h"
+#include "oms/stock_calls.h"
 #include "oms/util.h"
 
 #define STOCK_TIMEOUT_MS 3000
@@ -40,26 +41,14 @@ static int reserve(void *ud, const char *order_id, oms_order *o, oms_error *err)
     return rc;
 }
 
-static int reservation_call(void *ud, const char *method, const char *order_id, oms_error *err)
-{
-    Api__ReservationRequest req = API__RESERVATION_REQUEST__INIT;
-    req.orderid = (char *)order_id;
-    ProtobufCMessage *resp = NULL;
-    int rc = oms_grpc_call(ud, method, &req.base, &api__reservation_response__descriptor, &resp,
-                           STOCK_TIMEOUT_MS, err);
-    if (resp)
-        protobuf_c_message_free_unpacked(resp, NULL);
-    return rc;
-}
-
 static int release(void *ud, const char *order_id, oms_error *err)
 {
-    return reservation_call(ud, "/api.StockService/ReleaseReservation", order_id, err);
+    return oms_stock_release(ud, order_id, err);
 }
 
 static int commit(void *ud, const char *order_id, oms_error *err)
 {
-    return reservation_call(ud, "/api.StockService/CommitReservation", order_id, err);
+    return oms_stock_commit(ud, order_id, err);
 }
 
 void orders_stock_client_port(orders_stock_port *port, oms_grpc_client *client)

@@ -26,10 +26,20 @@ static const oms_db_migration orders_v1 = {
     NULL,
 };
 
+/* Each status an order reached, when and why (the answer to "why was it cancelled"). */
+static const oms_db_migration orders_v2 = {
+    "orders_v2_history",
+    "CREATE TABLE order_history("
+    " order_id TEXT NOT NULL, at BIGINT NOT NULL, status TEXT NOT NULL, cause TEXT NOT NULL);"
+    "CREATE INDEX order_history_by_order ON order_history(order_id, at);"
+    "CREATE INDEX orders_open_by_customer ON orders(customer_id, status);",
+    NULL,
+};
+
 int orders_store_open(oms_db **db, const char *url, oms_error *err)
 {
     const oms_db_migration migs[] = {orders_v1, oms_outbox_migration, oms_inbox_migration,
-                                     oms_retention_migration};
+                                     oms_retention_migration, orders_v2};
     return oms_db_open(db, url, migs, sizeof(migs) / sizeof(migs[0]), err);
 }
 
@@ -255,4 +265,31 @@ int orders_store_list(oms_db_tx *tx, const char *customer_id, int limit, long lo
     *out = l.v;
     *n = l.n;
     return OMS_OK;
+}
+
+int orders_store_add_history(oms_db_tx *tx, const char *order_id, oms_order_status status,
+                             const char *cause, long long at_ms, oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_S(order_id), OMS_DB_I(at_ms), OMS_DB_S(oms_order_status_str(status)),
+                        OMS_DB_S(cause && cause[0] ? cause : "-")};
+    return oms_db_exec(tx,
+                       "INSERT INTO order_history(order_id, at, status, cause)"
+                       " VALUES($1,$2,$3,$4)",
+                       p, 4, NULL, err);
+}
+
+static int count_row(const oms_db_row *row, void *ud)
+{
+    *(long long *)ud = oms_db_row_int(row, 0);
+    return OMS_OK;
+}
+
+int orders_store_count_open(oms_db_tx *tx, const char *customer_id, long long *n, oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_S(customer_id)};
+    *n = 0;
+    return oms_db_query(tx,
+                        "SELECT COUNT(*) FROM orders WHERE customer_id = $1"
+                        " AND status IN ('pending', 'waiting_payment')",
+                        p, 1, count_row, n, NULL, err);
 }

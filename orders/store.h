@@ -30,6 +30,11 @@ int orders_store_find_by_key(oms_db_tx *tx, const char *customer_id, const char 
 /* Sets status (and the payment link when link != NULL) and updated_at. */
 int orders_store_set_status(oms_db_tx *tx, const char *order_id, oms_order_status st,
                             const char *link, long long now_ms, oms_error *err);
+/* Appends a line to the order's history: it reached status at at_ms because of cause. */
+int orders_store_add_history(oms_db_tx *tx, const char *order_id, oms_order_status status,
+                             const char *cause, long long at_ms, oms_error *err);
+/* *n = the customer's orders still awaiting payment (pending, waiting_payment). */
+int orders_store_count_open(oms_db_tx *tx, const char *customer_id, long long *n, oms_error *err);
 /* Up to limit orders of a customer, newest first, strictly older than the cursor
  * (before_ms, before_id) when before_id is non-NULL. *out is a heap array of *n orders
  * (caller frees each with oms_order_free, then the array). */

@@ -155,11 +155,17 @@ char *payments_page_closed(const payments_row *r, const char *status_url, size_t
     FILE *f = open_memstream(&buf, len);
     if (!f)
         return NULL;
-    const char *what = r->status == PAYMENTS_SESSION_PAID ? "already paid" : "closed";
-    head(f, r->status == PAYMENTS_SESSION_PAID ? "Already paid" : "Checkout closed");
+    const char *title = "Checkout closed", *what = "is closed";
+    switch (r->status) {
+    case PAYMENTS_SESSION_PAID: title = "Already paid", what = "is already paid"; break;
+    case PAYMENTS_SESSION_EXPIRED: title = "Checkout expired", what = "expired unpaid"; break;
+    case PAYMENTS_SESSION_REFUNDED: title = "Payment refunded", what = "was refunded"; break;
+    default: break;
+    }
+    head(f, title);
     fputs("<section class=\"card\"><p>This checkout for order ", f);
     put_esc(f, r->order_id);
-    fprintf(f, " is %s (%s); nothing was charged now.</p>", what,
+    fprintf(f, " %s (%s); nothing was charged now.</p>", what,
             payments_session_status_str(r->status));
     fputs("<p><a class=\"button\" href=\"", f);
     put_esc(f, status_url);

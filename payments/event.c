@@ -65,8 +65,21 @@ int payments_event_parse(const char *body, size_t len, payments_event *out, oms_
     if (rc == OMS_OK)
         rc = opt_str(obj, "payment_status", "data.object.payment_status", out->payment_status,
                      sizeof(out->payment_status), err);
+    if (rc == OMS_OK)
+        rc = opt_str(obj, "payment_intent", "data.object.payment_intent", out->payment_intent,
+                     sizeof(out->payment_intent), err);
+    if (rc == OMS_OK)
+        rc = opt_str(obj, "currency", "data.object.currency", out->currency, sizeof(out->currency),
+                     err);
     if (rc != OMS_OK)
         goto done;
+    const json_t *amt = json_object_get(obj, "amount_total");
+    if (amt && !json_is_null(amt) && !json_is_integer(amt)) {
+        rc = oms_error_set(err, OMS_INVALID, "data.object.amount_total: must be an integer");
+        goto done;
+    }
+    out->has_amount = json_is_integer(amt);
+    out->amount_total = out->has_amount ? (long long)json_integer_value(amt) : 0;
     const json_t *md = json_object_get(obj, "metadata");
     if (md && !json_is_null(md) && !json_is_object(md)) {
         rc = oms_error_set(err, OMS_INVALID, "data.object.metadata: must be an object");
@@ -97,6 +110,12 @@ char *payments_event_build_local(const payments_local_event *e)
         "created", (json_int_t)e->created, "livemode", 0);
     if (!obj)
         return NULL;
+    if (json_object_set_new(obj, "payment_intent",
+                            e->payment_intent ? json_string(e->payment_intent) : json_null()) !=
+        0) {
+        json_decref(obj);
+        return NULL;
+    }
     /* "o" steals obj, also when packing fails. */
     json_t *evt = json_pack("{s:s, s:s, s:s, s:I, s:b, s:i, s:{s:n, s:n}, s:s, s:{s:o}}", "id", id,
                             "object", "event", "api_version", STRIPE_API_VERSION, "created",

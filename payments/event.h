@@ -16,6 +16,10 @@ typedef struct payments_event {
     char order_id[OMS_ID_MAX + 1];    /* data.object.metadata.orderID, "" when absent */
     char customer_id[OMS_ID_MAX + 1]; /* data.object.metadata.customerID, "" when absent */
     char payment_status[32];          /* data.object.payment_status, "" when absent */
+    char payment_intent[256];         /* data.object.payment_intent (pi_...), "" when absent */
+    char currency[8];                 /* data.object.currency, "" when absent */
+    long long amount_total;           /* data.object.amount_total in minor units */
+    int has_amount;                   /* amount_total was present (an integer) */
 } payments_event;
 
 /* Parses body[0..len). OMS_INVALID with a message naming the field when the JSON is
@@ -34,7 +38,8 @@ typedef struct payments_local_event {
     const char *customer_id;
     long long amount;
     const char *currency;
-    int64_t created; /* unix seconds */
+    const char *payment_intent; /* "pi_local_<session>" when paid, NULL otherwise */
+    int64_t created;            /* unix seconds */
 } payments_local_event;
 
 /* A Stripe-shaped event JSON (id "evt_local_<hex>", object "event", api_version,

@@ -7,6 +7,7 @@
 #include "checkout_page.h"
 #include "oms/admin.h"
 #include "oms/log.h"
+#include "oms/util.h"
 #include "service.h"
 #include "urls.h"
 
@@ -90,6 +91,8 @@ static void checkout_show(const oms_http_req *req, oms_http_resp *resp)
         return;
     }
     size_t len = 0;
+    if (payments_session_overdue(&row, oms_now_ms()))
+        row.status = PAYMENTS_SESSION_EXPIRED; /* the sweep closes it within a period */
     if (row.status != PAYMENTS_SESSION_OPEN) {
         char *url =
             payments_status_url(s->gateway_url, "success.html", row.customer_id, row.order_id);
@@ -151,12 +154,19 @@ static void checkout_cancel(const oms_http_req *req, oms_http_resp *resp)
     checkout_finish(req, resp, 0);
 }
 
-const oms_http_route payments_http_routes[] = {
+/* Stripe mode serves only the webhook and the admin routes; the local checkout pages
+ * exist in local mode alone (in stripe mode they would let anyone "pay" for free). */
+const oms_http_route payments_http_routes_stripe[] = {
+    OMS_ADMIN_ROUTES,
+    {"POST", "/webhook", webhook},
+};
+const size_t payments_http_routes_stripe_count = OMS_NELEM(payments_http_routes_stripe);
+
+const oms_http_route payments_http_routes_local[] = {
     OMS_ADMIN_ROUTES,
     {"POST", "/webhook", webhook},
     {"GET", "/checkout/{}", checkout_show},
     {"POST", "/checkout/{}/pay", checkout_pay},
     {"POST", "/checkout/{}/cancel", checkout_cancel},
 };
-const size_t payments_http_routes_count =
-    sizeof(payments_http_routes) / sizeof(payments_http_routes[0]);
+const size_t payments_http_routes_local_count = OMS_NELEM(payments_http_routes_local);

@@ -1,6 +1,7 @@
 /* oms-payments: wiring only. Config -> processor -> database -> outbox relay ->
- * orders client -> event consumers -> gRPC health server -> HTTP (webhook, local
- * checkout, admin); then wait for SIGINT/SIGTERM and stop in reverse order. */
+ * orders and stock clients -> event consumers -> checkout deadline ticker -> gRPC
+ * health server -> HTTP (webhook, local checkout in local mode, admin); then wait for
+ * SIGINT/SIGTERM and stop in reverse order. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,12 @@
 #include "oms/http.h"
 #include "oms/log.h"
 #include "oms/outbox.h"
+#include "oms/ticker.h"
 #include "oms/util.h"
 #include "orders_client.h"
 #include "processor/processor.h"
 #include "service.h"
+#include "stock_client.h"
 #include "store.h"
 
 static struct {
@@ -30,6 +33,9 @@ static struct {
     char *http_addr;
     char *database_url;
     char *orders_addrs;
+    char *stock_addrs;
+    long long checkout_ttl_s;
+    long long checkout_sweep_ms;
     char *processor;
     char *stripe_key;
     char *stripe_api_base;
@@ -47,6 +53,12 @@ static const oms_cfg_def config_table[] = {
      "SQLite path, or postgres://..."},
     {"ORDERS_ADDRS", OMS_CFG_STR, "127.0.0.1:2000", 0, 0, NULL, &cfg.orders_addrs, NULL,
      "orders gRPC addresses (comma list: round robin)"},
+    {"STOCK_ADDRS", OMS_CFG_STR, "127.0.0.1:2002", 0, 0, NULL, &cfg.stock_addrs, NULL,
+     "stock gRPC addresses: a payment commits its order's stock, a deadline releases it"},
+    {"CHECKOUT_TTL", OMS_CFG_INT, "1800", 1, 86400, NULL, &cfg.checkout_ttl_s, NULL,
+     "seconds a checkout can be paid; then the order is cancelled (stripe: 1800..86400)"},
+    {"CHECKOUT_SWEEP_MS", OMS_CFG_INT, "1000", 10, 3600000, NULL, &cfg.checkout_sweep_ms, NULL,
+     "how often checkouts past their deadline are closed (ms)"},
     {"PAYMENT_PROCESSOR", OMS_CFG_ENUM, "local", 0, 0, "local|stripe", &cfg.processor, NULL,
      "local (offline checkout page) or stripe (Stripe Checkout)"},
     {"STRIPE_KEY", OMS_CFG_STR, "", 0, 0, NULL, &cfg.stripe_key, NULL,
@@ -54,7 +66,7 @@ static const oms_cfg_def config_table[] = {
     {"STRIPE_API_BASE", OMS_CFG_URL, "https://api.stripe.com", 0, 0, NULL, &cfg.stripe_api_base,
      NULL, "Stripe API base URL"},
     {"STRIPE_WEBHOOK_SECRET", OMS_CFG_STR, "whsec_local_dev", 0, 0, NULL, &cfg.webhook_secret, NULL,
-     "webhook signing secret (never logged)"},
+     "webhook signing secret (never logged); stripe mode needs a real whsec_ one"},
     {"GATEWAY_HTTP_ADDR", OMS_CFG_URL, "http://localhost:8080", 0, 0, NULL, &cfg.gateway_url, NULL,
      "public gateway URL for the success/cancel pages"},
     {"PAYMENTS_PUBLIC_URL", OMS_CFG_URL, "http://localhost:8081", 0, 0, NULL, &cfg.public_url, NULL,
@@ -77,7 +89,7 @@ typedef struct consumer_ctx {
     event_fn fn;
 } consumer_ctx;
 
-#define NCONSUMERS 2
+#define NCONSUMERS 3
 
 static struct {
     const payment_processor *processor;
@@ -85,7 +97,9 @@ static struct {
     oms_db *db;
     oms_outbox_relay *relay;
     oms_grpc_client *orders;
+    oms_grpc_client *stock;
     oms_amqp_consumer *consumers[NCONSUMERS];
+    oms_ticker *deadline;
     oms_grpc_server *grpc;
     oms_http_server *http;
 } app;
@@ -119,12 +133,47 @@ static int ready_check(void *ud, char *why, size_t n)
         snprintf(why, n, "orders: %s", err.msg);
         return OMS_UNAVAILABLE;
     }
+    if (oms_grpc_client_check_health(app.stock, 500, &err) != OMS_OK) {
+        snprintf(why, n, "stock: %s", err.msg);
+        return OMS_UNAVAILABLE;
+    }
     return OMS_OK;
+}
+
+static int deadline_tick(void *ud, oms_error *err)
+{
+    return payments_expire_due(ud, NULL, err);
+}
+
+/* Secrets anyone can read in our repository or in Stripe's docs: with one of them a
+ * stranger could sign a "payment completed" event. */
+static const char *const public_secrets[] = {"whsec_local_dev", "whsec_test_secret", "whsec_test",
+                                             "whsec_secret",    "whsec_changeme",    "whsec_"};
+
+/* Stripe mode takes real money: refuse to start with a secret that signs nothing real,
+ * or with a deadline Stripe would refuse (expires_at must be 30 min to 24 h away). */
+static void stripe_mode_check(void)
+{
+    const char *sec = cfg.webhook_secret;
+    if (!sec[0] || strncmp(sec, "whsec_", 6) != 0)
+        oms_app_config_fail("payments", "STRIPE_WEBHOOK_SECRET: PAYMENT_PROCESSOR=stripe needs "
+                                        "the endpoint's signing secret (whsec_...) from Stripe");
+    for (size_t i = 0; i < sizeof(public_secrets) / sizeof(public_secrets[0]); i++)
+        if (strcmp(sec, public_secrets[i]) == 0)
+            oms_app_config_fail("payments",
+                                "STRIPE_WEBHOOK_SECRET: a published example secret; set the "
+                                "endpoint's signing secret from Stripe");
+    if (cfg.checkout_ttl_s < 1800 || cfg.checkout_ttl_s > 86400)
+        oms_app_config_fail("payments", "CHECKOUT_TTL=%lld: Stripe accepts 1800 to 86400 seconds",
+                            cfg.checkout_ttl_s);
 }
 
 int main(int argc, char **argv)
 {
     oms_app_start("payments", config_table, CONFIG_COUNT, &cfg.common, argc, argv);
+    int local_mode = strcmp(cfg.processor, "local") == 0;
+    if (!local_mode)
+        stripe_mode_check();
     int exit_code = 1;
     oms_error err;
     oms_error_clear(&err);
@@ -141,6 +190,7 @@ int main(int argc, char **argv)
     consumer_ctx cctx[NCONSUMERS] = {
         {&svc, "payments.order.created", "order.created", payments_handle_order_created},
         {&svc, "payments.order.cancelled", "order.cancelled", payments_handle_order_cancelled},
+        {&svc, "payments.order.refunded", "order.refunded", payments_handle_order_refunded},
     };
 
     app.processor = payments_processor_find(cfg.processor);
@@ -173,8 +223,14 @@ int main(int argc, char **argv)
         oms_log_error("cannot create orders client", "error", err.msg);
         goto out;
     }
+    if (oms_discovery_client(discovery, "stock", cfg.stock_addrs, &app.stock, &err) != OMS_OK) {
+        oms_log_error("cannot create stock client", "error", err.msg);
+        goto out;
+    }
     svc.db = app.db;
     svc.processor = app.processor;
+    svc.checkout_ttl_ms = cfg.checkout_ttl_s * 1000;
+    payments_stock_client_port(&svc.stock, app.stock);
     svc.pcfg = &pcfg;
     payments_orders_client_port(&svc.orders, app.orders);
     svc.webhook_secret = cfg.webhook_secret;
@@ -199,7 +255,12 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    /* No methods of its own: the server exists for grpc.health.v1 (DESIGN §2). */
+    if (oms_ticker_start(&app.deadline, "checkout deadline", cfg.checkout_sweep_ms, deadline_tick,
+                         &svc, &err) != OMS_OK) {
+        oms_log_error("cannot start the checkout deadline ticker", "error", err.msg);
+        goto out;
+    }
+    /* No methods of its own: the server exists for grpc.health.v1. */
     if (oms_grpc_server_start(&app.grpc, cfg.grpc_addr, NULL, 0, 1, NULL, &err) != OMS_OK) {
         oms_log_error("cannot start gRPC server", "addr", cfg.grpc_addr, "error", err.msg);
         goto out;
@@ -209,9 +270,13 @@ int main(int argc, char **argv)
         oms_log_error("cannot start the readiness watcher", "error", err.msg);
         goto out;
     }
+    /* The local checkout pages exist only in local mode: in stripe mode they would let
+     * anyone "pay" a Stripe session for free. */
     oms_http_config hc = {.addr = cfg.http_addr,
-                          .routes = payments_http_routes,
-                          .nroutes = payments_http_routes_count,
+                          .routes =
+                              local_mode ? payments_http_routes_local : payments_http_routes_stripe,
+                          .nroutes = local_mode ? payments_http_routes_local_count
+                                                : payments_http_routes_stripe_count,
                           .max_body = 64 * 1024,
                           .ud = &svc};
     char herr[256];
@@ -235,9 +300,11 @@ out:
     oms_app_ready_watch_stop(); /* reads the consumers, orders client and database */
     oms_http_stop(app.http);
     oms_grpc_server_stop(app.grpc);
+    oms_ticker_stop(app.deadline);
     for (size_t i = 0; i < NCONSUMERS; i++)
         oms_amqp_consumer_stop(app.consumers[i]);
     oms_grpc_client_free(app.orders);
+    oms_grpc_client_free(app.stock);
     oms_outbox_relay_stop(app.relay);
     if (app.db)
         oms_db_close(app.db);

@@ -21,11 +21,23 @@ typedef struct payments_orders_port {
     void *ud;
 } payments_orders_port;
 
+/* The stock calls payments makes itself: stock decides the race between a payment and
+ * a cancel or deadline (a released reservation cannot be committed, a committed one
+ * cannot be released), so the side that asks first wins and the other adapts.
+ * OMS_CONFLICT: the other side won; OMS_NOTFOUND: no reservation; other: retry. */
+typedef struct payments_stock_port {
+    int (*commit)(void *ud, const char *order_id, oms_error *err);
+    int (*release)(void *ud, const char *order_id, oms_error *err);
+    void *ud;
+} payments_stock_port;
+
 typedef struct payments_service {
     oms_db *db;                            /* borrowed */
     const payment_processor *processor;    /* chosen at start */
     const payments_processor_config *pcfg; /* borrowed */
     payments_orders_port orders;
+    payments_stock_port stock;
+    long long checkout_ttl_ms;       /* CHECKOUT_TTL: a session's deadline after it opens */
     const char *webhook_secret;      /* STRIPE_WEBHOOK_SECRET (never logged) */
     const char *gateway_url;         /* GATEWAY_HTTP_ADDR */
     void (*outbox_notify)(void *ud); /* wakes the relay after a commit; may be NULL */
@@ -45,10 +57,27 @@ int payments_handle_order_created(payments_service *s, const char *queue, const 
 int payments_handle_order_cancelled(payments_service *s, const char *queue, const char *message_id,
                                     const char *body, size_t len, oms_error *err);
 
-/* The webhook: verifies sig_header over body, parses the event and applies it in one
- * transaction. OMS_OK: applied or ignored (200). OMS_DUPLICATE: seen before (200).
- * OMS_INVALID: bad signature or event (400, err says which; nothing changed).
- * OMS_AGAIN/OMS_ERR: database trouble (503: Stripe retries). */
+/* order.refunded: returns the order's payment through the processor (once per order:
+ * the refunds table and the processor's idempotency key), records it and counts it in
+ * payments_refunds_total{reason}. An order without a recorded payment is acknowledged
+ * with a warning. OMS_AGAIN: the processor is unreachable (retried through the queue);
+ * OMS_ERR: refused (logged at error level; retried, then dead-lettered). */
+int payments_handle_order_refunded(payments_service *s, const char *queue, const char *message_id,
+                                   const char *body, size_t len, oms_error *err);
+
+/* The checkout deadline: closes every open session whose deadline has passed (at most
+ * a batch per call) exactly as checkout.session.expired does -- stock released first,
+ * the session expired at the processor, then order.cancelled with reason "checkout
+ * expired". *closed (optional) gets the count. Safe to run in several instances. */
+int payments_expire_due(payments_service *s, size_t *closed, oms_error *err);
+
+/* The webhook: verifies sig_header over body, parses the event and applies it.
+ * completed: the amount and currency must match the order's, the session must still be
+ * open and the order's stock must commit -- then order.paid; otherwise the payment is
+ * refunded (session refunded, order.refunded with the reason). expired/failed: stock
+ * released, then order.cancelled. OMS_OK: applied or ignored (200). OMS_DUPLICATE:
+ * seen before (200). OMS_INVALID: bad signature or event (400, err says which; nothing
+ * changed). OMS_AGAIN/OMS_ERR: database or stock trouble (503: Stripe retries). */
 int payments_webhook(payments_service *s, const char *sig_header, const char *body, size_t len,
                      oms_error *err);
 
@@ -58,8 +87,11 @@ int payments_checkout_get(payments_service *s, const char *session_id, payments_
                           oms_error *err);
 /* Local checkout Pay (pay = 1) or Cancel (pay = 0): builds the Stripe-shaped event,
  * signs it and feeds it through payments_webhook. OMS_NOTFOUND: unknown session.
- * OMS_CONFLICT: the session is no longer open (*status_out says what it is). */
+ * OMS_CONFLICT: the session is no longer open (out->status says what it is); a session
+ * past its deadline is expired here first, so its Pay is refused. */
 int payments_checkout_finish(payments_service *s, const char *session_id, int pay,
                              payments_row *out, oms_error *err);
+/* 1 when an open session's deadline has passed at now_ms (the page shows "expired"). */
+int payments_session_overdue(const payments_row *row, long long now_ms);
 
 #endif

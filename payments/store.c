@@ -1,5 +1,6 @@
 #include "store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,10 +47,24 @@ static const oms_db_migration sessions_v2 = {
     NULL,
 };
 
+/* The checkout deadline, the completed payment's intent (what a refund names), and
+ * the refunds made. */
+static const oms_db_migration sessions_v3 = {
+    "checkout_sessions_v3_deadline_refunds",
+    "ALTER TABLE checkout_sessions ADD COLUMN expires_at BIGINT;"
+    "ALTER TABLE checkout_sessions ADD COLUMN payment_intent TEXT;"
+    "CREATE INDEX checkout_sessions_due ON checkout_sessions(status, expires_at);"
+    "CREATE TABLE refunds("
+    " order_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, refund_id TEXT NOT NULL,"
+    " reason TEXT NOT NULL, amount BIGINT NOT NULL, currency TEXT NOT NULL,"
+    " created_at BIGINT NOT NULL);",
+    NULL,
+};
+
 int payments_store_open(oms_db **db, const char *url, oms_error *err)
 {
-    const oms_db_migration migs[] = {sessions_v1, oms_outbox_migration, oms_inbox_migration,
-                                     sessions_v2, oms_retention_migration};
+    const oms_db_migration migs[] = {sessions_v1, oms_outbox_migration,    oms_inbox_migration,
+                                     sessions_v2, oms_retention_migration, sessions_v3};
     return oms_db_open(db, url, migs, sizeof(migs) / sizeof(migs[0]), err);
 }
 
@@ -64,6 +79,7 @@ void payments_row_free(payments_row *r)
     free(r->currency);
     free(r->order_json);
     free(r->traceparent);
+    free(r->payment_intent);
     memset(r, 0, sizeof(*r));
 }
 
@@ -81,17 +97,18 @@ int payments_store_insert(oms_db_tx *tx, const payments_row *r, oms_error *err)
         OMS_DB_I(r->created_ms),
         OMS_DB_I(r->updated_ms),
         r->traceparent && *r->traceparent ? OMS_DB_S(r->traceparent) : OMS_DB_NULLP,
+        OMS_DB_I(r->expires_ms),
     };
     return oms_db_exec(tx,
                        "INSERT INTO checkout_sessions(session_id, order_id, customer_id, status,"
-                       " url, amount, currency, order_json, created_at, updated_at, traceparent)"
-                       " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
-                       p, 11, NULL, err);
+                       " url, amount, currency, order_json, created_at, updated_at, traceparent,"
+                       " expires_at) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                       p, 12, NULL, err);
 }
 
 #define SESSION_COLUMNS                                                                            \
     "session_id, order_id, customer_id, status, url, amount, currency, order_json, created_at,"    \
-    " updated_at, traceparent"
+    " updated_at, traceparent, expires_at, payment_intent"
 
 static int row_cb(const oms_db_row *row, void *ud)
 {
@@ -108,6 +125,8 @@ static int row_cb(const oms_db_row *row, void *ud)
     r->created_ms = oms_db_row_int(row, 8);
     r->updated_ms = oms_db_row_int(row, 9);
     r->traceparent = oms_db_row_text(row, 10) ? oms_strdup(oms_db_row_text(row, 10)) : NULL;
+    r->expires_ms = oms_db_row_int(row, 11); /* NULL reads as 0 */
+    r->payment_intent = oms_db_row_text(row, 12) ? oms_strdup(oms_db_row_text(row, 12)) : NULL;
     return OMS_OK;
 }
 
@@ -164,4 +183,89 @@ int payments_store_close_by_order(oms_db_tx *tx, const char *order_id, payments_
                        "UPDATE checkout_sessions SET status = $2, updated_at = $3"
                        " WHERE order_id = $1 AND status = 'open'",
                        order_id, st, now_ms, changed, err);
+}
+
+static int set_where(oms_db_tx *tx, const char *sql, const char *session_id,
+                     const char *payment_intent, long long now_ms, int *changed, oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_S(session_id),
+                        payment_intent && payment_intent[0] ? OMS_DB_S(payment_intent)
+                                                            : OMS_DB_NULLP,
+                        OMS_DB_I(now_ms)};
+    long long n = 0;
+    int rc = oms_db_exec(tx, sql, p, 3, &n, err);
+    *changed = rc == OMS_OK && n > 0;
+    return rc;
+}
+
+int payments_store_mark_paid(oms_db_tx *tx, const char *session_id, const char *payment_intent,
+                             long long now_ms, int *changed, oms_error *err)
+{
+    return set_where(tx,
+                     "UPDATE checkout_sessions SET status = 'paid', payment_intent = $2,"
+                     " updated_at = $3 WHERE session_id = $1 AND status = 'open'",
+                     session_id, payment_intent, now_ms, changed, err);
+}
+
+int payments_store_mark_refunded(oms_db_tx *tx, const char *session_id, const char *payment_intent,
+                                 long long now_ms, int *changed, oms_error *err)
+{
+    return set_where(tx,
+                     "UPDATE checkout_sessions SET status = 'refunded',"
+                     " payment_intent = COALESCE($2, payment_intent), updated_at = $3"
+                     " WHERE session_id = $1 AND status <> 'refunded'",
+                     session_id, payment_intent, now_ms, changed, err);
+}
+
+typedef struct due_list {
+    char (*ids)[PAYMENTS_ORDER_ID_SIZE];
+    size_t max, n;
+} due_list;
+
+static int due_row(const oms_db_row *row, void *ud)
+{
+    due_list *l = ud;
+    if (l->n < l->max)
+        snprintf(l->ids[l->n++], PAYMENTS_ORDER_ID_SIZE, "%s", oms_db_row_text(row, 0));
+    return OMS_OK;
+}
+
+int payments_store_list_due(oms_db_tx *tx, long long now_ms, char (*ids)[PAYMENTS_ORDER_ID_SIZE],
+                            size_t max, size_t *n, oms_error *err)
+{
+    due_list l = {ids, max, 0};
+    oms_db_param p[] = {OMS_DB_I(now_ms), OMS_DB_I((long long)max)};
+    int rc = oms_db_query(tx,
+                          "SELECT order_id FROM checkout_sessions WHERE status = 'open'"
+                          " AND expires_at IS NOT NULL AND expires_at <= $1"
+                          " ORDER BY expires_at LIMIT $2",
+                          p, 2, due_row, &l, NULL, err);
+    *n = l.n;
+    return rc;
+}
+
+int payments_store_refund_insert(oms_db_tx *tx, const payments_refund_row *r, oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_S(r->order_id),  OMS_DB_S(r->session_id), OMS_DB_S(r->refund_id),
+                        OMS_DB_S(r->reason),    OMS_DB_I(r->amount),     OMS_DB_S(r->currency),
+                        OMS_DB_I(r->created_ms)};
+    return oms_db_exec(tx,
+                       "INSERT INTO refunds(order_id, session_id, refund_id, reason, amount,"
+                       " currency, created_at) VALUES($1,$2,$3,$4,$5,$6,$7)",
+                       p, 7, NULL, err);
+}
+
+static int exists_row(const oms_db_row *row, void *ud)
+{
+    (void)row;
+    *(int *)ud = 1;
+    return OMS_OK;
+}
+
+int payments_store_refund_exists(oms_db_tx *tx, const char *order_id, int *found, oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_S(order_id)};
+    *found = 0;
+    return oms_db_query(tx, "SELECT 1 FROM refunds WHERE order_id = $1", p, 1, exists_row, found,
+                        NULL, err);
 }

@@ -1,9 +1,8 @@
 /* oms-stock: wiring only. Configuration, logging, database and catalog, then the
- * expiry sweeper, the gRPC server and the admin HTTP server; on SIGINT/SIGTERM the
+ * reservation expiry ticker, the gRPC server and the admin HTTP server; on SIGINT/SIGTERM the
  * same in reverse. The rules live in service.c. */
 #include <string.h>
 
-#include "expiry.h"
 #include "grpc_handlers.h"
 #include "http_routes.h"
 #include "oms/admin.h"
@@ -14,6 +13,7 @@
 #include "oms/grpc_server.h"
 #include "oms/http.h"
 #include "oms/log.h"
+#include "oms/ticker.h"
 #include "oms/util.h"
 #include "service.h"
 #include "store.h"
@@ -25,6 +25,7 @@ typedef struct stock_config {
     char *database_url;
     char *catalog_file;
     long long reservation_ttl_s;
+    long long checkout_ttl_s;
     long long sweep_ms;
     long long grpc_threads;
 } stock_config;
@@ -41,8 +42,10 @@ static const oms_cfg_def config_defs[] = {
      "SQLite path (or sqlite:PATH) or postgres:// url"},
     {"CATALOG_FILE", OMS_CFG_STR, "data/catalog.json", 0, 0, NULL, &cfg.catalog_file, NULL,
      "catalog loaded at the first start (empty products table)"},
-    {"RESERVATION_TTL", OMS_CFG_INT, "900", 1, 604800, NULL, &cfg.reservation_ttl_s, NULL,
-     "seconds an unpaid reservation holds stock"},
+    {"RESERVATION_TTL", OMS_CFG_INT, "2100", 1, 604800, NULL, &cfg.reservation_ttl_s, NULL,
+     "seconds an unpaid reservation holds stock: a safety net, later than CHECKOUT_TTL"},
+    {"CHECKOUT_TTL", OMS_CFG_INT, "1800", 1, 86400, NULL, &cfg.checkout_ttl_s, NULL,
+     "the checkout deadline (payments' setting, read here to check RESERVATION_TTL)"},
     {"RESERVATION_SWEEP_MS", OMS_CFG_INT, "1000", 10, 3600000, NULL, &cfg.sweep_ms, NULL,
      "how often expired reservations are released (ms)"},
     {"GRPC_THREADS", OMS_CFG_INT, "4", 1, 256, NULL, &cfg.grpc_threads, NULL,
@@ -55,17 +58,30 @@ static const oms_cfg_def config_defs[] = {
 
 static oms_discovery *discovery; /* registers this instance when DISCOVERY=etcd */
 
+/* Releases reservations whose RESERVATION_TTL has passed (the ticker's period). */
+static int expire_tick(void *ud, oms_error *err)
+{
+    return stock_expire_due(ud, oms_now_ms(), NULL, err);
+}
+
 int main(int argc, char **argv)
 {
     /* Blocks SIGINT/SIGTERM first (every thread started below inherits the mask, so
      * the signals reach oms_signals_wait only), handles --help, loads the table (a bad
      * value: one line on stderr, exit 2) and sets up the logger. */
     oms_app_start("stock", config_defs, NDEFS, &app, argc, argv);
+    /* A reservation must outlive its checkout session: released earlier, the stock
+     * could be sold again while the first customer can still pay. */
+    if (cfg.reservation_ttl_s <= cfg.checkout_ttl_s)
+        oms_app_config_fail("stock",
+                            "RESERVATION_TTL=%lld: must be later than CHECKOUT_TTL (%lld s); it is"
+                            " only a safety net behind the checkout deadline",
+                            cfg.reservation_ttl_s, cfg.checkout_ttl_s);
 
     int status = 1;
     struct oms_db *db = NULL;
     stock_service *svc = NULL;
-    stock_expiry *expiry = NULL;
+    oms_ticker *expiry = NULL;
     oms_grpc_server *grpc = NULL;
     oms_http_server *http = NULL;
     oms_error err;
@@ -87,7 +103,8 @@ int main(int argc, char **argv)
         goto out;
     }
     stock_service_register_metrics(svc);
-    if (stock_expiry_start(&expiry, svc, cfg.sweep_ms, &err) != OMS_OK) {
+    if (oms_ticker_start(&expiry, "reservation expiry", cfg.sweep_ms, expire_tick, svc, &err) !=
+        OMS_OK) {
         oms_log_errorf("cannot start the expiry sweeper: %s", err.msg);
         goto out;
     }
@@ -135,7 +152,7 @@ out:
     oms_app_ready_watch_stop(); /* reads svc */
     oms_http_stop(http);
     oms_grpc_server_stop(grpc);
-    stock_expiry_stop(expiry);
+    oms_ticker_stop(expiry);
     oms_admin_set_ready(NULL, NULL);
     stock_service_free(svc);
     stock_store_close(db);

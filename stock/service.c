@@ -419,7 +419,6 @@ int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms, stock
     struct oms_db_tx *tx = NULL;
     stock_reservation r;
     stock_reservation_init(&r);
-    char prefix[160];
 
     int rc = OMS_OK;
     if (!oms_valid_id(order_id)) {
@@ -438,35 +437,26 @@ int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms, stock
     if (r.state == STOCK_RES_COMMITTED)
         goto done; /* idempotent */
 
-    /* reserved: the stock is held for us. released (expired before payment arrived):
-     * the customer has paid, so try to take the stock again, all items or none. */
-    stock_move move = r.state == STOCK_RES_RESERVED ? STOCK_MOVE_COMMIT : STOCK_MOVE_SELL;
-    snprintf(prefix, sizeof(prefix),
-             "reservation for order %s was released and cannot be renewed: ", order_id);
-    if (move == STOCK_MOVE_SELL) {
-        for (size_t i = 0; i < r.items.n; i++) {
-            const stock_item *it = &r.items.v[i];
-            if (it->available < it->quantity) {
-                rc = short_error(err, prefix, it, it->quantity, it->available);
-                goto done;
-            }
-        }
+    /* Released (cancelled, or expired before the payment arrived) is final: the units
+     * may already be someone else's, and the side that released them has ended the
+     * order. A payment that comes now is refunded by its caller; re-taking the stock
+     * here would race that decision. */
+    if (r.state == STOCK_RES_RELEASED) {
+        rc =
+            oms_error_set(err, OMS_CONFLICT,
+                          "reservation for order %s was released (cancelled or expired)", order_id);
+        goto done;
     }
     for (size_t i = 0; i < r.items.n; i++) {
         stock_item *it = &r.items.v[i];
-        rc = stock_store_move(tx, move, it->product_id, it->quantity, err);
-        if (rc == OMS_CONFLICT && move == STOCK_MOVE_SELL)
-            rc = short_after_race(tx, prefix, it, it->quantity, err);
-        else if (rc == OMS_CONFLICT)
+        rc = stock_store_move(tx, STOCK_MOVE_COMMIT, it->product_id, it->quantity, err);
+        if (rc == OMS_CONFLICT)
             rc = oms_error_set(err, OMS_ERR,
                                "product %s: reserved count is below the %lld held for order %s",
                                it->product_id, it->quantity, order_id);
         if (rc != OMS_OK)
             goto done;
-        if (move == STOCK_MOVE_SELL)
-            it->available -= it->quantity;
-        else
-            it->reserved -= it->quantity;
+        it->reserved -= it->quantity;
         it->sold += it->quantity;
     }
     rc = stock_store_set_state(tx, order_id, r.state, STOCK_RES_COMMITTED, now_ms, err);

@@ -58,8 +58,9 @@ int stock_reserve(stock_service *svc, const char *order_id, const stock_req_item
 int stock_release(stock_service *svc, const char *order_id, int64_t now_ms, stock_res_state *state,
                   oms_error *err);
 /* CommitReservation: reserved -> committed (reserved -> sold); committed stays
- * committed (OMS_OK); released (e.g. expired) takes the stock again from available,
- * all items or none, else OMS_CONFLICT naming the product; unknown OMS_NOTFOUND. */
+ * committed (OMS_OK); released (cancelled or expired) is final: OMS_CONFLICT, nothing
+ * taken (the caller refunds the payment); unknown OMS_NOTFOUND. Release and commit of
+ * one order are serialised here, so exactly one of a racing cancel and payment wins. */
 int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms, stock_res_state *state,
                  oms_error *err);
 /* Releases every reservation still reserved with expires_at <= now_ms (at most 500

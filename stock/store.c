@@ -149,8 +149,6 @@ static const char *const move_sql[STOCK_MOVE__COUNT] = {
                            " reserved = reserved - $2 WHERE id = $1 AND reserved >= $2",
     [STOCK_MOVE_COMMIT] = "UPDATE products SET reserved = reserved - $2,"
                           " sold = sold + $2 WHERE id = $1 AND reserved >= $2",
-    [STOCK_MOVE_SELL] = "UPDATE products SET available = available - $2,"
-                        " sold = sold + $2 WHERE id = $1 AND available >= $2",
 };
 
 int stock_store_move(struct oms_db_tx *tx, stock_move move, const char *id, long long quantity,
@@ -202,9 +200,16 @@ int stock_store_get_reservation(struct oms_db_tx *tx, const char *order_id, stoc
     long long n = 0;
     oms_db_param p = OMS_DB_S(order_id);
     res_head h = {out, 0};
+    /* PostgreSQL: the row stays locked until tx ends, so a commit and a release of one
+     * order (a payment racing a cancel) run one after the other and the second sees the
+     * first's state, instead of both reading "reserved" and one failing at the write.
+     * SQLite runs one writer at a time already. */
     int rc = oms_db_query(tx,
-                          "SELECT state, created_at, expires_at, updated_at FROM reservations"
-                          " WHERE order_id = $1",
+                          oms_db_tx_locks_rows(tx)
+                              ? "SELECT state, created_at, expires_at, updated_at FROM"
+                                " reservations WHERE order_id = $1 FOR UPDATE"
+                              : "SELECT state, created_at, expires_at, updated_at FROM"
+                                " reservations WHERE order_id = $1",
                           &p, 1, reservation_row, &h, &n, err);
     if (rc != OMS_OK)
         return rc;

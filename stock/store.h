@@ -48,7 +48,6 @@ typedef enum {
     STOCK_MOVE_RESERVE, /* available -> reserved */
     STOCK_MOVE_RELEASE, /* reserved -> available */
     STOCK_MOVE_COMMIT,  /* reserved -> sold */
-    STOCK_MOVE_SELL,    /* available -> sold (re-taking a released reservation) */
     STOCK_MOVE__COUNT
 } stock_move;
 

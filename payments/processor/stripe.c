@@ -1,4 +1,5 @@
-/* Stripe Checkout Sessions over libcurl (POST /v1/checkout/sessions, form-encoded).
+/* Stripe Checkout Sessions and refunds over libcurl (POST /v1/checkout/sessions,
+ * /v1/checkout/sessions/{id}/expire, /v1/refunds; form-encoded).
  * One request per call with its own easy handle: sessions are created once per
  * order, so connection reuse buys nothing worth a shared, locked handle.
  * The secret key only ever goes into the Authorization header; it is never logged. */
@@ -54,13 +55,17 @@ static int form_add(CURL *h, form_buf *b, const char *key, const char *value, om
     return OMS_OK;
 }
 
+/* Line items carry our catalog's amounts (price_data: unit_amount, currency, name),
+ * never a Stripe priceID: what Stripe charges is what the order says, whatever a
+ * price object in the Stripe account might have been changed to. */
 static int build_form(CURL *h, const payments_processor_config *cfg, const oms_order *o,
-                      form_buf *b, oms_error *err)
+                      long long expires_at_s, form_buf *b, oms_error *err)
 {
     char *success =
         payments_status_url(cfg->gateway_url, "success.html", o->customer_id, o->order_id);
     char *cancel =
         payments_status_url(cfg->gateway_url, "cancel.html", o->customer_id, o->order_id);
+    char num[32];
     int rc = form_add(h, b, "mode", "payment", err);
     if (rc == OMS_OK)
         rc = form_add(h, b, "success_url", success, err);
@@ -68,21 +73,36 @@ static int build_form(CURL *h, const payments_processor_config *cfg, const oms_o
         rc = form_add(h, b, "cancel_url", cancel, err);
     if (rc == OMS_OK)
         rc = form_add(h, b, "client_reference_id", o->order_id, err);
+    if (rc == OMS_OK) {
+        snprintf(num, sizeof(num), "%lld", expires_at_s);
+        rc = form_add(h, b, "expires_at", num, err);
+    }
     for (size_t i = 0; rc == OMS_OK && i < o->nitems; i++) {
         const oms_order_item *it = &o->items[i];
-        char key[64], qty[16];
-        if (!it->price_id || !it->price_id[0]) {
-            rc = oms_error_set(err, OMS_ERR, "stripe: item %s of order %s has no priceID",
+        char key[80];
+        if (it->unit_price <= 0) {
+            rc = oms_error_set(err, OMS_ERR, "stripe: item %s of order %s has no unit price",
                                it->product_id, o->order_id);
             break;
         }
-        snprintf(key, sizeof(key), "line_items[%zu][price]", i);
-        rc = form_add(h, b, key, it->price_id, err);
+        snprintf(key, sizeof(key), "line_items[%zu][price_data][currency]", i);
+        rc = form_add(h, b, key, o->currency, err);
+        if (rc != OMS_OK)
+            break;
+        snprintf(key, sizeof(key), "line_items[%zu][price_data][unit_amount]", i);
+        snprintf(num, sizeof(num), "%lld", it->unit_price);
+        rc = form_add(h, b, key, num, err);
+        if (rc != OMS_OK)
+            break;
+        snprintf(key, sizeof(key), "line_items[%zu][price_data][product_data][name]", i);
+        rc = form_add(h, b, key,
+                      it->product_name && it->product_name[0] ? it->product_name : it->product_id,
+                      err);
         if (rc != OMS_OK)
             break;
         snprintf(key, sizeof(key), "line_items[%zu][quantity]", i);
-        snprintf(qty, sizeof(qty), "%d", it->quantity);
-        rc = form_add(h, b, key, qty, err);
+        snprintf(num, sizeof(num), "%d", it->quantity);
+        rc = form_add(h, b, key, num, err);
     }
     if (rc == OMS_OK)
         rc = form_add(h, b, "metadata[orderID]", o->order_id, err);
@@ -247,7 +267,7 @@ done:
 }
 
 static int stripe_create_session(const payments_processor_config *cfg, const oms_order *o,
-                                 payments_session *out, oms_error *err)
+                                 long long expires_at_s, payments_session *out, oms_error *err)
 {
     memset(out, 0, sizeof(*out));
     form_buf form = {0}, resp = {0};
@@ -258,7 +278,7 @@ static int stripe_create_session(const payments_processor_config *cfg, const oms
         rc = oms_error_set(err, OMS_AGAIN, "stripe: cannot create a curl handle");
         goto done;
     }
-    rc = build_form(h, cfg, o, &form, err);
+    rc = build_form(h, cfg, o, expires_at_s, &form, err);
     if (rc != OMS_OK)
         goto done;
     /* Stripe returns the first session for a repeated key, so a retry after a lost
@@ -285,7 +305,7 @@ done:
 /* POST /v1/checkout/sessions/{id}/expire: afterwards the session cannot be paid.
  * Stripe refuses (4xx) a session that is no longer open: expired already (a retry of
  * ours), or completed -- then its checkout.session.completed webhook comes, and the
- * webhook logs the paid-but-cancelled order for a refund. So a refusal is not retried. */
+ * webhook refunds the payment of the cancelled order. So a refusal is not retried. */
 static int stripe_expire_session(const payments_processor_config *cfg, const char *session_id,
                                  const char *order_id, oms_error *err)
 {
@@ -320,6 +340,58 @@ static int stripe_expire_session(const payments_processor_config *cfg, const cha
     return rc;
 }
 
+/* POST /v1/refunds for the whole payment_intent. The Idempotency-Key is per order, so
+ * a retry (lost answer, redelivery) returns the first refund instead of a second one;
+ * Stripe's "already refunded" refusal means the money is back, which is what we want. */
+static int stripe_refund(const payments_processor_config *cfg, const payments_refund_req *r,
+                         char *refund_id, oms_error *err)
+{
+    form_buf form = {0}, resp = {0};
+    long status = 0;
+    int rc;
+    if (!r->payment_intent || !r->payment_intent[0])
+        return oms_error_set(err, OMS_ERR, "stripe: order %s has no payment_intent to refund",
+                             r->order_id);
+    CURL *h = curl_easy_init();
+    if (!h)
+        return oms_error_set(err, OMS_AGAIN, "stripe: cannot create a curl handle");
+    rc = form_add(h, &form, "payment_intent", r->payment_intent, err);
+    if (rc == OMS_OK)
+        rc = form_add(h, &form, "metadata[orderID]", r->order_id, err);
+    if (rc == OMS_OK)
+        rc = form_add(h, &form, "metadata[reason]", r->reason, err);
+    if (rc != OMS_OK)
+        goto done;
+    char idem[128];
+    snprintf(idem, sizeof(idem), "oms-refund-%s", r->order_id);
+    rc = stripe_post(h, cfg, "/v1/refunds", &form, idem, r->order_id, &status, &resp, err);
+    if (rc != OMS_OK)
+        goto done;
+    if (status >= 200 && status <= 299) {
+        json_t *j = resp.p ? json_loadb(resp.p, resp.len, 0, NULL) : NULL;
+        const char *id = json_string_value(json_object_get(j, "id"));
+        snprintf(refund_id, PAYMENTS_REFUND_ID_MAX + 1, "%s", id && id[0] ? id : "re_unknown");
+        json_decref(j);
+        goto done;
+    }
+    stripe_error e;
+    stripe_error_read(&resp, &e);
+    int already = status == 400 && strcmp(e.code, "charge_already_refunded") == 0;
+    json_decref(e.j);
+    if (already) {
+        oms_log_warn("stripe: payment was already refunded", "order_id", r->order_id,
+                     "payment_intent", r->payment_intent);
+        snprintf(refund_id, PAYMENTS_REFUND_ID_MAX + 1, "already_refunded");
+        goto done;
+    }
+    rc = stripe_failure("refund", status, &resp, r->order_id, err);
+done:
+    curl_easy_cleanup(h);
+    free(form.p);
+    free(resp.p);
+    return rc;
+}
+
 static int stripe_init(const payments_processor_config *cfg, oms_error *err)
 {
     if (!cfg->stripe_key || !cfg->stripe_key[0])
@@ -341,4 +413,5 @@ const payment_processor payments_processor_stripe = {
     .cleanup = stripe_cleanup,
     .create_session = stripe_create_session,
     .expire_session = stripe_expire_session,
+    .refund = stripe_refund,
 };

@@ -427,6 +427,8 @@ class Shop:
             "PAYMENTS_PUBLIC_URL": self.payments,
             "KITCHEN_ADMIN_URL": self.kitchen_admin,
             "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
+            # Tests place many unpaid orders for one customer; the limit has its own test.
+            "MAX_OPEN_ORDERS": 0,
         }
         if self.discovery == "etcd":
             env.update(DISCOVERY="etcd", ETCD_ENDPOINTS=etcd().url, ETCD_PREFIX=self.etcd_prefix,

@@ -1,4 +1,4 @@
-"""The gateway's HTTP API over the real gateway -> orders -> stock path (issue 2)."""
+"""The gateway's HTTP API over the real gateway -> orders -> stock path."""
 import concurrent.futures
 import json
 
@@ -223,8 +223,8 @@ def test_grpc_interop_with_python_client(make_shop, pb):
         with pytest.raises(grpc.RpcError) as e:
             orders.CreateOrder(pb2.CreateOrderRequest(customerID="py", items=[pb2.OrderItem(productID="2", quantity=1000)]), timeout=10)
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "Chocolate" in e.value.details()
-        u = orders.UpdateOrder(pb2.Order(orderID=o.orderID, status="waiting_payment", PaymentLink="http://pay/x"), timeout=10)
-        assert u.status == "waiting_payment" and u.PaymentLink == "http://pay/x"
+        u = orders.UpdateOrder(pb2.Order(orderID=o.orderID, status="waiting_payment", PaymentLink="https://pay.example/x"), timeout=10)
+        assert u.status == "waiting_payment" and u.PaymentLink == "https://pay.example/x"
         with pytest.raises(grpc.RpcError) as e:
             orders.UpdateOrder(pb2.Order(orderID=o.orderID, status="pending"), timeout=10)
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -232,7 +232,7 @@ static void test_commit_moves_reserved_to_sold(void **state)
     assert_levels(fx, "2", 4, 0, 3);
 }
 
-static void test_commit_after_expiry_retakes(void **state)
+static void test_commit_after_expiry_refused(void **state)
 {
     fixture *fx = *state;
     stock_req_item want[] = {{"2", 2}, {"1", 1}};
@@ -243,33 +243,30 @@ static void test_commit_after_expiry_retakes(void **state)
     assert_int_equal(stock_expire_due(fx->svc, T0 + TTL_MS, &n, &err), OMS_OK);
     assert_int_equal(n, 1);
     assert_levels(fx, "2", 7, 0, 0);
-    /* Payment arrived after expiry: the stock is still there, so it is taken again. */
-    assert_int_equal(stock_commit(fx->svc, "o1", T0 + 2 * TTL_MS, &st, &err), OMS_OK);
-    assert_int_equal(st, STOCK_RES_COMMITTED);
-    assert_levels(fx, "2", 5, 0, 2);
-    assert_levels(fx, "1", 11, 0, 1);
+    /* Payment arrived after expiry: released is final even with stock on the shelf
+     * (the payment is refunded by the caller), and nothing is taken. */
+    assert_int_equal(stock_commit(fx->svc, "o1", T0 + 2 * TTL_MS, &st, &err), OMS_CONFLICT);
+    assert_non_null(strstr(err.msg, "was released"));
+    assert_int_equal(st, STOCK_RES_RELEASED);
+    assert_levels(fx, "2", 7, 0, 0);
+    assert_levels(fx, "1", 12, 0, 0);
 }
 
-static void test_commit_after_expiry_fails_when_sold_out(void **state)
+static void test_release_then_commit_then_release(void **state)
 {
     fixture *fx = *state;
-    stock_req_item a[] = {{"1", 2}, {"2", 5}};
-    stock_req_item b[] = {{"2", 4}};
+    stock_req_item a[] = {{"2", 5}};
     oms_error err;
-    size_t n = 0;
     stock_res_state st;
-    assert_int_equal(reserve(fx, "a", a, 2, T0, &err), OMS_OK);
-    assert_int_equal(stock_expire_due(fx->svc, T0 + TTL_MS, &n, &err), OMS_OK);
-    assert_int_equal(n, 1);
-    assert_int_equal(reserve(fx, "b", b, 1, T0 + TTL_MS, &err), OMS_OK);
-    assert_int_equal(stock_commit(fx->svc, "a", T0 + 2 * TTL_MS, &st, &err), OMS_CONFLICT);
-    assert_non_null(strstr(err.msg, "not enough stock for product 2 (Chocolate): requested 5, "
-                                    "3 left"));
-    /* All or nothing: cheese (first item, available) was not sold either. */
-    assert_levels(fx, "1", 12, 0, 0);
-    assert_levels(fx, "2", 3, 4, 0);
-    assert_int_equal(stock_release(fx->svc, "a", T0, &st, &err), OMS_OK);
-    assert_int_equal(st, STOCK_RES_RELEASED);
+    /* A cancel that won: the later payment is refused. */
+    assert_int_equal(reserve(fx, "a", a, 1, T0, &err), OMS_OK);
+    assert_int_equal(stock_release(fx->svc, "a", T0 + 1, &st, &err), OMS_OK);
+    assert_int_equal(stock_commit(fx->svc, "a", T0 + 2, &st, &err), OMS_CONFLICT);
+    /* A payment that won: the later cancel is refused. */
+    assert_int_equal(reserve(fx, "b", a, 1, T0, &err), OMS_OK);
+    assert_int_equal(stock_commit(fx->svc, "b", T0 + 1, &st, &err), OMS_OK);
+    assert_int_equal(stock_release(fx->svc, "b", T0 + 2, &st, &err), OMS_CONFLICT);
+    assert_levels(fx, "2", 2, 0, 5);
 }
 
 static void test_expiry_releases_only_due(void **state)
@@ -526,8 +523,8 @@ int main(void)
         T(test_reserve_idempotent),
         T(test_release_returns_stock),
         T(test_commit_moves_reserved_to_sold),
-        T(test_commit_after_expiry_retakes),
-        T(test_commit_after_expiry_fails_when_sold_out),
+        T(test_commit_after_expiry_refused),
+        T(test_release_then_commit_then_release),
         T(test_expiry_releases_only_due),
         T(test_concurrent_reserve_never_oversells),
         T(test_unknown_product),

@@ -98,6 +98,11 @@ typedef struct oms_app_common {
  * SIGINT/SIGTERM first (oms_signals_block). */
 void oms_app_start(const char *service, const oms_cfg_def *defs, size_t n,
                    const oms_app_common *common, int argc, char **argv);
+/* A rule between variables that the table cannot state (RESERVATION_TTL later than
+ * CHECKOUT_TTL; a real webhook secret in stripe mode): prints one line
+ * "oms-<service>: config: <message>" on stderr and exits 2, like a bad value. */
+void oms_app_config_fail(const char *service, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
 /* The relay's retention from OUTBOX_RETENTION_S / INBOX_RETENTION_S. */
 void oms_app_retention(const oms_app_common *common, oms_retention *out);
 /* The last call of main: stops the readiness watcher if still running, flushes the

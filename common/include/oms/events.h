@@ -8,7 +8,8 @@
     XX(ORDER_PAID, "order.paid")                                                                   \
     XX(ORDER_COOKING, "order.cooking")                                                             \
     XX(ORDER_READY, "order.ready")                                                                 \
-    XX(ORDER_CANCELLED, "order.cancelled")
+    XX(ORDER_CANCELLED, "order.cancelled")                                                         \
+    XX(ORDER_REFUNDED, "order.refunded")
 
 typedef enum {
 #define OMS_EVENT_ENUM(name, ex) OMS_EVENT_##name,

@@ -1,7 +1,8 @@
 /* HTTP server helpers over libmicrohttpd: a route table with {param} path segments,
  * a request body cap (413 beyond it, before reading it when Content-Length says so),
- * JSON error replies {"error": "..."}, static files from a directory (no traversal),
- * and a thread pool. Handlers are plain C functions filling an oms_http_resp. */
+ * JSON error replies {"error": "..."} (generic for 5xx), static files from a
+ * directory (no traversal), and a thread pool. Handlers are plain C functions filling
+ * an oms_http_resp. */
 #ifndef OMS_HTTP_H
 #define OMS_HTTP_H
 
@@ -37,11 +38,21 @@ typedef struct oms_http_resp {
 const char *oms_http_header(const oms_http_req *req, const char *name);
 const char *oms_http_query(const oms_http_req *req, const char *name);
 
+/* The client's address (struct sockaddr_in or _in6), or NULL when unknown. Valid
+ * during the handler. */
+struct sockaddr;
+const struct sockaddr *oms_http_client_addr(const oms_http_req *req);
+
 /* Fill a response. json: takes ownership of j (json_decref'd). */
 void oms_http_resp_json(oms_http_resp *r, int status, json_t *j);
 /* The same for JSON text the handler wrote itself (oms/json_out.h); takes ownership. */
 void oms_http_resp_json_text(oms_http_resp *r, int status, char *body, size_t len);
-/* {"error":"<formatted message>"} */
+/* 4xx: {"error":"<formatted message>"}; the message is for the client, so it names
+ * the field or the rule. 5xx: the message may hold internal detail (addresses, SQL, a
+ * peer's error), so it is logged (error; warn for 503) with the current trace id and
+ * the client gets {"error":"<generic text for the status>","traceID":"<32 hex of the
+ * current trace, or empty>"}; 503 says "service unavailable, retry later". Headers
+ * already added (and added after, e.g. Retry-After) are kept. */
 void oms_http_resp_error(oms_http_resp *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Copies body. */

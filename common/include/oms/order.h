@@ -13,8 +13,8 @@
 typedef struct json_t json_t;
 
 /* XX(NAME, "wire string", rank). Rank orders the main chain; the side exits
- * (cancelled, payment_failed) have rank -1. pending, waiting_payment, paid and
- * "ready for pick-up" are the original's exact strings. */
+ * (cancelled, payment_failed, refunded) have rank -1. pending, waiting_payment, paid
+ * and "ready for pick-up" are the original's exact strings. */
 #define OMS_ORDER_STATUS_MAP(XX)                                                                   \
     XX(PENDING, "pending", 0)                                                                      \
     XX(WAITING_PAYMENT, "waiting_payment", 1)                                                      \
@@ -22,7 +22,8 @@ typedef struct json_t json_t;
     XX(COOKING, "cooking", 3)                                                                      \
     XX(READY, "ready for pick-up", 4)                                                              \
     XX(CANCELLED, "cancelled", -1)                                                                 \
-    XX(PAYMENT_FAILED, "payment_failed", -1)
+    XX(PAYMENT_FAILED, "payment_failed", -1)                                                       \
+    XX(REFUNDED, "refunded", -1)
 
 typedef enum {
 #define OMS_ORDER_STATUS_ENUM(name, str, rank) OMS_ORDER_##name,
@@ -37,7 +38,9 @@ int oms_order_status_parse(const char *s);
 /* 1 when an order in `from` may move to `to`: forward along the main chain (skips
  * allowed: events travel on separate queues and may arrive out of order), or to a
  * side exit from pending/waiting_payment. Never backwards, never out of a terminal
- * status (ready, cancelled, payment_failed), never to itself. */
+ * status (ready, cancelled, payment_failed, refunded), never to itself. The one
+ * exception is refunded: money can come back from any status but refunded itself (a
+ * payment that arrived for a cancelled order, a staff refund of a ready one). */
 int oms_order_can_move(oms_order_status from, oms_order_status to);
 int oms_order_status_terminal(oms_order_status s);
 
@@ -64,6 +67,9 @@ typedef struct oms_order {
     char currency[8];   /* "usd" */
     long long total;    /* cents */
     long long created_ms, updated_ms;
+    /* Why the order reached its status ("checkout expired", "amount_mismatch"); carried
+     * by events only, as "reason", so the consumer can record it. "" when unset. */
+    char reason[128];
     oms_order_item *items; /* heap array of nitems */
     size_t nitems;
 } oms_order;
@@ -89,7 +95,7 @@ int oms_order_normalize_items(oms_order *o, oms_error *err);
 
 /* The HTTP/event JSON shape: orderID, customerID, items[{productID, productName,
  * quantity, priceID, unitPrice}], status, PaymentLink, total, currency, createdAt,
- * updatedAt; appended to b as compact JSON text. */
+ * updatedAt, and reason when set; appended to b as compact JSON text. */
 void oms_order_write_json(oms_jbuf *b, const oms_order *o);
 /* Parses the JSON shape back (events). Unknown fields ignored; missing required fields
  * (orderID, customerID, status, items) -> OMS_INVALID naming the field. */

@@ -15,7 +15,9 @@
     XX(DUPLICATE, -5, "already processed", 6, 409)                                                 \
     XX(INVALID, -6, "invalid argument", 3, 400)                                                    \
     XX(UNAVAILABLE, -7, "service unavailable", 14, 503)                                            \
-    XX(TOOBIG, -8, "too large", 8, 413)
+    XX(TOOBIG, -8, "too large", 8, 413)                                                            \
+    XX(KEY_REUSED, -9, "idempotency key reused for another request", 6, 422)                       \
+    XX(LIMITED, -10, "too many requests", 8, 429)
 
 typedef enum {
 #define OMS_STATUS_ENUM(name, value, text, grpc, http) OMS_##name = value,

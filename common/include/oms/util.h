@@ -2,6 +2,9 @@
 #ifndef OMS_UTIL_H
 #define OMS_UTIL_H
 
+/* Number of elements of an array (not a pointer). */
+#define OMS_NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -26,6 +29,18 @@ int oms_valid_id(const char *s);
 /* Constant-time comparison of n bytes; 1 when equal. */
 int oms_ct_equal(const void *a, const void *b, size_t n);
 
+/* Copies text into out with the password of every URL's user-info replaced by "***":
+ * "postgres://app:s3cret@db:5432/x" -> "postgres://app:***@db:5432/x". The user stays
+ * (it says which account); a URL without a password, and any other text, is copied
+ * unchanged. Every "://" in text is looked at, so a whole message that echoes a URL
+ * (a library's error text) can go through it too. The user-info is taken to end at
+ * the last '@' before the first '/', blank or quote, the way libpq reads it, so a
+ * password with a raw '?', '#' or '@' is still hidden whole.
+ * out (outsz bytes, borrowed) is always NUL-terminated when outsz > 0 and cut when too
+ * small; the return value is the length of the whole result, like snprintf's, so
+ * return >= outsz means it was cut. text NULL is taken as "". */
+size_t oms_url_redact(const char *text, char *out, size_t outsz);
+
 /* Blocks SIGINT/SIGTERM/SIGPIPE in the calling thread (call first in main, so every
  * thread inherits the mask) and later waits for SIGINT or SIGTERM. */
 void oms_signals_block(void);
@@ -42,5 +57,12 @@ int oms_deadline_after_ns(clockid_t clock, int64_t ns, struct timespec *out);
  * process's priority). */
 #define OMS_BACKGROUND_NICE 5
 void oms_thread_background(void);
+
+/* pthread mutex lock/unlock that abort with a log line on failure (libuv's
+ * uv_mutex_lock): on a mutex we initialised they fail only on memory corruption, and
+ * going on unlocked would be worse than stopping. */
+#include <pthread.h>
+void oms_mutex_lock(pthread_mutex_t *mu);
+void oms_mutex_unlock(pthread_mutex_t *mu);
 
 #endif
