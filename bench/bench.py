@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""OMS benchmark (issue 7): ceilings of the parts, create-order throughput and latency,
+"""OMS benchmark (docs/benchmark.md): ceilings of the parts, create-order throughput and latency,
 lifecycle latency, resource use, ratios. Run through bench/run.sh (`make bench`).
 
 Everything runs on private loopback ports with a private RabbitMQ node and SQLite files

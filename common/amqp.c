@@ -1,7 +1,7 @@
-/* RabbitMQ transport over rabbitmq-c 0.11 (oms/amqp.h, DESIGN §5).
+/* RabbitMQ transport over rabbitmq-c 0.11 (oms/amqp.h; the topology in docs/amqp.md).
  *
  * rabbitmq-c has no reconnect, no confirm-wait helper, and a connection is not
- * thread-safe (NOTES.md). So: every publisher and every consumer owns one connection,
+ * thread-safe. So: every publisher and every consumer owns one connection,
  * used by one thread only; any socket or protocol error throws the whole connection
  * away and the next call (publisher) or the next loop turn (consumer) builds a fresh
  * one and re-declares the topology. All blocking calls have timeouts so a dead broker

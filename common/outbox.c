@@ -1,4 +1,4 @@
-/* Transactional outbox and its relay (oms/outbox.h, DESIGN §5).
+/* Transactional outbox and its relay (oms/outbox.h, docs/outbox-inbox.md).
  *
  * The relay never holds a database transaction while it talks to the broker: it reads
  * a batch of unsent rows in one short transaction, publishes them with confirms, and

@@ -1,4 +1,4 @@
--- One database per service (DESIGN §9: services keep their own data); several
+-- One database per service (services keep their own data: docs/database.md); several
 -- instances of a service share its database. Run once by the postgres image at first
 -- start (/docker-entrypoint-initdb.d). Tables come from each service's migrations.
 CREATE DATABASE orders;

@@ -1,5 +1,5 @@
 /* The order.paid consumer: durable queue kitchen.order.paid bound to the order.paid
- * exchange, with the common library's retry queue and dead-letter queue (DESIGN §5).
+ * exchange, with the common library's retry queue and dead-letter queue (docs/amqp.md).
  * Each delivery goes through kitchen_accept_paid. */
 #ifndef KITCHEN_CONSUMER_H
 #define KITCHEN_CONSUMER_H

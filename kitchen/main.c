@@ -133,7 +133,7 @@ int main(int argc, char **argv)
         goto out;
     }
     /* No kitchen methods over gRPC: the server exists for grpc.health.v1, which every
-     * service answers (DESIGN §2). */
+     * service answers (README "Observability"). */
     if (oms_grpc_server_start(&app.grpc, cfg.grpc_addr, NULL, 0, 1, NULL, &err) != OMS_OK) {
         oms_log_error("cannot start gRPC server", "addr", cfg.grpc_addr, "error", err.msg);
         goto out;

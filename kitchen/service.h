@@ -1,4 +1,4 @@
-/* The kitchen's rules (DESIGN §8): a paid order becomes one ticket, however often its
+/* The kitchen's rules: a paid order becomes one ticket, however often its
  * order.paid arrives; a station takes the oldest queued ticket, announces
  * order.cooking once per ticket, and after cooking announces order.ready. Each step is
  * one transaction with its outbox row. No transport headers: the AMQP consumer, the

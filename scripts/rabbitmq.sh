@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A private RabbitMQ node with all its state under one directory, for development and
-# tests (NOTES.md "RabbitMQ ... without systemd").
+# tests, started without systemd and apart from any system-wide node.
 #
 #   scripts/rabbitmq.sh start DIR PORT [MGMT_PORT]   start (or confirm running), wait ready
 #   scripts/rabbitmq.sh stop DIR                     stop the node and its epmd

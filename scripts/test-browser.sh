@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Browser tests only (issue 6): pytest starts a private shop (RabbitMQ + the five
+# Browser tests only (README "Web pages"): pytest starts a private shop (RabbitMQ + the five
 # services) and runs each scenario in tests/browser/*.mjs with npm playwright-core
 # driving Debian's chromium headless (never a downloaded browser). Screenshots go to
 # $OMS_BROWSER_SHOTS (default $OMS_BUILD_DIR/browser-shots).

@@ -9,7 +9,7 @@ import path from 'node:path';
 import {chromium} from 'playwright-core';
 
 export const CHROMIUM = process.env.OMS_CHROMIUM || '/usr/bin/chromium';
-// ../shared/NOTES.md "A real browser, headless": without the background-networking
+// Headless on a machine without network access: without the background-networking
 // flags Chromium floods the closed network with refused connections.
 export const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',

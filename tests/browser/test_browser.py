@@ -1,4 +1,4 @@
-"""The web pages in a real browser (issue 6): Debian's chromium, headless, driven by
+"""The web pages in a real browser (README "Web pages"): Debian's chromium, headless, driven by
 npm playwright-core. Each test runs one scenario script against the module's shop:
   node tests/browser/<scenario>.mjs <gateway URL> <screenshot dir>
 and passes when it exits 0. Every scenario saves screenshots (failures too)."""

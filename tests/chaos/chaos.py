@@ -1,4 +1,4 @@
-"""Fault run (issue 8, `make chaos`; `--short` in `make test`).
+"""Fault run (`make chaos`; `--short` in `make test`).
 
 Starts RabbitMQ and the five services (the integration harness), drives a steady,
 bounded stream of orders that are paid through the local checkout (some cancelled

@@ -1,4 +1,4 @@
-"""Leak run (issue 8, scripts/valgrind.sh): every service under valgrind memcheck over
+"""Leak run (scripts/valgrind.sh): every service under valgrind memcheck over
 a short workload (orders created, paid, cancelled, a few refused requests), then
 SIGTERM. A service passes when it exits 0: valgrind runs with
 --errors-for-leak-kinds=definite --error-exitcode=33, so a definite leak or any memory

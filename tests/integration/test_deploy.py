@@ -1,4 +1,4 @@
-"""deploy/docker-compose.yaml against the services themselves (issue 5). No container
+"""deploy/docker-compose.yaml against the services themselves. No container
 engine runs here, so the images are never built; instead every variable the compose
 file sets must exist in that service's configuration table (`oms-<svc> --help` prints
 it), every value must pass the table's validation (the binary is started with that
@@ -17,7 +17,7 @@ yaml = pytest.importorskip("yaml")  # Debian python3-yaml (scripts/deps.sh)
 
 COMPOSE = os.path.join(SRC, "deploy", "docker-compose.yaml")
 OURS = ["gateway", "orders", "stock", "payments", "kitchen"]
-# The original's published ports (DESIGN §2): HTTP 8080 (gateway), 8081 (payments),
+# The original's published ports: HTTP 8080 (gateway), 8081 (payments),
 # gRPC 2000 orders, 2001 payments, 2002 stock, 2003 kitchen.
 ORIGINAL_PORTS = {
     "gateway": {"HTTP_ADDR": 8080},

@@ -1,4 +1,4 @@
-"""The etcd registry (DISCOVERY=etcd, issue 5): an instance registers its gRPC address
+"""The etcd registry (DISCOVERY=etcd): an instance registers its gRPC address
 under a lease it keeps alive, a clean stop removes it at once, a crash lets the lease
 expire, and clients follow the set of live instances."""
 import os

@@ -1,4 +1,4 @@
-"""Hostile-input corpus (issue 8): every case in tests/integration/hostile/*.case runs
+"""Hostile-input corpus: every case in tests/integration/hostile/*.case runs
 against one shop, and after each one the test asserts the expected answer, that no
 store changed (stock levels, every table of every service's SQLite file) and that
 every service still answers /healthz.

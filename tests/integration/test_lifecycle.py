@@ -1,4 +1,4 @@
-"""The whole order journey over real RabbitMQ (issue 3): create -> waiting_payment ->
+"""The whole order journey over real RabbitMQ: create -> waiting_payment ->
 pay on the local checkout -> paid -> cooking -> ready for pick-up, and what must hold
 when events repeat, arrive out of order, keep failing, or the broker restarts."""
 import json

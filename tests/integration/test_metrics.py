@@ -1,4 +1,4 @@
-"""Metrics, health and readiness of every service (issue 4): /metrics passes
+"""Metrics, health and readiness of every service: /metrics passes
 `promtool check metrics`, counters move by exactly what a known workload does, and
 readiness (HTTP /readyz and grpc.health.v1) follows the broker."""
 import shutil

@@ -1,4 +1,4 @@
-"""Several instances of each service sharing PostgreSQL (issue 5): no overselling with
+"""Several instances of each service sharing PostgreSQL: no overselling with
 two stock and two orders instances, the whole journey across instances, and under etcd
 discovery both instances serve, a killed one loses no order and cooks nothing twice,
 and a restarted one is used again. These tests always run on PostgreSQL (they start the

@@ -1,4 +1,4 @@
-"""Tracing across the five services (issue 4): one order is one trace, exported as
+"""Tracing across the five services (docs/tracing.md): one order is one trace, exported as
 OTLP/HTTP JSON; export never holds up an order; malformed traceparent headers start
 a fresh trace."""
 import pytest

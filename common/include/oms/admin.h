@@ -1,4 +1,4 @@
-/* The operational endpoints every service serves over HTTP (DESIGN §2):
+/* The operational endpoints every service serves over HTTP (README "Observability"):
  * /healthz (alive), /readyz (its dependencies answer), /metrics (Prometheus).
  * Put OMS_ADMIN_ROUTES in a service's route table and register a readiness check. */
 #ifndef OMS_ADMIN_H

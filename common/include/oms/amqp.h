@@ -1,5 +1,5 @@
 /* RabbitMQ over rabbitmq-c: a confirming publisher and a consumer thread, both
- * reconnecting by themselves with backoff and re-declaring topology (DESIGN §5).
+ * reconnecting by themselves with backoff and re-declaring topology (docs/amqp.md).
  *
  * Topology: every event type is a durable fanout exchange (oms/events.h). A consumer
  * queue Q is durable and bound to its exchanges; Q.retry (durable, x-message-ttl =

@@ -1,5 +1,5 @@
-/* Service discovery (DESIGN §9): where a service's instances are, and telling others
- * where this one is.
+/* Service discovery (README "Several instances"): where a service's instances are,
+ * and telling others where this one is.
  *
  * DISCOVERY=static (default): nothing registers; a client's targets are the comma
  * list from <NAME>_ADDRS (gRPC round robin over them).

@@ -1,5 +1,5 @@
 /* W3C trace context (traceparent) and the calling thread's current span.
- * Spans are exported by oms/tracer.h (issue 4); this part only carries ids. */
+ * Spans are exported by oms/tracer.h (docs/tracing.md); this part only carries ids. */
 #ifndef OMS_TRACE_H
 #define OMS_TRACE_H
 
