@@ -2,17 +2,26 @@
 the exact request we send (form fields, Authorization, Idempotency-Key) and what
 happens when Stripe refuses once (the consumer retries; the log names the error)."""
 import json
+import os
+import subprocess
 import threading
+import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from oms_harness import http, wait_for
+from oms_harness import BUILD, http, wait_for
+from test_webhook import header
 
 KEY = "sk_test_x"
-CHEESE_PRICE = "price_1RWg6C07x6KdXnTOR532hPIw"  # data/catalog.json product 1
+# Stripe mode refuses to start with a published example secret: a random one per run.
+SECRET = "whsec_" + uuid.uuid4().hex
+STRIPE_ENV = {"PAYMENT_PROCESSOR": "stripe", "STRIPE_KEY": KEY, "STRIPE_WEBHOOK_SECRET": SECRET}
+# data/catalog.json: (unit price in cents, name) of products 1 and 4
+CHEESE = (450, "Cheese")
+FLAT_WHITE = (380, "Flat white")
 
 
 class FakeStripe:
@@ -39,6 +48,9 @@ class FakeStripe:
                     failure = fake.failures.pop(0) if fake.failures else None
                 if failure:
                     status, body = failure
+                elif self.path == "/v1/refunds":
+                    status, body = 200, {"id": "re_test_" + uuid.uuid4().hex, "object": "refund",
+                                         "status": "succeeded"}
                 elif self.path.endswith("/expire"):
                     sid = self.path.split("/")[-2]
                     status, body = 200, {"id": sid, "object": "checkout.session", "status": "expired"}
@@ -84,7 +96,7 @@ def fake_stripe():
 
 
 def stripe_shop(make_shop, fake):
-    shop = make_shop(env={"PAYMENT_PROCESSOR": "stripe", "STRIPE_KEY": KEY, "STRIPE_API_BASE": fake.base})
+    shop = make_shop(env=dict(STRIPE_ENV, STRIPE_API_BASE=fake.base))
     if "payments" not in shop.svc:
         pytest.skip("oms-payments is not built")
     return shop
@@ -111,10 +123,17 @@ def check_request(req, shop, customer, oid, items):
         "metadata[orderID]": oid,
         "metadata[customerID]": customer,
     }
-    for i, (price, qty) in enumerate(items):
-        expected[f"line_items[{i}][price]"] = price
+    for i, ((cents, name), qty) in enumerate(items):
+        # Our catalog's amounts, never a priceID whose price could differ at Stripe.
+        expected[f"line_items[{i}][price_data][currency]"] = "usd"
+        expected[f"line_items[{i}][price_data][unit_amount]"] = str(cents)
+        expected[f"line_items[{i}][price_data][product_data][name]"] = name
         expected[f"line_items[{i}][quantity]"] = str(qty)
-    assert {k: single(form, k) for k in form} == expected
+    got = {k: single(form, k) for k in form}
+    # The checkout deadline: CHECKOUT_TTL (default 30 min) after the session opened.
+    expires = int(got.pop("expires_at"))
+    assert abs(expires - (time.time() + 1800)) < 120, expires
+    assert got == expected
 
 
 def test_session_created_at_stripe(make_shop, fake_stripe):
@@ -127,7 +146,7 @@ def test_session_created_at_stripe(make_shop, fake_stripe):
     order = shop.wait_status(customer, oid, "waiting_payment")
     reqs = fake.answered()
     assert len(reqs) == 1, reqs
-    check_request(reqs[0], shop, customer, oid, [(CHEESE_PRICE, 2), ("price_oms_flat_white", 1)])
+    check_request(reqs[0], shop, customer, oid, [(CHEESE, 2), (FLAT_WHITE, 1)])
     assert order["PaymentLink"].startswith("https://checkout.stripe.com/c/pay/cs_test_")
     assert metric_value(shop, 'payments_sessions_created_total{processor="stripe"}') == 1
     log = open(shop.svc["payments"].log_path, errors="replace").read()
@@ -160,7 +179,7 @@ def test_refused_once_then_retried(make_shop, fake_stripe, status, error):
     reqs = fake.answered()
     assert len(reqs) == 2, reqs  # the refusal, then the retry
     for r in reqs:  # the retry is the same request: Stripe dedupes it by the key
-        check_request(r, shop, "c-retry", oid, [(CHEESE_PRICE, 1)])
+        check_request(r, shop, "c-retry", oid, [(CHEESE, 1)])
     log_path = shop.svc["payments"].log_path
 
     def logged():
@@ -179,9 +198,8 @@ def test_stripe_call_is_a_client_span_of_the_order(make_shop, fake_stripe):
     collector = OtlpCollector()
     try:
         fake = fake_stripe(failures=[(500, {"error": {"type": "api_error", "message": "down"}})])
-        shop = make_shop(env={"PAYMENT_PROCESSOR": "stripe", "STRIPE_KEY": KEY, "STRIPE_API_BASE": fake.base,
-                              "RETRY_DELAY_MS": 100, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
-                              "OTEL_BSP_SCHEDULE_DELAY": 100})
+        shop = make_shop(env=dict(STRIPE_ENV, STRIPE_API_BASE=fake.base, RETRY_DELAY_MS=100,
+                                  OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY=100))
         st, hdrs, body = shop.create("cust-span", [{"productID": "1", "quantity": 1}])
         assert st == 201, body
         oid = body["order"]["orderID"]
@@ -214,8 +232,7 @@ def test_cancel_expires_the_session_at_stripe(make_shop, fake_stripe, first, cal
     there any more: a 5xx is retried, a refusal (the session is no longer open) is not;
     either way the session is closed here too."""
     fake = fake_stripe()
-    shop = make_shop(env={"PAYMENT_PROCESSOR": "stripe", "STRIPE_KEY": KEY, "STRIPE_API_BASE": fake.base,
-                          "RETRY_DELAY_MS": 100})
+    shop = make_shop(env=dict(STRIPE_ENV, STRIPE_API_BASE=fake.base, RETRY_DELAY_MS=100))
     if "payments" not in shop.svc:
         pytest.skip("oms-payments is not built")
     st, _, body = shop.create("cust-cancel", [{"productID": "1", "quantity": 1}])
@@ -235,3 +252,86 @@ def test_cancel_expires_the_session_at_stripe(make_shop, fake_stripe, first, cal
     reqs = expires()
     assert len(reqs) == calls, reqs
     assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in reqs)
+
+
+def test_stripe_mode_closed_and_refunds_at_stripe(make_shop, fake_stripe):
+    """Stripe mode: no local checkout routes; a payment for a cancelled order is refunded
+    at Stripe (POST /v1/refunds with the payment_intent and an Idempotency-Key; a 5xx is
+    retried with the same key) and the order ends refunded."""
+    fake = fake_stripe()
+    shop = make_shop(env=dict(STRIPE_ENV, STRIPE_API_BASE=fake.base, RETRY_DELAY_MS=100))
+    if "payments" not in shop.svc:
+        pytest.skip("oms-payments is not built")
+    for method, path in [("GET", "/checkout/cs_test_x"), ("POST", "/checkout/cs_test_x/pay"),
+                         ("POST", "/checkout/cs_test_x/cancel")]:
+        st, _, _ = http(method, shop.payments + path, b"" if method == "POST" else None)
+        assert st == 404, (method, path, st)
+    st, _, body = shop.create("cust-refund", [{"productID": "1", "quantity": 1}])
+    oid = body["order"]["orderID"]
+    order = shop.wait_status("cust-refund", oid, "waiting_payment")
+    sid = order["PaymentLink"].rsplit("/", 1)[1]
+    st, _, _ = http("POST", f"{shop.gateway}/api/customers/cust-refund/orders/{oid}/cancel", b"")
+    assert st == 200
+    wait_for(lambda: shop.scalar("payments", "SELECT status FROM checkout_sessions WHERE order_id = ?",
+                                 (oid,)) == "cancelled", 20, "the session to close")
+    with fake.lock:
+        fake.failures.append((500, {"error": {"type": "api_error", "message": "try later"}}))
+    event = json.dumps({
+        "id": "evt_" + uuid.uuid4().hex, "object": "event", "type": "checkout.session.completed",
+        "created": int(time.time()), "livemode": False,
+        "data": {"object": {"id": sid, "object": "checkout.session", "status": "complete",
+                            "payment_status": "paid", "payment_intent": "pi_3Late",
+                            "amount_total": order["total"], "currency": order["currency"],
+                            "metadata": {"orderID": oid, "customerID": "cust-refund"}}}}).encode()
+    st, _, _ = http("POST", shop.payments + "/webhook", event,
+                    headers={"Content-Type": "application/json",
+                             "Stripe-Signature": header(event, secret=SECRET)})
+    assert st == 200
+    shop.wait_status("cust-refund", oid, "refunded")
+
+    def refunds():
+        return [r for r in fake.answered() if r["path"] == "/v1/refunds"]
+    wait_for(lambda: len(refunds()) == 2 and shop.scalar(
+        "payments", "SELECT COUNT(*) FROM refunds WHERE order_id = ?", (oid,)) == 1, 20,
+        "the refund, retried once after the 5xx")
+    for r in refunds():
+        assert r["headers"]["idempotency-key"] == f"oms-refund-{oid}"
+        assert r["headers"]["authorization"] == f"Bearer {KEY}"
+        assert single(r["form"], "payment_intent") == "pi_3Late"
+        assert single(r["form"], "metadata[orderID]") == oid
+    assert shop.scalar("payments", "SELECT refund_id FROM refunds WHERE order_id = ?", (oid,)).startswith("re_test_")
+    assert metric_value(shop, 'payments_refunds_total{reason="order_cancelled"}') == 1
+
+
+@pytest.mark.parametrize("env,named", [
+    ({}, "STRIPE_WEBHOOK_SECRET"),                                         # the default
+    ({"STRIPE_WEBHOOK_SECRET": "whsec_local_dev"}, "STRIPE_WEBHOOK_SECRET"),
+    ({"STRIPE_WEBHOOK_SECRET": "abc123"}, "STRIPE_WEBHOOK_SECRET"),
+    ({"STRIPE_WEBHOOK_SECRET": ""}, "STRIPE_WEBHOOK_SECRET"),
+    ({"STRIPE_WEBHOOK_SECRET": SECRET, "CHECKOUT_TTL": "60"}, "CHECKOUT_TTL"),
+    ({"STRIPE_WEBHOOK_SECRET": SECRET, "CHECKOUT_TTL": "90000"}, "CHECKOUT_TTL"),
+])
+def test_stripe_mode_refuses_to_start_without_a_real_secret(env, named):
+    exe = os.path.join(BUILD, "oms-payments")
+    if not os.path.exists(exe):
+        pytest.skip("oms-payments is not built")
+    full = {"PATH": os.environ.get("PATH", ""), "PAYMENT_PROCESSOR": "stripe", "STRIPE_KEY": KEY}
+    for k in ("LSAN_OPTIONS", "ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        if k in os.environ:
+            full[k] = os.environ[k]
+    full.update(env)
+    r = subprocess.run([exe], env=full, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and named in lines[0], r.stderr
+    assert SECRET not in r.stderr
+
+
+def test_reservation_ttl_must_outlive_the_checkout():
+    exe = os.path.join(BUILD, "oms-stock")
+    env = {"PATH": os.environ.get("PATH", ""), "RESERVATION_TTL": "3"}
+    for k in ("LSAN_OPTIONS", "ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    r = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "RESERVATION_TTL" in r.stderr and "CHECKOUT_TTL" in r.stderr, r.stderr
