@@ -237,6 +237,11 @@ int oms_config_load(const oms_cfg_def *defs, size_t n, char *err, size_t errlen)
 
 void oms_config_print_help(const oms_cfg_def *defs, size_t n)
 {
+    oms_config_print_help_to(stdout, defs, n);
+}
+
+void oms_config_print_help_to(FILE *out, const oms_cfg_def *defs, size_t n)
+{
     int wname = 4, wdef = 7;
     for (size_t i = 0; i < n; i++) {
         int ln = (int)strlen(defs[i].name);
@@ -246,17 +251,17 @@ void oms_config_print_help(const oms_cfg_def *defs, size_t n)
         if (ld > wdef)
             wdef = ld;
     }
-    printf("%-*s  %-*s  %s\n", wname, "NAME", wdef, "DEFAULT", "DESCRIPTION");
+    fprintf(out, "%-*s  %-*s  %s\n", wname, "NAME", wdef, "DEFAULT", "DESCRIPTION");
     for (size_t i = 0; i < n; i++) {
         const oms_cfg_def *d = &defs[i];
         const char *def = d->def && *d->def ? d->def : "\"\"";
-        printf("%-*s  %-*s  %s", wname, d->name, wdef, def, d->help ? d->help : "");
+        fprintf(out, "%-*s  %-*s  %s", wname, d->name, wdef, def, d->help ? d->help : "");
         if (d->type == OMS_CFG_INT)
-            printf(" (%lld..%lld)", d->min, d->max);
+            fprintf(out, " (%lld..%lld)", d->min, d->max);
         else if (d->type == OMS_CFG_ENUM && d->choices)
-            printf(" (%s)", d->choices);
+            fprintf(out, " (%s)", d->choices);
         if (d->alias)
-            printf(" [alias: %s]", d->alias);
-        printf("\n");
+            fprintf(out, " [alias: %s]", d->alias);
+        fputc('\n', out);
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fault run (make chaos): a steady stream of orders paid through the local checkout while
+# Fault run (issue 8): a steady stream of orders paid through the local checkout while
 # every service is kill -9'd once (and restarted), RabbitMQ is restarted and poisoned
 # messages are published; then the invariants are checked (tests/chaos/chaos.py says
 # which). Non-zero exit on any violation.
@@ -34,10 +34,10 @@ cleanup() {
     fi
     # Whatever happened to the driver: the broker node (and a database) must not outlive us.
     for d in "$dir"/*/rabbitmq "$dir"/rabbitmq; do
-        [ -f "$d/env" ] && scripts/rabbitmq.sh stop "$d" >/dev/null 2>&1 || true
+        if [ -f "$d/env" ]; then scripts/rabbitmq.sh stop "$d" >/dev/null 2>&1 || true; fi
     done
     for d in "$dir"/oms-pg-*/pg; do
-        [ -d "$d" ] && scripts/postgres.sh stop "$d" >/dev/null 2>&1 || true
+        if [ -d "$d" ]; then scripts/postgres.sh stop "$d" >/dev/null 2>&1 || true; fi
     done
     if [ "$rc" -eq 0 ]; then rm -rf "$dir"; else echo "chaos.sh: state kept in $dir" >&2; fi
 }

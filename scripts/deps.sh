@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages OMS needs (README "Dependencies", plus test tools) when
+# Installs the Debian packages OMS needs (DESIGN §10 plus test, lint and dev tools) when
 # missing: as root directly, through sudo when that works without a password, or else
 # prints the exact command and fails.
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config clang-format
+  build-essential cmake pkg-config clang-format shellcheck entr
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
   rabbitmq-server librabbitmq-dev amqp-tools
   libsqlite3-dev sqlite3 libpq-dev postgresql etcd-server

@@ -11,7 +11,10 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2; }
+if [ -z "$cmd" ] || [ -z "$dir" ]; then
+  echo "usage: $0 start DIR PORT | stop DIR" >&2
+  exit 2
+fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 pidfile=$dir/etcd.pid
@@ -29,13 +32,14 @@ start)
   fi
   client=http://127.0.0.1:$port
   # setsid: the node outlives neither this script's terminal signals nor its caller's
-  # process group games; stop kills it by PID.
+  # process group games; stop kills it by PID. The log goes to stderr, appended to
+  # DIR/etcd.log together with anything else the process prints (a panic).
   ETCD_UNSUPPORTED_ARCH=${ETCD_UNSUPPORTED_ARCH:-} setsid etcd --name oms \
     --data-dir "$dir/data" \
     --listen-client-urls "$client" --advertise-client-urls "$client" \
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
     --initial-cluster "oms=http://127.0.0.1:$peer" --initial-cluster-state new \
-    --log-outputs "$dir/etcd.log" --logger zap \
+    --log-outputs stderr --logger zap \
     >>"$dir/etcd.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   for _ in $(seq 1 150); do
@@ -61,7 +65,7 @@ stop)
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$pidfile"
   ;;

@@ -58,6 +58,8 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 mkdir -p "$BUILD/artifacts" "$BUILD/logs"
 summary="$BUILD/fuzz-summary.txt"
 printf '%-22s %8s %12s %10s %8s  %s\n' target seconds executions exec/s corpus result >"$summary"
+# Inputs in a corpus directory (libFuzzer names them by hash; dot files are not inputs).
+count_inputs() { find "$1" -mindepth 1 -maxdepth 1 ! -name '.*' | wc -l; }
 failed=0
 for t in "${targets[@]}"; do
     exe="$BUILD/fuzz_$t"
@@ -67,7 +69,7 @@ for t in "${targets[@]}"; do
     [ -x "$exe" ] || { echo "fuzz.sh: no target fuzz_$t" >&2; failed=1; continue; }
     [ -d "$seeds" ] || { echo "fuzz.sh: no seed corpus $seeds" >&2; failed=1; continue; }
     mkdir -p "$work"
-    echo "== fuzz_$t: ${SECONDS_PER}s from $(ls "$seeds" | wc -l) seeds + $(ls "$work" | wc -l) saved inputs"
+    echo "== fuzz_$t: ${SECONDS_PER}s from $(count_inputs "$seeds") seeds + $(count_inputs "$work") saved inputs"
     # New inputs go to the first directory (the build dir), so the committed seeds stay
     # as reviewed. -timeout: one input taking 10 s is a hang and fails the run.
     "$exe" "$work" "$seeds" -max_total_time="$SECONDS_PER" -max_len="$MAX_LEN" -timeout=10 \
@@ -79,7 +81,7 @@ for t in "${targets[@]}"; do
     child=
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-    corpus=$(ls "$work" | wc -l)
+    corpus=$(count_inputs "$work")
     if [ "$rc" -eq 0 ]; then
         result=ok
     else

@@ -16,7 +16,10 @@ set -euo pipefail
 BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|createdb DIR [PORT] [NAME]" >&2; exit 2; }
+if [ -z "$cmd" ] || [ -z "$dir" ]; then
+  echo "usage: $0 start|stop|createdb DIR [PORT] [NAME]" >&2
+  exit 2
+fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 

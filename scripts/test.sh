@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make test: unit tests (ctest, cmocka) then integration tests (pytest, real servers on
-# private loopback ports in temporary directories).
+# make test: lint (shellcheck + clang-format, scripts/lint.sh), unit tests (ctest,
+# cmocka), then integration tests (pytest, real servers on private loopback ports in
+# temporary directories).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMS_SOURCE_DIR=$PWD
@@ -8,8 +9,11 @@ export OMS_BUILD_DIR=${OMS_BUILD_DIR:-$PWD/build}
 export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# First and fast: a shell warning or a formatting slip fails the run in seconds.
+scripts/lint.sh
 echo "== unit tests ($OMS_BUILD_DIR)"
-(cd "$OMS_BUILD_DIR" && ctest --output-on-failure -j2)
+# --no-tests=error: a build without its unit tests is a failure, not a pass.
+(cd "$OMS_BUILD_DIR" && ctest --no-tests=error --output-on-failure -j2)
 echo "== integration tests"
 scripts/test-integration.sh "$@"
 # The same suite again with every service on PostgreSQL (one private server for the

@@ -5,6 +5,7 @@
 #define OMS_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 typedef enum {
     OMS_CFG_STR,  /* target: char ** (heap copy, freed by oms_config_free) */
@@ -33,5 +34,7 @@ int oms_config_load(const oms_cfg_def *defs, size_t n, char *err, size_t errlen)
 void oms_config_free(const oms_cfg_def *defs, size_t n);
 /* Prints "NAME  default  help" lines to stdout (for --help). */
 void oms_config_print_help(const oms_cfg_def *defs, size_t n);
+/* The same text to out (a test captures it in a memstream); out stays the caller's. */
+void oms_config_print_help_to(FILE *out, const oms_cfg_def *defs, size_t n);
 
 #endif
