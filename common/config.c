@@ -223,8 +223,10 @@ int oms_config_load(const oms_cfg_def *defs, size_t n, char *err, size_t errlen)
             snprintf(want, sizeof(want), "a known type (table entry has type %d)", (int)d->type);
         }
         if (!fn || fn(d, value, want, sizeof(want)) != OMS_OK) {
-            char quoted[256];
-            quote_value(value, quoted, sizeof(quoted));
+            /* The value is echoed, so a URL's password in it is hidden first. */
+            char shown[256], quoted[256];
+            oms_url_redact(value, shown, sizeof(shown));
+            quote_value(shown, quoted, sizeof(quoted));
             if (err && errlen)
                 snprintf(err, errlen, "config: %s=\"%s\"%s: expected %s", var, quoted,
                          from_default ? " (built-in default)" : "", want);

@@ -4,7 +4,15 @@
  * Pool: each connection has one preallocated oms_db_tx; free ones sit on a stack
  * guarded by a mutex. oms_db_begin pops one (waiting on a condition variable while
  * the stack is empty) and commit/rollback push it back, so a transaction owns its
- * connection exclusively and drivers need no locking of their own. */
+ * connection exclusively and drivers need no locking of their own.
+ *
+ * A shared server's pool (PostgreSQL) is sized by DB_POOL_SIZE and its wait bounded by
+ * DB_POOL_WAIT_MS (default DB_POOL_WAIT_MS_DEFAULT): when every connection stays busy
+ * that long (a slow database, a stuck transaction), begin answers OMS_AGAIN ("retry
+ * later", 503 / UNAVAILABLE) instead of piling up request threads that each hold a
+ * client until its own deadline. Like the HTTP_* limits these are read from the
+ * environment here, for every service at once. SQLite keeps an unbounded wait: its one
+ * connection is the writer lock, and its callers are built to queue on it. */
 #include "oms/db.h"
 
 #include <errno.h>
@@ -18,6 +26,14 @@
 #include "oms/log.h"
 #include "oms/util.h"
 
+/* 5 s: the gateway's gRPC deadline (GRPC_TIMEOUT_MS) is 5 s by default, so a request
+ * that waited longer for a connection has already been given up by its caller; any
+ * work done for it after that is wasted, and the threads waiting meanwhile are
+ * threads that cannot answer anything else. */
+#define DB_POOL_WAIT_MS_DEFAULT 5000
+#define DB_POOL_WAIT_MS_MAX 600000
+#define DB_POOL_SIZE_MAX 256
+
 struct oms_db_tx {
     oms_db *db;
     oms_db_conn *conn;
@@ -29,25 +45,29 @@ struct oms_db {
     oms_db_tx *txs;       /* nconns entries, one per connection */
     oms_db_tx **free_txs; /* stack of idle entries of txs */
     int nfree;
-    int pg_sql; /* from the scheme table: prefer sql_pg in migrations */
+    int pg_sql;  /* from the scheme table: prefer sql_pg in migrations */
+    int wait_ms; /* longest wait for a free connection in begin; 0: no limit */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
 
 /* url prefix -> driver. drv NULL means "known scheme, driver not compiled in".
  * strip: remove the prefix before handing the url to the driver (sqlite only; libpq
- * wants the whole postgres:// url). mkdir: create the file's parent directory. */
+ * wants the whole postgres:// url). mkdir: create the file's parent directory.
+ * shared: a pool of concurrent connections to a server, sized by DB_POOL_SIZE, with
+ * a bounded wait (DB_POOL_WAIT_MS). */
 static const struct {
     const char *prefix;
     const oms_db_driver *drv;
     int strip;
     int mkdir;
     int pg_sql; /* run oms_db_migration.sql_pg when a migration has one */
+    int shared;
     const char *missing;
 } db_schemes[] = {
-    {"sqlite:", &oms_db_driver_sqlite, 1, 1, 0, NULL},
-    {"postgres://", &oms_db_driver_postgres, 0, 0, 1, NULL},
-    {"postgresql://", &oms_db_driver_postgres, 0, 0, 1, NULL},
+    {"sqlite:", &oms_db_driver_sqlite, 1, 1, 0, 0, NULL},
+    {"postgres://", &oms_db_driver_postgres, 0, 0, 1, 1, NULL},
+    {"postgresql://", &oms_db_driver_postgres, 0, 0, 1, 1, NULL},
 };
 
 /* Anything without a known prefix is a SQLite file path (or ":memory:"). */
@@ -104,6 +124,39 @@ static int db_make_parent_dir(const char *path, oms_error *err)
     }
 done:
     free(dir);
+    return rc;
+}
+
+/* An integer tuning variable from the environment into *out (left alone when unset or
+ * empty); OMS_INVALID naming the variable when it is not an integer in lo..hi. */
+static int db_env_int(const char *name, long lo, long hi, int *out, oms_error *err)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return OMS_OK;
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno != 0 || *end != '\0' || n < lo || n > hi)
+        return oms_error_set(err, OMS_INVALID,
+                             "%s: must be an integer from %ld to %ld (got \"%.40s\")", name, lo, hi,
+                             v);
+    *out = (int)n;
+    return OMS_OK;
+}
+
+/* The condition variable waits on CLOCK_MONOTONIC, so a wall-clock step cannot stretch
+ * or cut a bounded wait. */
+static int db_cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc != 0)
+        return rc;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cv, &attr);
+    (void)pthread_condattr_destroy(&attr); /* fails only for an invalid attr */
     return rc;
 }
 
@@ -232,8 +285,11 @@ int oms_db_open(oms_db **out, const char *url, const oms_db_migration *migs, siz
     }
     if (!db_schemes[scheme].drv)
         return oms_error_set(err, OMS_ERR, "%s", db_schemes[scheme].missing);
-    if (!*target)
-        return oms_error_set(err, OMS_INVALID, "database url %s has no path", url);
+    if (!*target) {
+        char shown[256];
+        oms_url_redact(url, shown, sizeof(shown));
+        return oms_error_set(err, OMS_INVALID, "database url %s has no path", shown);
+    }
     if (db_schemes[scheme].mkdir && strcmp(target, ":memory:") != 0) {
         int rc = db_make_parent_dir(target, err);
         if (rc != OMS_OK)
@@ -242,9 +298,19 @@ int oms_db_open(oms_db **out, const char *url, const oms_db_migration *migs, siz
 
     const oms_db_driver *drv = db_schemes[scheme].drv;
     int size = drv->pool_size > 0 ? drv->pool_size : 1;
+    int wait_ms = 0;
+    if (db_schemes[scheme].shared) {
+        wait_ms = DB_POOL_WAIT_MS_DEFAULT;
+        int rc = db_env_int("DB_POOL_SIZE", 1, DB_POOL_SIZE_MAX, &size, err);
+        if (rc == OMS_OK)
+            rc = db_env_int("DB_POOL_WAIT_MS", 1, DB_POOL_WAIT_MS_MAX, &wait_ms, err);
+        if (rc != OMS_OK)
+            return rc;
+    }
     oms_db *db = oms_xcalloc(1, sizeof(*db));
     db->drv = drv;
     db->pg_sql = db_schemes[scheme].pg_sql;
+    db->wait_ms = wait_ms;
     db->txs = oms_xcalloc((size_t)size, sizeof(*db->txs));
     db->free_txs = oms_xcalloc((size_t)size, sizeof(*db->free_txs));
     int rc = pthread_mutex_init(&db->mu, NULL);
@@ -254,7 +320,7 @@ int oms_db_open(oms_db **out, const char *url, const oms_db_migration *migs, siz
         free(db);
         return oms_error_set(err, OMS_ERR, "pthread_mutex_init: %s", strerror(rc));
     }
-    rc = pthread_cond_init(&db->cv, NULL);
+    rc = db_cond_init(&db->cv);
     if (rc != 0) {
         (void)pthread_mutex_destroy(&db->mu);
         free(db->txs);
@@ -342,12 +408,44 @@ static void db_release(oms_db_tx *tx)
     db_check(pthread_mutex_unlock(&db->mu), "pthread_mutex_unlock");
 }
 
+/* Writes the wait bound for the pool-exhausted message: "5 s" or "250 ms". */
+static void db_format_wait(int ms, char *out, size_t n)
+{
+    if (ms % 1000 == 0)
+        snprintf(out, n, "%d s", ms / 1000);
+    else
+        snprintf(out, n, "%d ms", ms);
+}
+
 int oms_db_begin(oms_db *db, oms_db_tx **tx, oms_error *err)
 {
     *tx = NULL;
     db_check(pthread_mutex_lock(&db->mu), "pthread_mutex_lock");
-    while (db->nfree == 0)
-        db_check(pthread_cond_wait(&db->cv, &db->mu), "pthread_cond_wait");
+    if (db->nfree == 0 && db->wait_ms > 0) {
+        struct timespec until;
+        if (oms_deadline_after_ns(CLOCK_MONOTONIC, (int64_t)db->wait_ms * 1000000, &until) !=
+            OMS_OK)
+            db_check(EINVAL, "clock_gettime(CLOCK_MONOTONIC)");
+        while (db->nfree == 0) {
+            int e = pthread_cond_timedwait(&db->cv, &db->mu, &until);
+            if (e == ETIMEDOUT)
+                break; /* a connection freed at the same moment is still taken below */
+            db_check(e, "pthread_cond_timedwait");
+        }
+    } else {
+        while (db->nfree == 0)
+            db_check(pthread_cond_wait(&db->cv, &db->mu), "pthread_cond_wait");
+    }
+    if (db->nfree == 0) {
+        int busy = db->nconns;
+        db_check(pthread_mutex_unlock(&db->mu), "pthread_mutex_unlock");
+        char waited[32];
+        db_format_wait(db->wait_ms, waited, sizeof(waited));
+        return oms_error_set(err, OMS_AGAIN,
+                             "database pool exhausted: no connection free after %s (all %d in use; "
+                             "DB_POOL_SIZE and DB_POOL_WAIT_MS tune the pool)",
+                             waited, busy);
+    }
     oms_db_tx *t = db->free_txs[--db->nfree];
     db_check(pthread_mutex_unlock(&db->mu), "pthread_mutex_unlock");
 

@@ -12,7 +12,15 @@
  * "services":[...], "spans":[{traceId, spanId, parentSpanId, service, name, kind,
  * startTimeUnixNano, endTimeUnixNano, status:{code, message}, attributes, events,
  * links}]}]}, spans in start order. Only JSON bodies are accepted (protobuf: 415).
- * The store keeps at most TRACESTORE_MAX_SPANS spans, dropping the oldest. */
+ *
+ * Everything is bounded, since any process on the machine can post to it and a
+ * runaway trace (a retry loop) must not eat the disk or make a page unloadable:
+ *  - a request body: MAX_BODY (413 beyond it, before it is parsed);
+ *  - spans kept: MAX_TRACE_SPANS per trace and TRACESTORE_MAX_SPANS in all, the
+ *    oldest (first arrived) dropped first;
+ *  - spans answered: MAX_TRACE_SPANS per trace, RESULT_TRACES traces and RESULT_SPANS
+ *    spans per answer, the newest traces kept; an answer (or a trace) that left
+ *    something out says "truncated": true. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +34,12 @@
 #include "oms/log.h"
 #include "oms/util.h"
 
-#define MAX_BODY (16u << 20) /* one export batch; 512 spans are well under 1 MiB */
-#define MAX_TRACE_SPANS 5000
+/* One export batch: the default 512 spans are well under 1 MiB; even the largest
+ * batch an exporter is likely configured for fits, anything bigger is not a batch. */
+#define MAX_BODY (4u << 20)
+#define MAX_TRACE_SPANS 5000 /* one order's trace has a few dozen */
+#define RESULT_TRACES 50     /* traces of one order in one answer */
+#define RESULT_SPANS 20000   /* spans in one answer, all its traces together */
 #define RECENT_TRACES 20
 
 static struct {
@@ -165,14 +177,41 @@ static int store_span(oms_db_tx *tx, const char *service, const json_t *sp, oms_
     return rc;
 }
 
+/* Drops the oldest spans of each trace in touched (an object used as a set of trace
+ * ids) beyond MAX_TRACE_SPANS. */
+static int evict_per_trace(oms_db_tx *tx, json_t *touched, oms_error *err)
+{
+    const char *tid;
+    const json_t *unused;
+    json_object_foreach(touched, tid, unused)
+    {
+        oms_db_param p[] = {OMS_DB_S(tid), OMS_DB_I(MAX_TRACE_SPANS)};
+        /* The id of the newest span that no longer fits; NULL (nothing deleted) while
+         * the trace is within the cap. */
+        int rc = oms_db_exec(tx,
+                             "DELETE FROM spans WHERE trace_id = $1 AND id <= (SELECT id FROM spans"
+                             " WHERE trace_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+                             p, 2, NULL, err);
+        if (rc != OMS_OK)
+            return rc;
+    }
+    return OMS_OK;
+}
+
 /* Stores every span of an ExportTraceServiceRequest in one transaction; spans without
- * valid ids are skipped and counted in *rejected. */
+ * valid ids are skipped and counted in *rejected. Then trims each trace it touched and
+ * the whole store to their caps. */
 static int store_request(const json_t *req, long long *stored, long long *rejected, oms_error *err)
 {
     oms_db_tx *tx = NULL;
     int rc = oms_db_begin(db, &tx, err);
     if (rc != OMS_OK)
         return rc;
+    json_t *touched = json_object();
+    if (!touched) {
+        oms_db_rollback(tx);
+        return oms_error_set(err, OMS_ERR, "out of memory");
+    }
     size_t i, j, k;
     const json_t *rs, *ss, *sp;
     json_array_foreach(json_object_get(req, "resourceSpans"), i, rs)
@@ -194,17 +233,24 @@ static int store_request(const json_t *req, long long *stored, long long *reject
                 }
                 if (src != OMS_OK) {
                     *err = serr;
+                    json_decref(touched);
                     oms_db_rollback(tx);
                     return src;
                 }
                 (*stored)++;
+                /* The value is irrelevant; a failed set only means one trace is not
+                 * trimmed now (its next batch trims it). */
+                (void)json_object_set_new(touched, str_field(sp, "traceId"), json_true());
             }
         }
     }
-    /* Bounded store: drop the oldest rows beyond the cap (ids grow with arrival). */
+    /* Bounded store: drop the oldest rows beyond the caps (ids grow with arrival). */
+    rc = evict_per_trace(tx, touched, err);
+    json_decref(touched);
     oms_db_param cap[] = {OMS_DB_I(cfg.max_spans)};
-    rc = oms_db_exec(tx, "DELETE FROM spans WHERE id <= (SELECT max(id) FROM spans) - $1", cap, 1,
-                     NULL, err);
+    if (rc == OMS_OK)
+        rc = oms_db_exec(tx, "DELETE FROM spans WHERE id <= (SELECT max(id) FROM spans) - $1", cap,
+                         1, NULL, err);
     if (rc != OMS_OK) {
         oms_db_rollback(tx);
         return rc;
@@ -261,11 +307,18 @@ typedef struct trace_acc {
     json_t *spans;    /* array being filled */
     json_t *services; /* array of distinct names */
     long long start, end;
+    long long n, limit; /* spans taken, and at most */
+    int cut;            /* the trace has more spans than limit */
 } trace_acc;
 
 static int span_row(const oms_db_row *row, void *ud)
 {
     trace_acc *t = ud;
+    if (t->n >= t->limit) { /* the one row fetched past the limit */
+        t->cut = 1;
+        return OMS_OK;
+    }
+    t->n++;
     char start[24], end[24];
     long long s = oms_db_row_int(row, 6), e = oms_db_row_int(row, 7);
     snprintf(start, sizeof(start), "%lld", s);
@@ -298,19 +351,21 @@ static int span_row(const oms_db_row *row, void *ud)
     return OMS_OK;
 }
 
-/* One trace as JSON (new reference, spans included when with_spans), or NULL with
- * err set; OMS_NOTFOUND when it has no span. */
-static int load_trace(oms_db_tx *tx, const char *trace_id, int with_spans, json_t **out,
-                      oms_error *err)
+/* One trace as JSON (new reference, at most limit spans, included when with_spans),
+ * or NULL with err set; OMS_NOTFOUND when it has no span. */
+static int load_trace(oms_db_tx *tx, const char *trace_id, int with_spans, long long limit,
+                      json_t **out, oms_error *err)
 {
-    trace_acc t = {json_array(), json_array(), 0, 0};
-    oms_db_param p[] = {OMS_DB_S(trace_id), OMS_DB_I(MAX_TRACE_SPANS)};
+    trace_acc t = {json_array(), json_array(), 0, 0, 0, limit, 0};
+    /* One row past the limit tells whether the trace was cut. */
+    oms_db_param p[] = {OMS_DB_S(trace_id), OMS_DB_I(limit + 1)};
     long long n = 0;
     int rc = oms_db_query(tx,
                           "SELECT trace_id, span_id, parent_span_id, service, name, kind, start_ns,"
                           " end_ns, status_code, status_message, attributes, events, links"
                           " FROM spans WHERE trace_id = $1 ORDER BY start_ns, id LIMIT $2",
                           p, 2, span_row, &t, &n, err);
+    n = t.n;
     if (rc == OMS_OK && n == 0)
         rc = oms_error_set(err, OMS_NOTFOUND, "no trace %s", trace_id);
     if (rc != OMS_OK) {
@@ -323,6 +378,8 @@ static int load_trace(oms_db_tx *tx, const char *trace_id, int with_spans, json_
     json_t *j = json_pack("{s:s,s:s,s:f,s:I,s:o}", "traceId", trace_id, "startTimeUnixNano", start,
                           "durationMs", (double)(t.end - t.start) / 1e6, "spanCount", (json_int_t)n,
                           "services", t.services);
+    if (j && t.cut)
+        json_object_set_new(j, "truncated", json_true());
     if (j && with_spans)
         json_object_set_new(j, "spans", t.spans);
     else
@@ -339,25 +396,45 @@ static int id_row(const oms_db_row *row, void *ud)
     return OMS_OK;
 }
 
-/* The traces whose ids the query yields, in trace start order. */
-static int load_traces(const char *sql, const oms_db_param *p, int np, int with_spans, json_t **out,
-                       oms_error *err)
+/* The traces whose ids the query yields, newest first; the query's last parameter is
+ * its LIMIT, which this sets to one past max_traces to learn whether there were more.
+ * Traces are taken until max_traces or RESULT_SPANS is reached (*cut set when anything
+ * was left out) and answered oldest first when oldest_first, else in the query's
+ * order. */
+static int load_traces(const char *sql, oms_db_param *p, int np, int with_spans, int max_traces,
+                       int oldest_first, json_t **out, int *cut, oms_error *err)
 {
     oms_db_tx *tx = NULL;
     json_t *ids = json_array(), *traces = json_array();
+    *cut = 0;
     int rc = oms_db_begin(db, &tx, err);
     if (rc != OMS_OK)
         goto fail;
+    p[np - 1] = OMS_DB_I(max_traces + 1);
     rc = oms_db_query(tx, sql, p, np, id_row, ids, NULL, err);
+    long long budget = RESULT_SPANS;
     size_t i;
     json_t *id;
     json_array_foreach(ids, i, id)
     {
         if (rc != OMS_OK)
             break;
+        if (i >= (size_t)max_traces || budget <= 0) {
+            *cut = 1;
+            break;
+        }
         json_t *t = NULL;
-        rc = load_trace(tx, json_string_value(id), with_spans, &t, err);
-        if (rc == OMS_OK)
+        long long limit = budget < MAX_TRACE_SPANS ? budget : MAX_TRACE_SPANS;
+        rc = load_trace(tx, json_string_value(id), with_spans, limit, &t, err);
+        if (rc != OMS_OK)
+            break;
+        if (with_spans)
+            budget -= (long long)json_integer_value(json_object_get(t, "spanCount"));
+        if (json_is_true(json_object_get(t, "truncated")))
+            *cut = 1;
+        if (oldest_first)
+            json_array_insert_new(traces, 0, t);
+        else
             json_array_append_new(traces, t);
     }
     oms_db_rollback(tx); /* read only */
@@ -378,22 +455,23 @@ static void get_traces(const oms_http_req *req, oms_http_resp *resp)
     json_t *traces = NULL;
     oms_error err;
     oms_error_clear(&err);
-    int rc;
+    int rc, cut = 0;
     if (order_id) {
         if (!oms_valid_id(order_id)) {
             oms_http_resp_error(resp, 400,
                                 "order_id: must be 1 to 64 characters of A-Z a-z 0-9 _ . : -");
             return;
         }
-        oms_db_param p[] = {OMS_DB_S(order_id)};
+        oms_db_param p[] = {OMS_DB_S(order_id), OMS_DB_NULLP};
         rc = load_traces("SELECT trace_id FROM spans WHERE order_id = $1 GROUP BY trace_id"
-                         " ORDER BY min(start_ns)",
-                         p, 1, 1, &traces, &err);
+                         " ORDER BY min(start_ns) DESC LIMIT $2",
+                         p, 2, 1, RESULT_TRACES, 1, &traces, &cut, &err);
     } else {
-        oms_db_param p[] = {OMS_DB_I(RECENT_TRACES)};
+        oms_db_param p[] = {OMS_DB_NULLP};
         rc = load_traces("SELECT trace_id FROM spans WHERE order_id IS NOT NULL GROUP BY trace_id"
                          " ORDER BY max(id) DESC LIMIT $1",
-                         p, 1, 0, &traces, &err);
+                         p, 1, 0, RECENT_TRACES, 0, &traces, &cut, &err);
+        cut = 0; /* a list of the latest is never "all of them" */
     }
     if (rc != OMS_OK) {
         oms_http_resp_error(resp, 503, "trace store unavailable: %s", err.msg);
@@ -402,6 +480,8 @@ static void get_traces(const oms_http_req *req, oms_http_resp *resp)
     json_t *j = json_pack("{s:o}", "traces", traces);
     if (j && order_id)
         json_object_set_new(j, "orderID", json_string(order_id));
+    if (j && cut)
+        json_object_set_new(j, "truncated", json_true());
     oms_http_resp_json(resp, 200, j);
 }
 
@@ -418,7 +498,7 @@ static void get_trace(const oms_http_req *req, oms_http_resp *resp)
     oms_error_clear(&err);
     int rc = oms_db_begin(db, &tx, &err);
     if (rc == OMS_OK) {
-        rc = load_trace(tx, tid, 1, &t, &err);
+        rc = load_trace(tx, tid, 1, MAX_TRACE_SPANS, &t, &err);
         oms_db_rollback(tx);
     }
     if (rc == OMS_NOTFOUND) {
@@ -553,7 +633,9 @@ int main(int argc, char **argv)
     oms_error_clear(&err);
     if (oms_db_open(&db, cfg.db_url, migrations, sizeof(migrations) / sizeof(migrations[0]),
                     &err) != OMS_OK) {
-        oms_log_error("cannot open the span database", "url", cfg.db_url, "error", err.msg);
+        char shown[512]; /* TRACESTORE_DB may be a postgres:// url with a password */
+        oms_url_redact(cfg.db_url, shown, sizeof(shown));
+        oms_log_error("cannot open the span database", "url", shown, "error", err.msg);
         goto out;
     }
     oms_http_config hc = {.addr = cfg.addr,
@@ -565,7 +647,9 @@ int main(int argc, char **argv)
         oms_log_error("cannot start HTTP", "addr", cfg.addr, "error", herr);
         goto out;
     }
-    oms_log_info("trace store ready", "addr", cfg.addr, "db", cfg.db_url);
+    char shown[512];
+    oms_url_redact(cfg.db_url, shown, sizeof(shown));
+    oms_log_info("trace store ready", "addr", cfg.addr, "db", shown);
     int sig = oms_signals_wait();
     oms_log_infof("stopping on signal %d", sig);
     exit_code = 0;

@@ -18,7 +18,22 @@
  * (serialization failure / deadlock) and 55P03 (lock not available) -> OMS_AGAIN, the
  * caller retries the whole transaction; a lost connection -> OMS_AGAIN, and the next
  * begin on that connection reconnects (PQreset) with an empty statement cache, since
- * prepared statements live in the server session that went away. */
+ * prepared statements live in the server session that went away. A statement cancelled
+ * by statement_timeout (57014) is an error like any other: the transaction is aborted.
+ * libpq's messages can quote the connection URI, password included, so every one of
+ * them is passed through oms_url_redact before it reaches an error.
+ *
+ * Bounds on every connection (conninfo defaults, so a DATABASE_URL that sets the same
+ * parameter wins; a URL setting `options` replaces the statement timeout with its own):
+ *  - statement_timeout PG_STATEMENT_TIMEOUT_MS: a statement stuck on a lock or a
+ *    runaway plan would hold its pool connection, and the request thread, for ever;
+ *    10 s is well past the slowest statement the services run (milliseconds) and past
+ *    the pool wait (5 s), so it only ends what is already lost. Migrations lift it
+ *    for their own transaction (pg_migration_lock): index builds may take longer.
+ *  - TCP keepalives (first probe after 30 s idle, every 10 s, 3 misses): a server
+ *    that vanished without a FIN (host down, NAT entry dropped) is noticed in about a
+ *    minute instead of the kernel's two hours, so the connection is marked broken and
+ *    reconnected instead of hanging the next transaction. */
 #include <libpq-fe.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +50,9 @@
 /* The migration lock's key: any constant works, it only has to be the same in every
  * instance ("oms" in ASCII). Transaction-level, so COMMIT/ROLLBACK releases it. */
 #define PG_MIGRATION_LOCK_KEY 0x6f6d73
+#define PG_STATEMENT_TIMEOUT_MS 10000
+#define PG_STR2(x) #x
+#define PG_STR(x) PG_STR2(x)
 
 typedef struct pg_stmt {
     struct pg_stmt *next;
@@ -91,12 +109,17 @@ static void pg_notice(void *arg, const char *message)
     oms_log_debugf("postgres notice: %.*s", (int)n, message);
 }
 
-/* One-line copy of libpq's message (it ends in a newline, sometimes has several). */
+/* One-line copy of libpq's message (it ends in a newline, sometimes has several), with
+ * any URL's password hidden: some parse errors quote the whole connection URI. */
 static void pg_message(char *out, size_t cap, const char *msg)
 {
-    size_t n = 0;
-    for (const char *p = msg ? msg : ""; *p && n + 1 < cap; p++)
-        out[n++] = (*p == '\n' || *p == '\r') ? ' ' : *p;
+    if (cap == 0)
+        return;
+    oms_url_redact(msg, out, cap);
+    size_t n = strlen(out);
+    for (size_t i = 0; i < n; i++)
+        if (out[i] == '\n' || out[i] == '\r')
+            out[i] = ' ';
     while (n > 0 && out[n - 1] == ' ')
         n--;
     out[n] = '\0';
@@ -146,9 +169,26 @@ static int pg_connect(const char *url, oms_db_conn **out, oms_error *err)
 {
     *out = NULL;
     /* Defaults first: with expand_dbname the url's own settings override them. A
-     * connect timeout keeps a start (or a reconnect) from hanging on a dead host. */
-    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {"5", "oms", url, NULL};
+     * connect timeout keeps a start (or a reconnect) from hanging on a dead host; the
+     * other bounds are explained at the top of this file. */
+    static const char *const defaults[][2] = {
+        {"connect_timeout", "5"},
+        {"application_name", "oms"},
+        {"keepalives", "1"},
+        {"keepalives_idle", "30"},
+        {"keepalives_interval", "10"},
+        {"keepalives_count", "3"},
+        {"options", "-c statement_timeout=" PG_STR(PG_STATEMENT_TIMEOUT_MS)},
+    };
+    enum { NDEFAULTS = sizeof(defaults) / sizeof(defaults[0]) };
+    const char *keys[NDEFAULTS + 2], *vals[NDEFAULTS + 2];
+    for (size_t i = 0; i < NDEFAULTS; i++) {
+        keys[i] = defaults[i][0];
+        vals[i] = defaults[i][1];
+    }
+    keys[NDEFAULTS] = "dbname";
+    vals[NDEFAULTS] = url;
+    keys[NDEFAULTS + 1] = vals[NDEFAULTS + 1] = NULL;
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
     if (!pg)
         return oms_error_set(err, OMS_ERR, "postgres connect: out of memory");
@@ -156,7 +196,8 @@ static int pg_connect(const char *url, oms_db_conn **out, oms_error *err)
         char msg[400];
         pg_message(msg, sizeof(msg), PQerrorMessage(pg));
         PQfinish(pg);
-        /* The url may carry a password, so only libpq's message is reported. */
+        /* The url may carry a password: only libpq's message is reported, and
+         * pg_message hides the password where that message quotes the url. */
         return oms_error_set(err, OMS_AGAIN, "postgres connect: %s", msg);
     }
     (void)PQsetNoticeProcessor(pg, pg_notice, NULL);
@@ -238,6 +279,12 @@ static int pg_exec_script(oms_db_conn *c, const char *sql, oms_error *err)
  * (READ COMMITTED takes a fresh snapshot per statement) instead of racing it. */
 static int pg_migration_lock(oms_db_conn *c, oms_error *err)
 {
+    /* Neither waiting for another instance's migration nor the migration itself is a
+     * request that someone waits for: no statement timeout until this transaction
+     * ends (SET LOCAL). */
+    int rc = pg_command(c, "SET LOCAL statement_timeout = 0", err);
+    if (rc != OMS_OK)
+        return rc;
     char sql[64];
     snprintf(sql, sizeof(sql), "SELECT pg_advisory_xact_lock(%d)", PG_MIGRATION_LOCK_KEY);
     return pg_command(c, sql, err);

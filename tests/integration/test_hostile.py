@@ -329,7 +329,8 @@ def hshop(rabbit, workdir):
     rabbit.api(f"users/{RMQ_USER}", "PUT", {"password": RMQ_PASSWORD, "tags": ""})
     shop = Shop(rabbit, workdir, catalog=CATALOG, env={
         "HTTP_TIMEOUT_S": HTTP_TIMEOUT_S, "STRIPE_WEBHOOK_SECRET": SECRET, "STRIPE_KEY": STRIPE_KEY,
-        "RABBITMQ_USER": RMQ_USER, "RABBITMQ_PASSWORD": RMQ_PASSWORD, "LOG_LEVEL": "debug"})
+        "RABBITMQ_USER": RMQ_USER, "RABBITMQ_PASSWORD": RMQ_PASSWORD, "LOG_LEVEL": "debug",
+        "MAX_OPEN_ORDERS": 1})
     rabbit.api("permissions/" + urllib.parse.quote(shop.vhost, safe="") + f"/{RMQ_USER}", "PUT",
                {"configure": ".*", "write": ".*", "read": ".*"})
     try:
@@ -348,7 +349,8 @@ def hshop(rabbit, workdir):
 def victim(hshop):
     """An order of another customer, waiting for payment: the target of the
     cross-customer and forged-webhook cases."""
-    st, _, body = hshop.create("victim", [{"productID": "1", "quantity": 2}])
+    st, _, body = hshop.create("victim", [{"productID": "1", "quantity": 2}],
+                               headers={"Idempotency-Key": "victim-key"})
     assert st == 201, body
     oid = body["order"]["orderID"]
     order = hshop.wait_status("victim", oid, "waiting_payment")

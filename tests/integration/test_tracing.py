@@ -1,10 +1,15 @@
 """Tracing across the five services (docs/tracing.md): one order is one trace, exported as
 OTLP/HTTP JSON; export never holds up an order; malformed traceparent headers start
 a fresh trace."""
+import json
+import os
+import socket
+from http.client import HTTPConnection
+
 import pytest
 
 from obs_helpers import OtlpCollector, metric, parse_metrics, scrape
-from oms_harness import free_port, http, wait_for
+from oms_harness import BUILD, Service, free_port, http, wait_for
 
 FIVE = {"gateway", "orders", "stock", "payments", "kitchen"}
 BIG = {"currency": "usd", "products": [
@@ -169,3 +174,109 @@ def test_malformed_traceparent_starts_a_fresh_trace(make_shop, collector):
     st, hdrs, _ = http("GET", shop.gateway + "/api/products", headers={"traceparent": good})
     tp = hdrs.get("traceparent") or hdrs.get("Traceparent")
     assert st == 200 and tp.split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736" and tp != good
+
+
+# ---- oms-tracestore: the offline store bounds what it accepts, keeps and answers ----
+
+TRACESTORE_MAX_BODY = 4 << 20
+TRACESTORE_TRACE_SPANS = 5000
+TRACESTORE_RESULT_TRACES = 50
+
+
+@pytest.fixture
+def tracestore(tmp_path):
+    if not os.path.exists(os.path.join(BUILD, "oms-tracestore")):
+        pytest.skip("oms-tracestore not built")
+    port = free_port()
+    svc = Service("tracestore", {"TRACESTORE_ADDR": f"127.0.0.1:{port}",
+                                 "TRACESTORE_DB": str(tmp_path / "traces.db")},
+                  str(tmp_path), health_url=f"http://127.0.0.1:{port}/healthz")
+    svc.start()
+    yield port
+    assert svc.stop() == 0, svc.tail()
+
+
+def otlp(spans, service="orders"):
+    return {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeSpans": [{"spans": spans}]}]}
+
+
+def span(trace_id, n, start, order_id=None):
+    s = {"traceId": trace_id, "spanId": f"{n:016x}", "name": f"s{n}", "kind": 1,
+         "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 10)}
+    if order_id:
+        s["attributes"] = [{"key": "order.id", "value": {"stringValue": order_id}}]
+    return s
+
+
+def post_declared(port, length):
+    """POST /v1/traces announcing `length` bytes but sending none: the answer must come
+    from the headers alone. Returns (status, parsed body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {length}\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def post_chunked(port, total):
+    """POST /v1/traces with `total` bytes sent chunked (no length announced)."""
+    def gen():
+        left = total
+        while left > 0:
+            n = min(left, 1 << 16)
+            left -= n
+            yield b" " * n
+    c = HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        c.request("POST", "/v1/traces", body=gen(), encode_chunked=True,
+                  headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        r = c.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        c.close()
+
+
+def test_tracestore_bounds_body_spans_and_answers(tracestore):
+    port = tracestore
+    url = f"http://127.0.0.1:{port}"
+    # A body over the cap is refused with 413 and a message naming the limit, whether
+    # its length is announced or not.
+    st, body = post_declared(port, TRACESTORE_MAX_BODY + 1)
+    assert st == 413 and "too large" in body["error"] and str(TRACESTORE_MAX_BODY) in body["error"], body
+    st, body = post_chunked(port, TRACESTORE_MAX_BODY + (1 << 20))
+    assert st == 413 and "too large" in body["error"], body
+
+    # One trace keeps its newest TRACESTORE_TRACE_SPANS spans: of 6000 sent in two
+    # batches, the first 1000 to arrive are gone.
+    tid = "0af7651916cd43dd8448eb211c80319c"
+    for first in (1, 3001):
+        st, _, body = http("POST", url + "/v1/traces",
+                           otlp([span(tid, n, 1_000_000 + n) for n in range(first, first + 3000)]))
+        assert st == 200, body
+    st, _, body = http("GET", f"{url}/api/traces/{tid}")
+    assert st == 200, body
+    t = body["traces"][0]
+    assert t["spanCount"] == TRACESTORE_TRACE_SPANS and "truncated" not in t, {k: t[k] for k in t if k != "spans"}
+    assert {int(s["spanId"], 16) for s in t["spans"]} == set(range(1001, 6001))
+
+    # One order's answer holds at most TRACESTORE_RESULT_TRACES traces: the newest,
+    # oldest first, and it says that some were left out.
+    tids = [f"{i + 1:032x}" for i in range(60)]
+    st, _, body = http("POST", url + "/v1/traces",
+                       otlp([span(t, 1, 2_000_000 + i * 1000, order_id="o-many") for i, t in enumerate(tids)]))
+    assert st == 200, body
+    st, _, body = http("GET", f"{url}/api/traces?order_id=o-many")
+    assert st == 200, body
+    assert body["truncated"] is True
+    assert [t["traceId"] for t in body["traces"]] == tids[-TRACESTORE_RESULT_TRACES:]
+    # Within the bounds nothing says "truncated".
+    st, _, body = http("GET", f"{url}/api/traces?order_id=nothing-here")
+    assert st == 200 and body["traces"] == [] and "truncated" not in body, body

@@ -66,6 +66,18 @@ static void h_redirect(const oms_http_req *req, oms_http_resp *resp)
     oms_http_resp_redirect(resp, "/success.html?x=1");
 }
 
+/* Server-side failures whose detail must stay in the log. */
+static void h_fail(const oms_http_req *req, oms_http_resp *resp)
+{
+    oms_http_resp_error(resp, 500, "postgres statement: relation \"secret_tab\" at 10.9.8.7:5432");
+}
+
+static void h_busy(const oms_http_req *req, oms_http_resp *resp)
+{
+    oms_http_resp_error(resp, 503, "stock at 10.9.8.7:2002: connection refused");
+    oms_http_resp_header(resp, "Retry-After", "1");
+}
+
 static const oms_http_route routes[] = {
     {"GET", "/api/customers/{}/orders/{}", h_order},
     {"POST", "/api/customers/{}/orders", h_create},
@@ -74,6 +86,8 @@ static const oms_http_route routes[] = {
     {"GET", "/api/quote", h_quote},
     {"GET", "/api/trace", h_trace},
     {"GET", "/api/redirect", h_redirect},
+    {"GET", "/api/fail", h_fail},
+    {"GET", "/api/busy", h_busy},
 };
 
 /* ---- fixture: server + static dir --------------------------------------------------- */
@@ -548,6 +562,90 @@ static void test_traceparent(void **state)
     result_free(&r);
 }
 
+/* Runs one call with the server's stderr (its log) sent to a temporary file; the log
+ * text in *log (heap, caller frees). The handler logs before the response is sent, so
+ * the line is there when the call returns. */
+static void call_logged(fixture *fx, const call *in, result *out, char **log)
+{
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_true(dup2(fileno(f), STDERR_FILENO) >= 0);
+    CURL *c = curl_easy_init();
+    if (c)
+        do_call(c, fx->port, in, out);
+    curl_easy_cleanup(c);
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    assert_non_null(c);
+    assert_int_equal(out->rc, CURLE_OK);
+    off_t end = lseek(fileno(f), 0, SEEK_END);
+    assert_true(end >= 0);
+    *log = calloc(1, (size_t)end + 1);
+    assert_non_null(*log);
+    assert_int_equal(pread(fileno(f), *log, (size_t)end, 0), end);
+    fclose(f);
+}
+
+/* 5xx bodies are generic with the trace id; the detail (addresses, SQL) is only in the
+ * log line, which carries the same trace id. Retry-After survives; 4xx stay specific
+ * (test_error_escaped). */
+static void test_server_error_body_is_generic(void **state)
+{
+    fixture *fx = *state;
+    result r;
+    char *log = NULL;
+    call in = {.method = "GET",
+               .path = "/api/fail",
+               .hdr1 = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"
+                       "00f067aa0ba902b7-01"};
+    call_logged(fx, &in, &r, &log);
+    assert_int_equal(r.status, 500);
+    assert_null(strstr(r.body.data, "10.9.8.7"));
+    assert_null(strstr(r.body.data, "secret_tab"));
+    json_t *j = json_loads(r.body.data, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "error")), "internal error");
+    assert_string_equal(json_string_value(json_object_get(j, "traceID")),
+                        "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_int_equal(json_object_size(j), 2);
+    json_decref(j);
+    const char *line = strstr(log, "secret_tab");
+    if (!line)
+        fail_msg("detail not logged: %s", log);
+    assert_non_null(strstr(log, "10.9.8.7:5432"));
+    assert_non_null(strstr(log, "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""));
+    assert_non_null(strstr(log, "\"level\":\"error\""));
+    free(log);
+    result_free(&r);
+
+    call busy = {.method = "GET", .path = "/api/busy"};
+    call_logged(fx, &busy, &r, &log);
+    assert_int_equal(r.status, 503);
+    assert_null(strstr(r.body.data, "10.9.8.7"));
+    j = json_loads(r.body.data, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "error")),
+                        "service unavailable, retry later");
+    const char *tid = json_string_value(json_object_get(j, "traceID"));
+    assert_non_null(tid);
+    char tp[80];
+    header_value(&r, "traceparent", tp, sizeof(tp));
+    assert_int_equal(strlen(tid), 32);
+    assert_int_equal(strncmp(tp + 3, tid, 32), 0); /* the trace the response names */
+    char ra[16];
+    header_value(&r, "Retry-After", ra, sizeof(ra));
+    assert_string_equal(ra, "1");
+    assert_non_null(strstr(log, "connection refused"));
+    assert_non_null(strstr(log, "\"level\":\"warn\""));
+    assert_non_null(strstr(log, tid));
+    json_decref(j);
+    free(log);
+    result_free(&r);
+}
+
 /* GET /api/quote with one "X-Big:" header of n bytes; the answer in *r. */
 static void call_with_header(int port, size_t n, result *r)
 {
@@ -761,6 +859,7 @@ int main(void)
         cmocka_unit_test(test_static_files),
         cmocka_unit_test(test_traversal_refused),
         cmocka_unit_test(test_error_escaped),
+        cmocka_unit_test(test_server_error_body_is_generic),
         cmocka_unit_test(test_redirect),
         cmocka_unit_test(test_traceparent),
         cmocka_unit_test(test_huge_header_refused),

@@ -22,6 +22,8 @@
 
 #include "oms/db.h"
 #include "oms/outbox.h"
+#include "oms/status.h"
+#include "oms/util.h"
 
 static char g_top[] = "/tmp/oms-test-pg-XXXXXX";
 static char g_script[1024];
@@ -412,6 +414,140 @@ static void test_bad_url_and_lost_connection(void **state)
     oms_db_close(db);
 }
 
+static int text_row(const oms_db_row *row, void *ud)
+{
+    snprintf(ud, 64, "%s", oms_db_row_text(row, 0) ? oms_db_row_text(row, 0) : "NULL");
+    return OMS_OK;
+}
+
+/* The first row's first column of sql, run in a transaction of its own. */
+static void query_text(oms_db *db, const char *sql, char out[64])
+{
+    oms_db_tx *tx = NULL;
+    oms_error err;
+    assert_int_equal(oms_db_begin(db, &tx, &err), OMS_OK);
+    out[0] = '\0';
+    if (oms_db_query(tx, sql, NULL, 0, text_row, out, NULL, &err) != OMS_OK)
+        fail_msg("%s: %s", sql, err.msg);
+    oms_db_rollback(tx);
+}
+
+/* Every pooled connection carries a statement timeout; a URL that sets its own options
+ * (or keepalives) wins over the defaults. */
+static void test_statement_timeout_and_url_overrides(void **state)
+{
+    NEED_SERVER();
+    oms_db *db = open_db();
+    char v[64];
+    query_text(db, "SHOW statement_timeout", v);
+    assert_string_equal(v, "10s");
+    /* ... and it ends a statement that outlives it (here lowered for the test). */
+    oms_db_tx *tx = NULL;
+    oms_error err;
+    assert_int_equal(oms_db_begin(db, &tx, &err), OMS_OK);
+    assert_int_equal(oms_db_exec(tx, "SET LOCAL statement_timeout = 50", NULL, 0, NULL, &err),
+                     OMS_OK);
+    assert_int_equal(oms_db_exec(tx, "SELECT pg_sleep(30)", NULL, 0, NULL, &err), OMS_ERR);
+    assert_non_null(strstr(err.msg, "57014"));
+    oms_db_rollback(tx);
+    oms_db_close(db);
+
+    char url[384], base[256];
+    new_db_url(base, sizeof(base));
+    snprintf(url, sizeof(url),
+             "%s?options=-c%%20statement_timeout%%3D1234&keepalives_idle=60&keepalives_count=5",
+             base);
+    db = NULL;
+    if (oms_db_open(&db, url, migs, 1, &err) != OMS_OK)
+        fail_msg("open %s: %s", url, err.msg);
+    query_text(db, "SHOW statement_timeout", v);
+    assert_string_equal(v, "1234ms");
+    oms_db_close(db);
+}
+
+typedef struct begin_ctx {
+    oms_db *db;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done; /* under mu */
+    int rc;
+    oms_error err;
+} begin_ctx;
+
+static void *begin_in_thread(void *arg)
+{
+    begin_ctx *c = arg;
+    oms_db_tx *tx = NULL;
+    oms_error err;
+    oms_error_clear(&err);
+    int rc = oms_db_begin(c->db, &tx, &err);
+    if (rc == OMS_OK)
+        oms_db_rollback(tx);
+    pthread_mutex_lock(&c->mu);
+    c->rc = rc;
+    c->err = err;
+    c->done = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* A pool of one whose connection sits in an open transaction: the next begin gives up
+ * with OMS_AGAIN after the pool wait instead of blocking for ever. */
+static void test_pool_wait_is_bounded(void **state)
+{
+    NEED_SERVER();
+    assert_int_equal(setenv("DB_POOL_SIZE", "1", 1), 0);
+    assert_int_equal(setenv("DB_POOL_WAIT_MS", "1000", 1), 0);
+    oms_db *db = open_db();
+    assert_int_equal(unsetenv("DB_POOL_SIZE"), 0);
+    assert_int_equal(unsetenv("DB_POOL_WAIT_MS"), 0);
+
+    oms_db_tx *held = NULL;
+    oms_error err;
+    assert_int_equal(oms_db_begin(db, &held, &err), OMS_OK);
+    assert_int_equal(oms_db_exec(held, "INSERT INTO p(i) VALUES(1)", NULL, 0, NULL, &err), OMS_OK);
+
+    begin_ctx c = {.db = db, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, begin_in_thread, &c), 0);
+    /* Generous deadline: only "it returned at all" is asserted, never how fast. */
+    struct timespec until;
+    assert_int_equal(oms_deadline_after_ns(CLOCK_REALTIME, 60LL * 1000000000LL, &until), OMS_OK);
+    pthread_mutex_lock(&c.mu);
+    while (!c.done && pthread_cond_timedwait(&c.cv, &c.mu, &until) == 0) {
+    }
+    int returned = c.done;
+    pthread_mutex_unlock(&c.mu);
+    oms_db_rollback(held); /* lets a still-blocked begin finish, so the join below ends */
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if (!returned)
+        fail_msg("oms_db_begin on an exhausted pool did not return within 60 s");
+    assert_int_equal(c.rc, OMS_AGAIN);
+    assert_non_null(
+        strstr(c.err.msg, "database pool exhausted: no connection free after 1 s (all 1 in use"));
+    assert_int_equal(oms_status_to_http(c.rc), 503);
+
+    /* The connection is back: the pool works as before. */
+    assert_int_equal(oms_db_ping(db, &err), OMS_OK);
+    oms_db_close(db);
+}
+
+/* libpq quotes the whole URI in some parse errors; the error we return must not carry
+ * the password. Needs no server: the URI is refused before any connection. */
+static void test_connect_error_hides_password(void **state)
+{
+    oms_db *db = NULL;
+    oms_error err;
+    oms_error_clear(&err);
+    int rc = oms_db_open(&db, "postgres://app:s3cret@[::1/orders", migs, 1, &err);
+    assert_int_not_equal(rc, OMS_OK);
+    assert_null(db);
+    assert_non_null(strstr(err.msg, "postgres connect"));
+    assert_null(strstr(err.msg, "s3cret"));
+    assert_non_null(strstr(err.msg, "app:***@"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -421,6 +557,9 @@ int main(void)
         cmocka_unit_test(test_concurrent_increments),
         cmocka_unit_test(test_migrations_once_and_skip_locked),
         cmocka_unit_test(test_bad_url_and_lost_connection),
+        cmocka_unit_test(test_statement_timeout_and_url_overrides),
+        cmocka_unit_test(test_pool_wait_is_bounded),
+        cmocka_unit_test(test_connect_error_hides_password),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -112,12 +112,60 @@ static void test_background_thread_nice(void **state)
     assert_int_equal(my_nice(), main_before);
 }
 
+/* The password of a URL's user-info becomes ***, whatever surrounds the URL; nothing
+ * else changes. */
+static void test_url_redact(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"postgres://app:s3cret@db:5432/orders", "postgres://app:***@db:5432/orders"},
+        {"postgresql://app:s3cret@db", "postgresql://app:***@db"},
+        {"amqp://guest:guest@127.0.0.1:5672/%2f", "amqp://guest:***@127.0.0.1:5672/%2f"},
+        {"postgres://app:@db/x", "postgres://app:***@db/x"},     /* empty password */
+        {"postgres://app@db/x", "postgres://app@db/x"},          /* no password */
+        {"postgres://db:5432/x", "postgres://db:5432/x"},        /* no user-info */
+        {"http://h/p?u=a:b@c", "http://h/p?u=a:b@c"},            /* '@' after the path */
+        {"postgres://u:p@ss?w#d@db/x", "postgres://u:***@db/x"}, /* raw @ ? # in it */
+        {"var/orders.db", "var/orders.db"},
+        {"", ""},
+        /* A message that echoes a URL, twice, with quotes around one. */
+        {"invalid URI \"postgres://u:pw@[::1/x\" and http://a:b@etcd:2379 down",
+         "invalid URI \"postgres://u:***@[::1/x\" and http://a:***@etcd:2379 down"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[256];
+        size_t n = oms_url_redact(cases[i].in, out, sizeof(out));
+        assert_string_equal(out, cases[i].want);
+        assert_int_equal(n, strlen(cases[i].want));
+    }
+
+    /* Too small: cut, still terminated, the full length reported; never a byte past
+     * outsz (the canary after it stays). */
+    char small[12];
+    memset(small, 'Z', sizeof(small));
+    size_t n = oms_url_redact("postgres://app:s3cret@db/x", small, 8);
+    assert_int_equal(n, strlen("postgres://app:***@db/x"));
+    assert_string_equal(small, "postgre");
+    assert_int_equal(small[8], 'Z');
+    /* Cut inside the password's place: the secret is not there either. */
+    char mid[20];
+    oms_url_redact("postgres://app:s3cret@db/x", mid, sizeof(mid));
+    assert_string_equal(mid, "postgres://app:***@");
+    assert_int_equal(oms_url_redact("abc", small, 0), 3);
+    assert_int_equal(small[0], 'p'); /* outsz 0: nothing written */
+    assert_int_equal(oms_url_redact(NULL, small, sizeof(small)), 0);
+    assert_string_equal(small, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rfc3339),
         cmocka_unit_test(test_span_ids_unique_across_threads),
         cmocka_unit_test(test_background_thread_nice),
+        cmocka_unit_test(test_url_redact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

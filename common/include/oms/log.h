@@ -1,9 +1,18 @@
 /* Structured logging: one JSON line per record on stderr, Zap's shape
  * (ts, level, service, caller, msg, trace_id, span_id, then fields), or a
  * human-readable line with LOG_FORMAT=console. The macros check the level before
- * evaluating their arguments (redis serverLog). Thread-safe: one write(2) per line. */
+ * evaluating their arguments (redis serverLog). Thread-safe: one write(2) per line.
+ *
+ * Any input makes one well-formed line: a JSON line always parses (control bytes
+ * escaped, invalid UTF-8 written as U+FFFD), a console line escapes control bytes as
+ * \n, \t, \xNN. A message, key or value over 1024 bytes is cut and ends in
+ * "...(truncated)" (with a real ellipsis); fields that no longer fit the 8 KiB line are
+ * left out and counted in fields_dropped. The password of a URL in any value or
+ * message is written as *** (oms_url_redact). */
 #ifndef OMS_LOG_H
 #define OMS_LOG_H
+
+#include <stddef.h> /* NULL, which the macros pass */
 
 typedef enum { OMS_LOG_DEBUG = 0, OMS_LOG_INFO, OMS_LOG_WARN, OMS_LOG_ERROR } oms_log_level;
 
