@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fault run (issue 8): a steady stream of orders paid through the local checkout while
+# Fault run (make chaos): a steady stream of orders paid through the local checkout while
 # every service is kill -9'd once (and restarted), RabbitMQ is restarted and poisoned
 # messages are published; then the invariants are checked (tests/chaos/chaos.py says
 # which). Non-zero exit on any violation.

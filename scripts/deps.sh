@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages OMS needs (DESIGN §10 plus test, lint and dev tools) when
-# missing: as root directly, through sudo when that works without a password, or else
-# prints the exact command and fails.
+# Installs the Debian packages OMS needs (README "Dependencies", plus test, lint and dev
+# tools) when missing: as root directly, through sudo when that works without a
+# password, or else prints the exact command and fails.
 set -euo pipefail
 
 PKGS=(

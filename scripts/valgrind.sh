@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Leak check (issue 8): every service under valgrind memcheck over a short workload,
+# Leak check: every service under valgrind memcheck over a short workload,
 # then SIGTERM; fails on a definite leak or any memory error (tests/chaos/leaks.py).
 # Takes a few minutes (memcheck is ~30x slower), so it is not part of `make test`.
 #
