@@ -4,7 +4,7 @@ const OMS = (() => {
   const ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
   const STORE_KEY = 'customerID';
 
-  // The order statuses (DESIGN §1) in words a customer understands.
+  // The order statuses (README "Architecture") in words a customer understands.
   const STATUS_WORDS = {
     'pending': 'Order received',
     'waiting_payment': 'Waiting for payment',
@@ -13,7 +13,19 @@ const OMS = (() => {
     'ready for pick-up': 'Ready for pick-up',
     'cancelled': 'Cancelled',
     'payment_failed': 'Payment failed',
+    'refunded': 'Refunded',
   };
+
+  // A payment link as it may go into href: https, or plain http only to this page's
+  // own host or to localhost (the offline checkout of `make run`); anything else
+  // (javascript:, data:, a look-alike over http) is null and shown as no link.
+  function safeLink(url) {
+    let u;
+    try { u = new URL(String(url || ''), location.href); } catch (e) { return null; }
+    if (u.protocol === 'https:') return u.href;
+    const local = u.hostname === location.hostname || u.hostname === 'localhost' || u.hostname === '127.0.0.1';
+    return u.protocol === 'http:' && local ? u.href : null;
+  }
 
   // el('p', {class: 'x', text: 'hi'}, child...) builds DOM without innerHTML.
   function el(tag, attrs, ...children) {
@@ -138,5 +150,5 @@ const OMS = (() => {
   }
 
   return {el, money, validID, customerID, rememberCustomer, pickupNumber, api, explain, initNav,
-          timeAgo, when, newKey, STATUS_WORDS};
+          timeAgo, when, newKey, safeLink, STATUS_WORDS};
 })();

@@ -23,6 +23,11 @@ await scenario('cancel', async t => {
   const o = await t.api('GET', `/api/customers/browser-cancel/orders/${orderID}`);
   assert(o.body.status === 'cancelled', `the API agrees: ${o.body.status}`);
   await t.shot(page, 'cancel.png');
+  // Only a checked link goes into href: https, or http to this host / localhost.
+  const links = await page.evaluate(() => ['javascript:alert(1)', 'data:text/html,x', 'http://evil.example/x',
+    'https://checkout.stripe.com/c/pay/cs_1', location.origin + '/checkout/x'].map(OMS.safeLink));
+  assert(links[0] === null && links[1] === null && links[2] === null, `unsafe links refused: ${links}`);
+  assert(links[3] === 'https://checkout.stripe.com/c/pay/cs_1' && links[4] !== null, `safe links kept: ${links}`);
 
   // The checkout link of a cancelled order no longer takes money.
   await page.goto(o.body.PaymentLink);
