@@ -11,6 +11,8 @@ broker, and publishes a few deliberately poisoned messages. Afterwards it checks
     exactly what the paid orders bought;
   * no event was applied twice: one kitchen ticket per paid order, one order.paid /
     order.cooking / order.ready outbox row per paid order, no duplicate inbox ids;
+  * money, per order: what was taken = the price of the cooked order + what was
+    refunded, and no order is ready without its stock committed to it;
   * the dead-letter queues hold the poisoned messages and nothing else;
   * every service exits 0 on SIGTERM at the end.
 
@@ -323,7 +325,27 @@ def check(shop, load, poison_ids, violations, tallies):
             violations.append(f"{service} inbox: duplicate message ids {d[:5]}")
     tallies["kitchen tickets"] = sum(tickets.values())
 
-    # 4. dead letters: the poison and nothing else
+    # 4. money, per order: taken = cooked + refunded; nothing ready without its stock
+    sessions = {r[0]: (int(r[1]), r[2] not in (None, "")) for r in
+                rows(shop, "payments", "SELECT order_id, amount, payment_intent FROM checkout_sessions")}
+    refunds = collections.Counter()
+    for oid, amount in rows(shop, "payments", "SELECT order_id, amount FROM refunds"):
+        refunds[oid] += int(amount)
+    committed = {r[0] for r in rows(shop, "stock", "SELECT order_id FROM reservations WHERE state = 'committed'")}
+    taken_total = refunded_total = 0
+    for o in orders:
+        amount, paid = sessions.get(o.id, (0, False))
+        taken = amount if paid else 0
+        cooked = amount if final.get(o.id) == "ready for pick-up" else 0
+        taken_total += taken
+        refunded_total += refunds[o.id]
+        if taken != cooked + refunds[o.id]:
+            violations.append(f"order {o.id}: money taken {taken} != cooked {cooked} + refunded {refunds[o.id]}")
+        if final.get(o.id) == "ready for pick-up" and o.id not in committed:
+            violations.append(f"order {o.id} is ready without its stock committed")
+    tallies["money taken / refunded (cents)"] = (taken_total, refunded_total)
+
+    # 5. dead letters: the poison and nothing else
     queues = shop.rabbit.api("queues/" + urllib.request.quote(shop.vhost, safe=""))
     dead = {}
     for q in queues:
