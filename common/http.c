@@ -1,6 +1,6 @@
 /* HTTP server helpers over libmicrohttpd 0.9.75 (oms/http.h).
  *
- * Request life cycle (see NOTES "libmicrohttpd 0.9.75"):
+ * Request life cycle (docs/http.md):
  *   uri_logged      MHD hands us the raw request target; we allocate the per-request
  *                   state here, because it is the only place the path is seen before
  *                   MHD percent-decodes it in place (we need the raw path so that an

@@ -1,4 +1,4 @@
-/* The stock rules (DESIGN §6): reserve all-or-nothing, release, commit, expiry, and
+/* The stock rules (docs/reservations.md): reserve all-or-nothing, release, commit, expiry, and
  * the original's read calls. Plain structs in and out; transports (gRPC, HTTP) and the
  * expiry thread call these. Each call is one database transaction.
  *

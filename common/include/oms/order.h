@@ -1,5 +1,5 @@
 /* The order model shared by gateway, orders, payments and kitchen: statuses and
- * their transitions (one X-macro), the item rules of DESIGN §3 (limits, merging),
+ * their transitions (one X-macro), the item rules of the HTTP API (limits, merging),
  * and the order's JSON shape (the original's field names plus ours). Plain structs,
  * no transport or storage headers. */
 #ifndef OMS_ORDER_H
@@ -44,7 +44,7 @@ int oms_order_status_parse(const char *s);
 int oms_order_can_move(oms_order_status from, oms_order_status to);
 int oms_order_status_terminal(oms_order_status s);
 
-/* DESIGN §3 limits. */
+/* The HTTP API's limits (README "HTTP API"). */
 #define OMS_MAX_ITEMS 100
 #define OMS_MIN_QUANTITY 1
 #define OMS_MAX_QUANTITY 1000

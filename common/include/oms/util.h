@@ -24,7 +24,7 @@ char *oms_strdup(const char *s);
 void *oms_xmalloc(size_t n);
 void *oms_xcalloc(size_t n, size_t size);
 void *oms_xrealloc(void *p, size_t n);
-/* 1 when s is 1..64 chars of [A-Za-z0-9_.:-] (DESIGN §3 ids). */
+/* 1 when s is 1..64 chars of [A-Za-z0-9_.:-] (the API's ids). */
 int oms_valid_id(const char *s);
 /* Constant-time comparison of n bytes; 1 when equal. */
 int oms_ct_equal(const void *a, const void *b, size_t n);
