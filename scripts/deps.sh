@@ -10,9 +10,9 @@ PKGS=(
   rabbitmq-server librabbitmq-dev amqp-tools
   libsqlite3-dev sqlite3 libpq-dev postgresql etcd-server
   libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libssl-dev
-  libcmocka-dev wrk prometheus
+  libcmocka-dev wrk prometheus libcjose-dev libargon2-dev
   clang libclang-rt-14-dev valgrind
-  python3 python3-grpcio python3-grpc-tools python3-pytest python3-yaml
+  python3 python3-grpcio python3-grpc-tools python3-pytest python3-yaml python3-jwt python3-cryptography
   chromium nodejs
 )
 # Browser tests (tests/browser): npm installs playwright-core; Debian's npm package only
