@@ -6,10 +6,15 @@
  *    lease/keepalive every TTL/3. etcd answers a keepalive for an expired lease with
  *    200 and no TTL field, so that (or a lease it no longer knows) means register
  *    again with a new lease. Stop revokes the lease (the key goes with it).
- *  - resolution: kv/range over <prefix>/services/<name>/ every poll interval; the
- *    values, sorted, become the client's round-robin target list when they differ from
- *    the current one. An empty answer keeps the last list: with nothing registered
- *    there is nothing better to dial, and gRPC already skips dead addresses.
+ *  - resolution: kv/range over <prefix>/services/<name>/; the values, sorted, become
+ *    the client's round-robin target list when they differ from the current one. An
+ *    empty answer keeps the last list: with nothing registered there is nothing better
+ *    to dial, and gRPC already skips dead addresses.
+ * A second thread keeps a watch (POST /v3/watch, a response that streams one JSON
+ * object per change) open on <prefix>/services/: any change, and every (re)start of
+ * the watch, wakes the first thread to re-read at once, so a new or vanished instance
+ * is followed within milliseconds. The kv/range every DISCOVERY_POLL_MS stays as a
+ * safety net for a watch that died silently.
  *
  * etcd's JSON mapping: keys and values are base64, int64 fields (lease IDs) are JSON
  * strings, zero/false fields are omitted. Requests are bounded (timeouts, response cap)
@@ -66,6 +71,10 @@ struct oms_discovery {
 
     disc_client clients[DISC_MAX_CLIENTS];
     int nclients;
+    int changed;       /* the watch saw a change: re-read now (guarded by mu) */
+    int watch_started; /* the watcher thread runs */
+    pthread_t watcher;
+    atomic_long watch_events; /* changes the watch delivered (tests, logs) */
 
     CURL *curl; /* the thread's handle (keeps its connection to etcd open) */
 };
@@ -429,7 +438,7 @@ static int disc_wait(oms_discovery *d, int64_t ms)
     disc_check(oms_deadline_after_ns(CLOCK_MONOTONIC, ms * 1000000LL, &until) == OMS_OK ? 0 : errno,
                "clock_gettime");
     disc_check(pthread_mutex_lock(&d->mu), "lock");
-    while (!d->stopping) {
+    while (!d->stopping && !d->changed) {
         int e = pthread_cond_timedwait(&d->cv, &d->mu, &until);
         if (e == ETIMEDOUT)
             break;
@@ -438,6 +447,127 @@ static int disc_wait(oms_discovery *d, int64_t ms)
     int stop = d->stopping;
     disc_check(pthread_mutex_unlock(&d->mu), "unlock");
     return stop;
+}
+
+/* ---- the watch ------------------------------------------------------------------------ */
+
+/* Tells the registry thread to re-read now. */
+static void registry_changed(oms_discovery *d)
+{
+    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    d->changed = 1;
+    disc_check(pthread_cond_broadcast(&d->cv), "broadcast");
+    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+}
+
+static int stopping(oms_discovery *d)
+{
+    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    int s = d->stopping;
+    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    return s;
+}
+
+typedef struct watch_stream {
+    oms_discovery *d;
+    size_t since_newline; /* bytes of the current message: bounded like any answer */
+} watch_stream;
+
+/* The watch's body: one JSON object per message ({"result":{"created":true}} first,
+ * then {"result":{"events":[...]}} per change). Their content does not matter: any
+ * message means "re-read", which keeps one code path (kv/range) for what is live. */
+static size_t watch_data(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    watch_stream *w = ud;
+    size_t n = size * nmemb;
+    int message = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ptr[i] == '\n') {
+            message = 1;
+            w->since_newline = 0;
+        } else if (++w->since_newline > DISC_RESPONSE_MAX) {
+            return 0; /* a runaway message: drop the stream, it is opened again */
+        }
+    }
+    if (message) {
+        atomic_fetch_add(&w->d->watch_events, 1);
+        registry_changed(w->d);
+    }
+    return n;
+}
+
+/* Polled by libcurl about once a second even on an idle stream: stop aborts it. */
+static int watch_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    return stopping(ud);
+}
+
+static void *watch_thread(void *arg)
+{
+    oms_discovery *d = arg;
+    oms_thread_background();
+    char prefix[512], end[512];
+    snprintf(prefix, sizeof(prefix), "%s/services/", d->cfg->etcd_prefix);
+    range_end_of(prefix, end, sizeof(end));
+    char *k64 = b64_encode(prefix, strlen(prefix)), *e64 = b64_encode(end, strlen(end));
+    char body[2048];
+    snprintf(body, sizeof(body), "{\"create_request\":{\"key\":\"%s\",\"range_end\":\"%s\"}}",
+             k64 ? k64 : "", e64 ? e64 : "");
+    free(k64);
+    free(e64);
+    CURL *curl = curl_easy_init();
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    int failing = 0;
+    for (int attempt = 0; curl && hdrs && !stopping(d); attempt++) {
+        char url[512];
+        snprintf(url, sizeof(url), "%s/v3/watch",
+                 d->endpoints[(atomic_load(&d->good) + attempt) % d->nendpoints]);
+        watch_stream w = {d, 0};
+        curl_easy_reset(curl);
+        CURLcode cc = curl_easy_setopt(curl, CURLOPT_URL, url);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, watch_data);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_WRITEDATA, &w);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, watch_progress);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_XFERINFODATA, d);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)DISC_CONNECT_TIMEOUT_MS);
+        /* No overall timeout (the stream lives as long as etcd does); TCP keepalive
+         * finds a peer that vanished without closing. */
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+        if (cc == CURLE_OK)
+            cc = curl_easy_perform(curl);
+        if (stopping(d))
+            break;
+        if (!failing)
+            oms_log_debug("discovery: watch ended; opening it again", "url", url, "error",
+                          curl_easy_strerror(cc));
+        failing = 1;
+        /* Whatever changed while the watch was down is read again when it reopens (its
+         * first message); meanwhile the poll covers. */
+        if (disc_wait(d, 500))
+            break;
+        disc_check(pthread_mutex_lock(&d->mu), "lock");
+        d->changed = 0; /* the wait may have returned on a stale flag */
+        disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    }
+    curl_slist_free_all(hdrs);
+    if (curl)
+        curl_easy_cleanup(curl);
+    return NULL;
 }
 
 static void *disc_thread(void *arg)
@@ -450,7 +580,11 @@ static void *disc_thread(void *arg)
     int64_t next_poll = 0;
     for (;;) {
         tend_registration(d, d->curl);
-        if (oms_mono_ms() >= next_poll) {
+        disc_check(pthread_mutex_lock(&d->mu), "lock");
+        int changed = d->changed;
+        d->changed = 0;
+        disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+        if (changed || oms_mono_ms() >= next_poll) {
             disc_check(pthread_mutex_lock(&d->mu), "lock");
             int n = d->nclients;
             disc_check(pthread_mutex_unlock(&d->mu), "unlock");
@@ -514,6 +648,7 @@ int oms_discovery_start(oms_discovery **out, const oms_discovery_config *cfg, om
     d->cfg = cfg;
     d->etcd = cfg->mode && strcmp(cfg->mode, "etcd") == 0;
     atomic_init(&d->good, 0);
+    atomic_init(&d->watch_events, 0);
     pthread_condattr_t ca;
     int e = pthread_condattr_init(&ca);
     if (e == 0)
@@ -557,6 +692,11 @@ int oms_discovery_start(oms_discovery **out, const oms_discovery_config *cfg, om
         return oms_error_set(err, OMS_ERR, "discovery: pthread_create: %s", strerror(e));
     }
     d->thread_started = 1;
+    e = pthread_create(&d->watcher, NULL, watch_thread, d);
+    if (e != 0) /* the poll still follows the registry, only slower */
+        oms_log_warn("discovery: no watch thread; polling only", "error", strerror(e));
+    else
+        d->watch_started = 1;
     *out = d;
     return OMS_OK;
 }
@@ -676,11 +816,16 @@ void oms_discovery_stop(oms_discovery *d)
     if (d->thread_started) {
         disc_check(pthread_mutex_lock(&d->mu), "lock");
         d->stopping = 1;
-        disc_check(pthread_cond_signal(&d->cv), "signal");
+        disc_check(pthread_cond_broadcast(&d->cv), "broadcast");
         disc_check(pthread_mutex_unlock(&d->mu), "unlock");
         int e = pthread_join(d->thread, NULL);
         if (e != 0)
             oms_log_errorf("discovery: pthread_join: %s", strerror(e));
+        if (d->watch_started) { /* its transfer aborts at the next progress call (~1 s) */
+            e = pthread_join(d->watcher, NULL);
+            if (e != 0)
+                oms_log_errorf("discovery: pthread_join (watch): %s", strerror(e));
+        }
     }
     /* The thread is gone: no lock needed. Revoking deletes the key with the lease. */
     if (d->etcd && d->lease[0]) {

@@ -84,3 +84,22 @@ def test_gateway_registers_its_http_address(make_shop):
     wait_for(lambda: shop.registered("gateway") == [addr], 10, "the gateway to register")
     assert shop.svc["gateway"].stop() == 0
     assert shop.registered("gateway") == []
+
+
+def test_clients_follow_the_registry_by_watch(make_shop):
+    """With the poll at its slowest (60 s), the gateway still follows stock to another
+    instance within seconds: the etcd watch tells it at once."""
+    shop = make_shop(services=["stock", "gateway"], discovery="etcd", instances={"stock": 2},
+                     env={"DISCOVERY_POLL_MS": 60000})
+    wait_for(lambda: len(shop.registered("stock")) == 2, 10, "two stock instances")
+    from oms_harness import http
+    assert http("GET", shop.gateway + "/api/products")[0] == 200
+    assert shop.svc["stock-2"].stop() == 0
+    assert shop.svc["stock"].stop() == 0
+    wait_for(lambda: shop.registered("stock") == [], 5, "no stock registered")
+    shop.restart_instance("stock", 1)
+    wait_for(lambda: shop.registered("stock") == [shop.grpc_addr("stock", 1)], 5, "stock-2 back")
+    wait_for(lambda: http("GET", shop.gateway + "/api/products")[0] == 200, 10,
+             "the gateway to follow the watch to stock-2 (the poll would take 60 s)")
+    log = open(shop.svc["gateway"].log_path, errors="replace").read()
+    assert "discovery: instances changed" in log
