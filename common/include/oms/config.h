@@ -27,6 +27,29 @@ typedef struct oms_cfg_def {
     const char *help;  /* one line, for the README table and --help */
 } oms_cfg_def;
 
+/* One row per macro call, one line per row (redis createIntConfig): the type is in the
+ * macro's name, so a row says only what differs. Defaults are text, as the variable
+ * would be written; INT bounds are inclusive; ENUM choices are "a|b|c". */
+#define OMS_CFG_ROW(type, name, def, min, max, choices, target, alias, help)                       \
+    {                                                                                              \
+        (name), (type), (def), (min), (max), (choices), (target), (alias), (help)                  \
+    }
+#define OMS_CFG_STR_ROW(name, def, target, help)                                                   \
+    OMS_CFG_ROW(OMS_CFG_STR, name, def, 0, 0, NULL, target, NULL, help)
+#define OMS_CFG_INT_ROW(name, def, min, max, target, help)                                         \
+    OMS_CFG_ROW(OMS_CFG_INT, name, def, min, max, NULL, target, NULL, help)
+#define OMS_CFG_BOOL_ROW(name, def, target, help)                                                  \
+    OMS_CFG_ROW(OMS_CFG_BOOL, name, def, 0, 0, NULL, target, NULL, help)
+#define OMS_CFG_ADDR_ROW(name, def, target, help)                                                  \
+    OMS_CFG_ROW(OMS_CFG_ADDR, name, def, 0, 0, NULL, target, NULL, help)
+#define OMS_CFG_URL_ROW(name, def, target, help)                                                   \
+    OMS_CFG_ROW(OMS_CFG_URL, name, def, 0, 0, NULL, target, NULL, help)
+#define OMS_CFG_ENUM_ROW(name, def, choices, target, help)                                         \
+    OMS_CFG_ROW(OMS_CFG_ENUM, name, def, 0, 0, choices, target, NULL, help)
+/* A string also read from alias (an older name) when name is unset. */
+#define OMS_CFG_STR_ALIAS_ROW(name, alias, def, target, help)                                      \
+    OMS_CFG_ROW(OMS_CFG_STR, name, def, 0, 0, NULL, target, alias, help)
+
 /* Loads every entry. On failure returns OMS_INVALID and writes e.g.
  * "config: GRPC_ADDR=\"x\": expected host:port" into err. */
 int oms_config_load(const oms_cfg_def *defs, size_t n, char *err, size_t errlen);

@@ -13,6 +13,7 @@
 #ifndef OMS_DISCOVERY_H
 #define OMS_DISCOVERY_H
 
+#include "oms/config.h"
 #include "oms/grpc_client.h"
 #include "oms/status.h"
 
@@ -26,56 +27,21 @@ typedef struct oms_discovery_config {
 } oms_discovery_config;
 
 /* Config entries for oms_discovery_config, to put in a service's table. */
-#define OMS_DISCOVERY_CONFIG(c)                                                                    \
-    {"DISCOVERY",                                                                                  \
-     OMS_CFG_ENUM,                                                                                 \
-     "static",                                                                                     \
-     0,                                                                                            \
-     0,                                                                                            \
-     "static|etcd",                                                                                \
-     &(c)->mode,                                                                                   \
-     NULL,                                                                                         \
-     "static: addresses from *_ADDRS; etcd: register in and resolve from etcd"},                   \
-        {"ETCD_ENDPOINTS",                                                                         \
-         OMS_CFG_STR,                                                                              \
-         "http://127.0.0.1:2379",                                                                  \
-         0,                                                                                        \
-         0,                                                                                        \
-         NULL,                                                                                     \
-         &(c)->etcd_endpoints,                                                                     \
-         NULL,                                                                                     \
-         "etcd v3 JSON gateway URLs (comma list) for DISCOVERY=etcd"},                             \
-        {"ETCD_PREFIX",                                                                            \
-         OMS_CFG_STR,                                                                              \
-         "/oms",                                                                                   \
-         0,                                                                                        \
-         0,                                                                                        \
-         NULL,                                                                                     \
-         &(c)->etcd_prefix,                                                                        \
-         NULL,                                                                                     \
-         "registry key prefix (<prefix>/services/<name>/<addr>)"},                                 \
-        {"DISCOVERY_TTL",                                                                          \
-         OMS_CFG_INT,                                                                              \
-         "5",                                                                                      \
-         2,                                                                                        \
-         300,                                                                                      \
-         NULL,                                                                                     \
-         &(c)->ttl_s,                                                                              \
-         NULL,                                                                                     \
-         "seconds a dead instance stays registered (etcd lease TTL)"},                             \
-        {"DISCOVERY_POLL_MS",                                                                      \
-         OMS_CFG_INT,                                                                              \
-         "1000",                                                                                   \
-         100,                                                                                      \
-         60000,                                                                                    \
-         NULL,                                                                                     \
-         &(c)->poll_ms,                                                                            \
-         NULL,                                                                                     \
-         "how often clients re-read the registry"},                                                \
-    {                                                                                              \
-        "ADVERTISE_ADDR", OMS_CFG_STR, "", 0, 0, NULL, &(c)->advertise_addr, NULL,                 \
-            "host:port others should dial (default: the gRPC listen address; 0.0.0.0 -> hostname)" \
-    }
+// clang-format off
+#define OMS_DISCOVERY_CONFIG(c) \
+    OMS_CFG_ENUM_ROW("DISCOVERY", "static", "static|etcd", &(c)->mode, \
+        "static: addresses from *_ADDRS; etcd: register in and resolve from etcd"), \
+    OMS_CFG_STR_ROW("ETCD_ENDPOINTS", "http://127.0.0.1:2379", &(c)->etcd_endpoints, \
+        "etcd v3 JSON gateway URLs (comma list) for DISCOVERY=etcd"), \
+    OMS_CFG_STR_ROW("ETCD_PREFIX", "/oms", &(c)->etcd_prefix, \
+        "registry key prefix (<prefix>/services/<name>/<addr>)"), \
+    OMS_CFG_INT_ROW("DISCOVERY_TTL", "5", 2, 300, &(c)->ttl_s, \
+        "seconds a dead instance stays registered (etcd lease TTL)"), \
+    OMS_CFG_INT_ROW("DISCOVERY_POLL_MS", "1000", 100, 60000, &(c)->poll_ms, \
+        "how often clients re-read the registry"), \
+    OMS_CFG_STR_ROW("ADVERTISE_ADDR", "", &(c)->advertise_addr, \
+        "host:port others should dial (default: the gRPC listen address; 0.0.0.0 -> hostname)")
+// clang-format on
 
 typedef struct oms_discovery oms_discovery;
 
