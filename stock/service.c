@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "catalog.h"
+#include "oms/db.h"
 #include "oms/log.h"
 #include "oms/metrics.h"
 #include "oms/order.h"
@@ -133,7 +134,7 @@ int stock_load_catalog(struct oms_db *db, const char *path, size_t *loaded, oms_
     stock_items_init(&products);
     *loaded = 0;
 
-    int rc = stock_store_begin(db, &tx, err);
+    int rc = oms_db_begin(db, &tx, err);
     if (rc != OMS_OK)
         return rc;
     rc = stock_store_count_products(tx, &count, err);
@@ -151,12 +152,12 @@ int stock_load_catalog(struct oms_db *db, const char *path, size_t *loaded, oms_
     }
     if (rc != OMS_OK)
         goto done;
-    rc = stock_store_commit(tx, err);
+    rc = oms_db_commit(tx, err);
     tx = NULL;
     if (rc == OMS_OK)
         *loaded = products.n;
 done:
-    stock_store_rollback(tx); /* NULL after commit: no-op */
+    oms_db_rollback(tx); /* NULL after commit: no-op */
     stock_items_free(&products);
     return rc;
 }
@@ -169,13 +170,13 @@ int stock_service_new(stock_service **out, struct oms_db *db, int64_t ttl_ms, om
     stock_items_init(&products);
     *out = NULL;
 
-    int rc = stock_store_begin(db, &tx, err);
+    int rc = oms_db_begin(db, &tx, err);
     if (rc != OMS_OK)
         return rc;
     rc = stock_store_list_products(tx, &products, err);
     if (rc == OMS_OK)
         rc = stock_store_count_states(tx, counts, err);
-    stock_store_rollback(tx); /* read only */
+    oms_db_rollback(tx); /* read only */
     if (rc != OMS_OK) {
         stock_items_free(&products);
         return rc;
@@ -290,7 +291,7 @@ int stock_reserve(stock_service *svc, const char *order_id, const stock_req_item
     /* Two attempts: with PostgreSQL a concurrent reserve for the same order can win the
      * insert; the second attempt then finds its reservation and replays it. */
     for (int attempt = 0; attempt < 2; attempt++) {
-        rc = stock_store_begin(svc->db, &tx, err);
+        rc = oms_db_begin(svc->db, &tx, err);
         if (rc != OMS_OK)
             goto done;
         rc = stock_store_get_reservation(tx, order_id, &r, err);
@@ -308,14 +309,14 @@ int stock_reserve(stock_service *svc, const char *order_id, const stock_req_item
             goto done;
         rc = stock_store_insert_reservation(tx, &r, err);
         if (rc == OMS_CONFLICT && attempt == 0) {
-            stock_store_rollback(tx);
+            oms_db_rollback(tx);
             tx = NULL;
             stock_reservation_free(&r);
             continue;
         }
         if (rc != OMS_OK)
             goto done;
-        rc = stock_store_commit(tx, err);
+        rc = oms_db_commit(tx, err);
         tx = NULL;
         if (rc != OMS_OK)
             goto done;
@@ -336,7 +337,7 @@ int stock_reserve(stock_service *svc, const char *order_id, const stock_req_item
     rc = OMS_OK;
 
 done:
-    stock_store_rollback(tx);
+    oms_db_rollback(tx);
     stock_reservation_free(&r);
     oms_order_free(&o);
     return rc;
@@ -378,7 +379,7 @@ int stock_release(stock_service *svc, const char *order_id, int64_t now_ms, stoc
         rc = oms_error_set(err, OMS_INVALID, "orderID: " ID_RULE);
         goto done;
     }
-    rc = stock_store_begin(svc->db, &tx, err);
+    rc = oms_db_begin(svc->db, &tx, err);
     if (rc != OMS_OK)
         goto done;
     rc = stock_store_get_reservation(tx, order_id, &r, err);
@@ -398,7 +399,7 @@ int stock_release(stock_service *svc, const char *order_id, int64_t now_ms, stoc
     rc = release_locked(tx, &r, now_ms, err);
     if (rc != OMS_OK)
         goto done;
-    rc = stock_store_commit(tx, err);
+    rc = oms_db_commit(tx, err);
     tx = NULL;
     if (rc != OMS_OK)
         goto done;
@@ -408,7 +409,7 @@ int stock_release(stock_service *svc, const char *order_id, int64_t now_ms, stoc
     oms_log_info("stock reservation released", "order_id", order_id);
 
 done:
-    stock_store_rollback(tx);
+    oms_db_rollback(tx);
     stock_reservation_free(&r);
     return rc;
 }
@@ -425,7 +426,7 @@ int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms, stock
         rc = oms_error_set(err, OMS_INVALID, "orderID: " ID_RULE);
         goto done;
     }
-    rc = stock_store_begin(svc->db, &tx, err);
+    rc = oms_db_begin(svc->db, &tx, err);
     if (rc != OMS_OK)
         goto done;
     rc = stock_store_get_reservation(tx, order_id, &r, err);
@@ -462,7 +463,7 @@ int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms, stock
     rc = stock_store_set_state(tx, order_id, r.state, STOCK_RES_COMMITTED, now_ms, err);
     if (rc != OMS_OK)
         goto done;
-    rc = stock_store_commit(tx, err);
+    rc = oms_db_commit(tx, err);
     tx = NULL;
     if (rc != OMS_OK)
         goto done;
@@ -473,7 +474,7 @@ int stock_commit(stock_service *svc, const char *order_id, int64_t now_ms, stock
                  stock_res_state_str(r.state));
 
 done:
-    stock_store_rollback(tx);
+    oms_db_rollback(tx);
     stock_reservation_free(&r);
     return rc;
 }
@@ -488,7 +489,7 @@ int stock_expire_due(stock_service *svc, int64_t now_ms, size_t *released, oms_e
     if (released)
         *released = 0;
 
-    int rc = stock_store_begin(svc->db, &tx, err);
+    int rc = oms_db_begin(svc->db, &tx, err);
     if (rc != OMS_OK)
         goto done;
     rc = stock_store_due_reservations(tx, now_ms, STOCK_SWEEP_BATCH, &due, err);
@@ -504,7 +505,7 @@ int stock_expire_due(stock_service *svc, int64_t now_ms, size_t *released, oms_e
         rc = stock_store_list_products(tx, &products, err);
     if (rc != OMS_OK)
         goto done;
-    rc = stock_store_commit(tx, err);
+    rc = oms_db_commit(tx, err);
     tx = NULL;
     if (rc != OMS_OK)
         goto done;
@@ -519,7 +520,7 @@ int stock_expire_due(stock_service *svc, int64_t now_ms, size_t *released, oms_e
         *released = due.n;
 
 done:
-    stock_store_rollback(tx);
+    oms_db_rollback(tx);
     stock_ids_free(&due);
     stock_items_free(&products);
     return rc;
@@ -540,7 +541,7 @@ int stock_check(stock_service *svc, const stock_req_item *items, size_t nitems, 
     int rc = normalize_items(items, nitems, &o, err);
     if (rc != OMS_OK)
         goto done;
-    rc = stock_store_begin(svc->db, &tx, err);
+    rc = oms_db_begin(svc->db, &tx, err);
     if (rc != OMS_OK)
         goto done;
     int ok = 1;
@@ -565,7 +566,7 @@ int stock_check(stock_service *svc, const stock_req_item *items, size_t nitems, 
     *in_stock = ok;
 
 done:
-    stock_store_rollback(tx); /* read only */
+    oms_db_rollback(tx); /* read only */
     stock_items_free(&found);
     oms_order_free(&o);
     return rc;
@@ -581,7 +582,7 @@ int stock_get_items(stock_service *svc, const char *const *ids, size_t nids, sto
     if (nids > STOCK_MAX_GET_IDS)
         return oms_error_set(err, OMS_INVALID, "ItemIDs: at most %d ids per call",
                              STOCK_MAX_GET_IDS);
-    int rc = stock_store_begin(svc->db, &tx, err);
+    int rc = oms_db_begin(svc->db, &tx, err);
     if (rc != OMS_OK)
         return rc;
     for (size_t i = 0; i < nids; i++) {
@@ -608,7 +609,7 @@ int stock_get_items(stock_service *svc, const char *const *ids, size_t nids, sto
     stock_items_init(&found);
 
 done:
-    stock_store_rollback(tx); /* read only */
+    oms_db_rollback(tx); /* read only */
     stock_items_free(&found);
     return rc;
 }
@@ -619,11 +620,11 @@ int stock_list_items(stock_service *svc, stock_items *out, oms_error *err)
     stock_items found;
     stock_items_init(&found);
 
-    int rc = stock_store_begin(svc->db, &tx, err);
+    int rc = oms_db_begin(svc->db, &tx, err);
     if (rc != OMS_OK)
         return rc;
     rc = stock_store_list_products(tx, &found, err);
-    stock_store_rollback(tx); /* read only */
+    oms_db_rollback(tx); /* read only */
     if (rc != OMS_OK) {
         stock_items_free(&found);
         return rc;

@@ -54,21 +54,6 @@ int stock_store_ping(struct oms_db *db, oms_error *err)
     return oms_db_ping(db, err);
 }
 
-int stock_store_begin(struct oms_db *db, struct oms_db_tx **tx, oms_error *err)
-{
-    return oms_db_begin(db, tx, err);
-}
-
-int stock_store_commit(struct oms_db_tx *tx, oms_error *err)
-{
-    return oms_db_commit(tx, err);
-}
-
-void stock_store_rollback(struct oms_db_tx *tx)
-{
-    oms_db_rollback(tx);
-}
-
 /* ---- products ------------------------------------------------------------------ */
 
 static int count_row(const oms_db_row *row, void *ud)

@@ -1,10 +1,7 @@
 /* Persistence for stock: the products, reservations and reservation_items tables.
  * All SQL lives here, written once in PostgreSQL's $n style (oms/db.h). Every function
- * runs inside a transaction the caller opened with stock_store_begin, so the rules in
- * service.c decide the transaction boundaries without seeing SQL.
- *
- * Only forward declarations of the db types appear here so that service.c includes
- * no database header. */
+ * runs inside a transaction the caller opened with oms_db_begin, so the rules in
+ * service.c decide the transaction boundaries without seeing SQL. */
 #ifndef STOCK_STORE_H
 #define STOCK_STORE_H
 
@@ -23,11 +20,6 @@ int stock_store_open(struct oms_db **out, const char *url, oms_error *err);
 void stock_store_close(struct oms_db *db);
 /* OMS_OK when the database answers. */
 int stock_store_ping(struct oms_db *db, oms_error *err);
-
-/* Transactions: *tx is valid until commit or rollback, which always release it. */
-int stock_store_begin(struct oms_db *db, struct oms_db_tx **tx, oms_error *err);
-int stock_store_commit(struct oms_db_tx *tx, oms_error *err);
-void stock_store_rollback(struct oms_db_tx *tx);
 
 /* ---- products ------------------------------------------------------------------ */
 
