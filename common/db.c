@@ -10,9 +10,9 @@
  * DB_POOL_WAIT_MS (default DB_POOL_WAIT_MS_DEFAULT): when every connection stays busy
  * that long (a slow database, a stuck transaction), begin answers OMS_AGAIN ("retry
  * later", 503 / UNAVAILABLE) instead of piling up request threads that each hold a
- * client until its own deadline. Like the HTTP_* limits these are read from the
- * environment here, for every service at once. SQLite keeps an unbounded wait: its one
- * connection is the writer lock, and its callers are built to queue on it. */
+ * client until its own deadline. The service runner sets both from its configuration
+ * table (oms_db_set_pool) before it opens the database. SQLite keeps an unbounded wait:
+ * its one connection is the writer lock, and its callers are built to queue on it. */
 #include "oms/db.h"
 
 #include <errno.h>
@@ -127,22 +127,16 @@ done:
     return rc;
 }
 
-/* An integer tuning variable from the environment into *out (left alone when unset or
- * empty); OMS_INVALID naming the variable when it is not an integer in lo..hi. */
-static int db_env_int(const char *name, long lo, long hi, int *out, oms_error *err)
+/* The pool of shared-server databases opened from now on (oms_db_set_pool); 0: the
+ * driver's pool size / DB_POOL_WAIT_MS_DEFAULT. Written before any thread opens one. */
+static oms_db_pool_config db_pool;
+
+void oms_db_set_pool(const oms_db_pool_config *cfg)
 {
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return OMS_OK;
-    char *end = NULL;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno != 0 || *end != '\0' || n < lo || n > hi)
-        return oms_error_set(err, OMS_INVALID,
-                             "%s: must be an integer from %ld to %ld (got \"%.40s\")", name, lo, hi,
-                             v);
-    *out = (int)n;
-    return OMS_OK;
+    if (cfg)
+        db_pool = *cfg;
+    else
+        memset(&db_pool, 0, sizeof(db_pool));
 }
 
 /* The condition variable waits on CLOCK_MONOTONIC, so a wall-clock step cannot stretch
@@ -301,11 +295,11 @@ int oms_db_open(oms_db **out, const char *url, const oms_db_migration *migs, siz
     int wait_ms = 0;
     if (db_schemes[scheme].shared) {
         wait_ms = DB_POOL_WAIT_MS_DEFAULT;
-        int rc = db_env_int("DB_POOL_SIZE", 1, DB_POOL_SIZE_MAX, &size, err);
-        if (rc == OMS_OK)
-            rc = db_env_int("DB_POOL_WAIT_MS", 1, DB_POOL_WAIT_MS_MAX, &wait_ms, err);
-        if (rc != OMS_OK)
-            return rc;
+        if (db_pool.size > 0)
+            size = db_pool.size > DB_POOL_SIZE_MAX ? DB_POOL_SIZE_MAX : (int)db_pool.size;
+        if (db_pool.wait_ms > 0)
+            wait_ms =
+                db_pool.wait_ms > DB_POOL_WAIT_MS_MAX ? DB_POOL_WAIT_MS_MAX : (int)db_pool.wait_ms;
     }
     oms_db *db = oms_xcalloc(1, sizeof(*db));
     db->drv = drv;

@@ -902,41 +902,27 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
         s->static_root = oms_strdup(real);
     }
     unsigned threads = cfg->threads > 0 ? (unsigned)cfg->threads : DEFAULT_THREADS;
-    unsigned limit = cfg->connection_limit ? cfg->connection_limit : DEFAULT_CONN_LIMIT;
-    if (limit < threads)
-        limit = threads; /* MHD splits the limit across pool threads */
-    unsigned timeout = cfg->timeout_s ? cfg->timeout_s : DEFAULT_TIMEOUT_S;
-    unsigned per_ip = DEFAULT_PER_IP_LIMIT;
-    /* Operators (and the hostile-input tests) tune the limits of every HTTP server
-     * at once, without a per-service config entry: HTTP_TIMEOUT_S (idle seconds
-     * before a connection is dropped), HTTP_CONN_LIMIT (open connections) and
-     * HTTP_PER_IP_LIMIT (open connections from one address; 0: none, for a server
-     * behind a proxy where every client has the proxy's address). */
-    static const struct {
-        const char *name;
-        unsigned lo, hi;
-    } limits_env[] = {{"HTTP_TIMEOUT_S", 1, 3600},
-                      {"HTTP_CONN_LIMIT", 1, 100000},
-                      {"HTTP_PER_IP_LIMIT", 0, 100000}};
-    for (size_t i = 0; i < sizeof(limits_env) / sizeof(limits_env[0]); i++) {
-        const char *v = getenv(limits_env[i].name);
-        if (!v || !v[0])
-            continue;
-        char *end = NULL;
-        errno = 0;
-        unsigned long n = strtoul(v, &end, 10);
-        if (errno || *end || v[0] == '-' || n < limits_env[i].lo || n > limits_env[i].hi) {
-            snprintf(err, errlen, "%s: must be an integer from %u to %u (got \"%.40s\")",
-                     limits_env[i].name, limits_env[i].lo, limits_env[i].hi, v);
-            goto fail;
-        }
-        if (i == 0)
-            timeout = (unsigned)n;
-        else if (i == 1)
-            limit = n < threads ? threads : (unsigned)n;
-        else
-            per_ip = (unsigned)n;
+    /* The defaults are OMS_APP_HTTP_CONFIG's, for a server started without the table
+     * (tests, tools); the table bounds the values, this only refuses what MHD cannot
+     * take. */
+    oms_http_limits lim = {DEFAULT_TIMEOUT_S, DEFAULT_CONN_LIMIT, DEFAULT_PER_IP_LIMIT};
+    if (cfg->limits)
+        lim = *cfg->limits;
+    const char *bad = lim.timeout_s < 1 || lim.timeout_s > UINT_MAX         ? "HTTP_TIMEOUT_S"
+                      : lim.conn_limit < 1 || lim.conn_limit > UINT_MAX     ? "HTTP_CONN_LIMIT"
+                      : lim.per_ip_limit < 0 || lim.per_ip_limit > UINT_MAX ? "HTTP_PER_IP_LIMIT"
+                                                                            : NULL;
+    if (bad) {
+        snprintf(err, errlen,
+                 "http: %s out of range (timeout %lld s, %lld connections, %lld "
+                 "per address)",
+                 bad, lim.timeout_s, lim.conn_limit, lim.per_ip_limit);
+        goto fail;
     }
+    unsigned timeout = (unsigned)lim.timeout_s;
+    unsigned per_ip = (unsigned)lim.per_ip_limit;
+    /* MHD splits the limit across pool threads */
+    unsigned limit = lim.conn_limit < threads ? threads : (unsigned)lim.conn_limit;
 
     /* The idle timeout alone never drops a client that trickles bytes (slowloris):
      * the guard bounds each request's arrival by the same number of seconds. */

@@ -497,11 +497,9 @@ static void *begin_in_thread(void *arg)
 static void test_pool_wait_is_bounded(void **state)
 {
     NEED_SERVER();
-    assert_int_equal(setenv("DB_POOL_SIZE", "1", 1), 0);
-    assert_int_equal(setenv("DB_POOL_WAIT_MS", "1000", 1), 0);
+    oms_db_set_pool(&(oms_db_pool_config){.size = 1, .wait_ms = 1000});
     oms_db *db = open_db();
-    assert_int_equal(unsetenv("DB_POOL_SIZE"), 0);
-    assert_int_equal(unsetenv("DB_POOL_WAIT_MS"), 0);
+    oms_db_set_pool(NULL);
 
     oms_db_tx *held = NULL;
     oms_error err;

@@ -38,6 +38,21 @@ typedef struct oms_db_migration {
     const char *sql_pg;
 } oms_db_migration;
 
+/* The pool of a database on a shared server (PostgreSQL): DB_POOL_SIZE connections per
+ * process, and how long oms_db_begin waits for a free one before it answers OMS_AGAIN
+ * (DB_POOL_WAIT_MS). OMS_APP_DB_CONFIG fills one from the environment (long long so a
+ * config row stores into it). SQLite ignores it: its one connection is the writer lock,
+ * and its callers queue on it without a bound. */
+typedef struct oms_db_pool_config {
+    long long size;    /* connections; 1..256 */
+    long long wait_ms; /* longest wait for a free connection; >= 1 */
+} oms_db_pool_config;
+
+/* Sets the pool of every database oms_db_open opens afterwards in this process (copied);
+ * NULL restores the defaults (8 connections, 5000 ms). Call before any thread opens a
+ * database: the service runner calls it once at start. */
+void oms_db_set_pool(const oms_db_pool_config *cfg);
+
 /* url: "sqlite:PATH", a plain PATH (SQLite), ":memory:", or "postgres://..." /
  * "postgresql://...". Creates the file's directory if missing. Applies migrations.
  * On success *out is owned by the caller (oms_db_close). */

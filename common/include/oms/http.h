@@ -73,21 +73,30 @@ typedef struct oms_http_route {
     oms_http_handler fn;
 } oms_http_route;
 
+/* How many connections a server holds and for how long: HTTP_TIMEOUT_S, HTTP_CONN_LIMIT
+ * and HTTP_PER_IP_LIMIT, the same for every server of a service (OMS_APP_HTTP_CONFIG
+ * fills one from the environment; long long so a config row stores into it). */
+typedef struct oms_http_limits {
+    long long timeout_s;    /* idle timeout, and the deadline for a whole request; >= 1 */
+    long long conn_limit;   /* open connections (split over the pool threads); >= 1 */
+    long long per_ip_limit; /* open connections from one address; 0: no limit */
+} oms_http_limits;
+
 typedef struct oms_http_config {
     const char *addr;             /* "127.0.0.1:8080" */
     const oms_http_route *routes; /* must outlive the server */
     size_t nroutes;
-    size_t max_body;           /* bytes; 0 = 64 KiB */
-    const char *static_dir;    /* GET fallback: files under it ("/" -> index.html); NULL = none */
-    int threads;               /* 0 = 2 */
-    unsigned connection_limit; /* 0 = 512 */
-    unsigned timeout_s;        /* idle connection timeout; 0 = 30 */
+    size_t max_body;        /* bytes; 0 = 64 KiB */
+    const char *static_dir; /* GET fallback: files under it ("/" -> index.html); NULL = none */
+    int threads;            /* 0 = 2 */
+    const oms_http_limits *limits; /* borrowed for the call; NULL = 30 s, 512, 128 */
     void *ud;
 } oms_http_config;
 
 typedef struct oms_http_server oms_http_server;
 
-/* Starts serving in background threads. Unknown path: 404 JSON. Body over max_body:
+/* Starts serving in background threads. Limits out of range: OMS_INVALID naming the
+ * variable. Unknown path: 404 JSON. Body over max_body:
  * 413 JSON. Each request is logged at debug and counted in metrics
  * (http_requests_total{route,method,code}, http_request_duration_seconds). */
 int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err, size_t errlen);
