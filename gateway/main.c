@@ -1,22 +1,15 @@
-/* oms-gateway: the public HTTP API and pages. Stateless: every request becomes gRPC
- * calls to orders and stock. */
+/* oms-gateway, as a declaration (oms/app.h runs it): the public HTTP API and pages
+ * (http_routes.c). Stateless: every request becomes gRPC calls to orders and stock, so
+ * it is ready when both answer. No gRPC server of its own: it registers its HTTP
+ * address in discovery. */
 #include <curl/curl.h>
-#include <stdio.h>
 #include <string.h>
 
-#include "oms/admin.h"
+#include "http_routes.h"
 #include "oms/app.h"
-#include "oms/discovery.h"
-#include "oms/grpc_client.h"
-#include "oms/http.h"
-#include "oms/log.h"
 #include "oms/util.h"
-#include "routes.h"
 
 static struct {
-    oms_app_common common;
-    char *http_addr;
-    oms_discovery_config disc;
     char *orders_addrs;
     char *stock_addrs;
     char *public_url;
@@ -29,121 +22,88 @@ static struct {
     char *rate_exempt;
 } cfg;
 
-static const oms_cfg_def config_table[] = {
-    {"HTTP_ADDR", OMS_CFG_ADDR, "127.0.0.1:8080", 0, 0, NULL, &cfg.http_addr, NULL,
-     "API and pages listen address"},
-    {"ORDERS_ADDRS", OMS_CFG_STR, "127.0.0.1:2000", 0, 0, NULL, &cfg.orders_addrs, NULL,
-     "orders gRPC addresses (comma list: round robin)"},
-    {"STOCK_ADDRS", OMS_CFG_STR, "127.0.0.1:2002", 0, 0, NULL, &cfg.stock_addrs, NULL,
-     "stock gRPC addresses (comma list: round robin)"},
-    {"PUBLIC_URL", OMS_CFG_URL, "http://localhost:8080", 0, 0, NULL, &cfg.public_url, NULL,
-     "base URL customers reach the gateway at (redirectToURL)"},
-    {"PUBLIC_DIR", OMS_CFG_STR, "gateway/public", 0, 0, NULL, &cfg.public_dir, NULL,
-     "directory of the pages"},
-    {"KITCHEN_ADMIN_URL", OMS_CFG_URL, "http://127.0.0.1:9003", 0, 0, NULL, &cfg.kitchen_admin_url,
-     NULL, "kitchen admin base URL (GET /api/kitchen/tickets relays it)"},
-    {"HTTP_THREADS", OMS_CFG_INT, "8", 1, 64, NULL, &cfg.http_threads, NULL,
-     "HTTP worker threads (each waits in a synchronous gRPC call, so more than cores)"},
-    {"GRPC_TIMEOUT_MS", OMS_CFG_INT, "5000", 10, 60000, NULL, &cfg.timeout_ms, NULL,
-     "deadline of each gRPC call"},
-    {"RATE_LIMIT_ORDERS_PER_MIN", OMS_CFG_INT, "30", 0, 1000000, NULL, &cfg.rate_per_min, NULL,
-     "orders one client address may create per minute (0: no limit); more is 429"},
-    {"RATE_LIMIT_BURST", OMS_CFG_INT, "10", 1, 1000000, NULL, &cfg.rate_burst, NULL,
-     "orders an address may create at once before the per-minute rate applies"},
-    {"RATE_LIMIT_EXEMPT", OMS_CFG_STR, "127.0.0.0/8,::1/128", 0, 0, NULL, &cfg.rate_exempt, NULL,
-     "addresses/CIDRs never rate limited (comma list; behind a proxy every client is it)"},
-    OMS_DISCOVERY_CONFIG(&cfg.disc),
-    OMS_APP_LOG_CONFIG(&cfg.common),
+static const oms_cfg_def config[] = {
+    OMS_CFG_STR_ROW("ORDERS_ADDRS", "127.0.0.1:2000", &cfg.orders_addrs,
+                    "orders gRPC addresses (comma list: round robin)"),
+    OMS_CFG_STR_ROW("STOCK_ADDRS", "127.0.0.1:2002", &cfg.stock_addrs,
+                    "stock gRPC addresses (comma list: round robin)"),
+    OMS_CFG_URL_ROW("PUBLIC_URL", "http://localhost:8080", &cfg.public_url,
+                    "base URL customers reach the gateway at (redirectToURL)"),
+    OMS_CFG_STR_ROW("PUBLIC_DIR", "gateway/public", &cfg.public_dir, "directory of the pages"),
+    OMS_CFG_URL_ROW("KITCHEN_ADMIN_URL", "http://127.0.0.1:9003", &cfg.kitchen_admin_url,
+                    "kitchen admin base URL (GET /api/kitchen/tickets relays it)"),
+    OMS_CFG_INT_ROW("HTTP_THREADS", "8", 1, 64, &cfg.http_threads,
+                    "HTTP worker threads (each waits in a synchronous gRPC call, so more than "
+                    "cores)"),
+    OMS_CFG_INT_ROW("GRPC_TIMEOUT_MS", "5000", 10, 60000, &cfg.timeout_ms,
+                    "deadline of each gRPC call"),
+    OMS_CFG_INT_ROW("RATE_LIMIT_ORDERS_PER_MIN", "30", 0, 1000000, &cfg.rate_per_min,
+                    "orders one client address may create per minute (0: no limit); more is 429"),
+    OMS_CFG_INT_ROW("RATE_LIMIT_BURST", "10", 1, 1000000, &cfg.rate_burst,
+                    "orders an address may create at once before the per-minute rate applies"),
+    OMS_CFG_STR_ROW("RATE_LIMIT_EXEMPT", "127.0.0.0/8,::1/128", &cfg.rate_exempt,
+                    "addresses/CIDRs never rate limited (comma list; behind a proxy every "
+                    "client is it)"),
 };
-#define CONFIG_COUNT (sizeof(config_table) / sizeof(config_table[0]))
-
-static oms_discovery *discovery; /* DISCOVERY=etcd: registration and resolvers */
 
 static gateway_ctx gw;
 
-static int ready_check(void *ud, char *why, size_t n)
+/* A trailing slash would double in the URLs built on base. */
+static void trim_slashes(char *base)
 {
-    oms_error err;
-    if (oms_grpc_client_check_health(gw.orders, 500, &err) != OMS_OK) {
-        snprintf(why, n, "orders: %s", err.msg);
-        return OMS_UNAVAILABLE;
-    }
-    if (oms_grpc_client_check_health(gw.stock, 500, &err) != OMS_OK) {
-        snprintf(why, n, "stock: %s", err.msg);
-        return OMS_UNAVAILABLE;
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/')
+        base[--n] = '\0';
+}
+
+/* The order rate limiter (a bad RATE_LIMIT_EXEMPT is a configuration error: exit 2)
+ * and libcurl, which must be set up before any thread can use it (the kitchen relay). */
+static int gateway_prepare(oms_service_rt *rt, oms_error *err)
+{
+    oms_error e;
+    oms_error_clear(&e);
+    if (gw_rate_limit_new(&gw.create_limit, (int)cfg.rate_per_min, (int)cfg.rate_burst,
+                          cfg.rate_exempt, &e) != OMS_OK)
+        oms_app_config_fail("gateway", "%s", e.msg);
+    trim_slashes(cfg.public_url);
+    trim_slashes(cfg.kitchen_admin_url);
+    gw.public_url = cfg.public_url;
+    gw.kitchen_admin_url = cfg.kitchen_admin_url;
+    gw.public_dir = cfg.public_dir;
+    gw.timeout_ms = (int)cfg.timeout_ms;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        gw_rate_limit_free(gw.create_limit);
+        return oms_error_set(err, OMS_ERR, "curl_global_init failed");
     }
     return OMS_OK;
 }
 
+static void gateway_unprepare(oms_service_rt *rt)
+{
+    gw_rate_limit_free(gw.create_limit);
+    curl_global_cleanup();
+}
+
+static int gateway_start(oms_service_rt *rt, oms_error *err)
+{
+    gw.orders = oms_service_client_of(rt, "orders");
+    gw.stock = oms_service_client_of(rt, "stock");
+    rt->ud = &gw;
+    return OMS_OK;
+}
+
+static const oms_service_def gateway = {
+    .name = "gateway",
+    .config = config,
+    .nconfig = OMS_NELEM(config),
+    .prepare = {gateway_prepare, gateway_unprepare},
+    .start = {gateway_start, NULL},
+    .http = {"HTTP_ADDR", "127.0.0.1:8080", "API and pages listen address", gateway_http_routes,
+             &gateway_http_nroutes, &cfg.public_dir, &cfg.http_threads},
+    .clients = {{"orders", &cfg.orders_addrs}, {"stock", &cfg.stock_addrs}},
+};
+
 int main(int argc, char **argv)
 {
-    oms_app_start("gateway", config_table, CONFIG_COUNT, &cfg.common, argc, argv);
-    int exit_code = 1;
-    oms_http_server *http = NULL;
-    oms_error err;
-    memset(&gw, 0, sizeof(gw));
-    if (gw_rate_limit_new(&gw.create_limit, (int)cfg.rate_per_min, (int)cfg.rate_burst,
-                          cfg.rate_exempt, &err) != OMS_OK)
-        oms_app_config_fail("gateway", "%s", err.msg);
-    /* a trailing slash would double in redirectToURL */
-    size_t ul = strlen(cfg.public_url);
-    while (ul > 0 && cfg.public_url[ul - 1] == '/')
-        cfg.public_url[--ul] = '\0';
-    gw.public_url = cfg.public_url;
-    gw.timeout_ms = (int)cfg.timeout_ms;
-    size_t kl = strlen(cfg.kitchen_admin_url);
-    while (kl > 0 && cfg.kitchen_admin_url[kl - 1] == '/')
-        cfg.kitchen_admin_url[--kl] = '\0';
-    gw.kitchen_admin_url = cfg.kitchen_admin_url;
-    gw.public_dir = cfg.public_dir;
-    /* Before any thread can use libcurl (the kitchen relay); reference counted. */
-    int curl_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
-    if (!curl_ok) {
-        oms_log_error("curl_global_init failed");
-        goto out;
-    }
-    if (oms_discovery_start(&discovery, &cfg.disc, &err) != OMS_OK) {
-        oms_log_error("cannot start service discovery", "error", err.msg);
-        goto out;
-    }
-    if (oms_discovery_client(discovery, "orders", cfg.orders_addrs, &gw.orders, &err) != OMS_OK ||
-        oms_discovery_client(discovery, "stock", cfg.stock_addrs, &gw.stock, &err) != OMS_OK) {
-        oms_log_error("cannot create gRPC clients", "error", err.msg);
-        goto out;
-    }
-    oms_admin_set_ready(ready_check, NULL);
-    oms_http_config hc = {.addr = cfg.http_addr,
-                          .routes = gateway_routes,
-                          .nroutes = gateway_routes_count,
-                          .max_body = 64 * 1024,
-                          .static_dir = cfg.public_dir,
-                          .threads = (int)cfg.http_threads,
-                          .ud = &gw};
-    char herr[256];
-    if (oms_http_start(&http, &hc, herr, sizeof(herr)) != OMS_OK) {
-        oms_log_error("cannot start HTTP server", "addr", cfg.http_addr, "error", herr);
-        goto out;
-    }
-    /* Last, once it answers: with DISCOVERY=etcd a load balancer or an operator finds
-     * the gateways' HTTP addresses in the registry, like every other service's. */
-    if (oms_discovery_register(discovery, "gateway", cfg.http_addr, &err) != OMS_OK) {
-        oms_log_error("cannot register in service discovery", "error", err.msg);
-        goto out;
-    }
-    oms_log_info("gateway ready", "http", cfg.http_addr, "orders", cfg.orders_addrs, "stock",
-                 cfg.stock_addrs);
-    int sig = oms_signals_wait();
-    oms_log_infof("stopping on signal %d", sig);
-    exit_code = 0;
-out:
-    oms_discovery_stop(discovery); /* before the clients it keeps in step are freed */
-    oms_http_stop(http);
-    oms_grpc_client_free(gw.orders);
-    oms_grpc_client_free(gw.stock);
-    gw_rate_limit_free(gw.create_limit);
-    if (curl_ok)
-        curl_global_cleanup();
-    oms_config_free(config_table, CONFIG_COUNT);
-    oms_app_stop();
-    return exit_code;
+    return oms_service_run(&gateway, argc, argv);
 }

@@ -1,5 +1,7 @@
 /* oms_config_load, data-driven: each row sets (or unsets) one variable and its alias,
- * loads a one-entry table, and checks either the stored value or the exact error line. */
+ * loads a one-entry table, and checks either the stored value or the exact error line.
+ * Then the row macros against their positional form, --help, and the shared HTTP and
+ * database rows. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "oms/app.h"
 #include "oms/config.h"
 #include "oms/status.h"
 
@@ -181,9 +184,9 @@ static void test_failure_frees_earlier(void **state)
     char *a = NULL, *c = NULL;
     long long n = 0;
     oms_cfg_def defs[] = {
-        {"OMS_TEST_A", OMS_CFG_STR, "first", 0, 0, NULL, &a, NULL, "a"},
-        {"OMS_TEST_N", OMS_CFG_INT, "3", 1, 2, NULL, &n, NULL, "n"},
-        {"OMS_TEST_C", OMS_CFG_STR, "third", 0, 0, NULL, &c, NULL, "c"},
+        OMS_CFG_STR_ROW("OMS_TEST_A", "first", &a, "a"),
+        OMS_CFG_INT_ROW("OMS_TEST_N", "3", 1, 2, &n, "n"),
+        OMS_CFG_STR_ROW("OMS_TEST_C", "third", &c, "c"),
     };
     unsetenv("OMS_TEST_A");
     unsetenv("OMS_TEST_N");
@@ -203,9 +206,9 @@ static void test_multi_and_null_target(void **state)
     char *addr = NULL;
     long long n = 0;
     oms_cfg_def defs[] = {
-        {"OMS_TEST_ADDR", OMS_CFG_ADDR, "0.0.0.0:8080", 0, 0, NULL, &addr, NULL, "listen"},
-        {"OMS_TEST_N", OMS_CFG_INT, "2", 1, 64, NULL, &n, NULL, "threads"},
-        {"OMS_TEST_V", OMS_CFG_INT, "5", 1, 9, NULL, NULL, NULL, "validated only"},
+        OMS_CFG_ADDR_ROW("OMS_TEST_ADDR", "0.0.0.0:8080", &addr, "listen"),
+        OMS_CFG_INT_ROW("OMS_TEST_N", "2", 1, 64, &n, "threads"),
+        OMS_CFG_INT_ROW("OMS_TEST_V", "5", 1, 9, NULL, "validated only"),
     };
     setenv("OMS_TEST_N", "16", 1);
     unsetenv("OMS_TEST_ADDR");
@@ -234,9 +237,9 @@ static const help_case help_cases[] = {
     {"no rows: the header alone", {{0}}, 0, "NAME  DEFAULT  DESCRIPTION\n"},
     {"addr, and url with an empty default and an alias",
      {
-         {"HTTP_ADDR", OMS_CFG_ADDR, "127.0.0.1:8080", 0, 0, NULL, NULL, NULL, "listen address"},
-         {"OTEL_EXPORTER_OTLP_ENDPOINT", OMS_CFG_URL, "", 0, 0, NULL, NULL, "JAEGER_ADDR",
-          "OTLP/HTTP collector"},
+         OMS_CFG_ADDR_ROW("HTTP_ADDR", "127.0.0.1:8080", NULL, "listen address"),
+         OMS_CFG_ROW(OMS_CFG_URL, "OTEL_EXPORTER_OTLP_ENDPOINT", "", 0, 0, NULL, NULL,
+                     "JAEGER_ADDR", "OTLP/HTTP collector"),
      },
      2,
      "NAME                         DEFAULT         DESCRIPTION\n"
@@ -244,11 +247,10 @@ static const help_case help_cases[] = {
      "OTEL_EXPORTER_OTLP_ENDPOINT  \"\"              OTLP/HTTP collector [alias: JAEGER_ADDR]\n"},
     {"int bounds before the alias, enum choices, bool, NULL default",
      {
-         {"WORKERS", OMS_CFG_INT, "4", 1, 64, NULL, NULL, "THREADS", "consumer threads"},
-         {"DISCOVERY", OMS_CFG_ENUM, "static", 0, 0, "static|etcd", NULL, NULL,
-          "service discovery"},
-         {"DEBUG", OMS_CFG_BOOL, "0", 0, 0, NULL, NULL, NULL, "log every request"},
-         {"NOTE", OMS_CFG_STR, NULL, 0, 0, NULL, NULL, NULL, "free text"},
+         OMS_CFG_ROW(OMS_CFG_INT, "WORKERS", "4", 1, 64, NULL, NULL, "THREADS", "consumer threads"),
+         OMS_CFG_ENUM_ROW("DISCOVERY", "static", "static|etcd", NULL, "service discovery"),
+         OMS_CFG_BOOL_ROW("DEBUG", "0", NULL, "log every request"),
+         OMS_CFG_STR_ROW("NOTE", NULL, NULL, "free text"),
      },
      4,
      "NAME       DEFAULT  DESCRIPTION\n"
@@ -274,6 +276,85 @@ static void test_print_help(void **state)
     }
 }
 
+/* Each row macro fills exactly the fields of its type and leaves the others zero, so a
+ * one-line row means what the nine positional fields meant. */
+static void test_row_macros(void **state)
+{
+    static long long n;
+    static char *str;
+    static int b;
+    const struct {
+        const char *what;
+        oms_cfg_def got, want;
+    } rows[] = {
+        {"STR",
+         OMS_CFG_STR_ROW("S", "d", &str, "h"),
+         {"S", OMS_CFG_STR, "d", 0, 0, NULL, &str, NULL, "h"}},
+        {"INT",
+         OMS_CFG_INT_ROW("I", "4", 1, 64, &n, "h"),
+         {"I", OMS_CFG_INT, "4", 1, 64, NULL, &n, NULL, "h"}},
+        {"BOOL",
+         OMS_CFG_BOOL_ROW("B", "false", &b, "h"),
+         {"B", OMS_CFG_BOOL, "false", 0, 0, NULL, &b, NULL, "h"}},
+        {"ADDR",
+         OMS_CFG_ADDR_ROW("A", "h:1", &str, "h"),
+         {"A", OMS_CFG_ADDR, "h:1", 0, 0, NULL, &str, NULL, "h"}},
+        {"URL",
+         OMS_CFG_URL_ROW("U", "", &str, "h"),
+         {"U", OMS_CFG_URL, "", 0, 0, NULL, &str, NULL, "h"}},
+        {"ENUM",
+         OMS_CFG_ENUM_ROW("E", "a", "a|b", &str, "h"),
+         {"E", OMS_CFG_ENUM, "a", 0, 0, "a|b", &str, NULL, "h"}},
+        {"STR alias",
+         OMS_CFG_STR_ALIAS_ROW("S", "OLD", "", &str, "h"),
+         {"S", OMS_CFG_STR, "", 0, 0, NULL, &str, "OLD", "h"}},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        const oms_cfg_def *g = &rows[i].got, *w = &rows[i].want;
+        if (strcmp(g->name, w->name) != 0 || g->type != w->type || strcmp(g->def, w->def) != 0 ||
+            g->min != w->min || g->max != w->max || g->target != w->target ||
+            strcmp(g->help, w->help) != 0 || (g->choices == NULL) != (w->choices == NULL) ||
+            (g->choices && strcmp(g->choices, w->choices) != 0) ||
+            (g->alias == NULL) != (w->alias == NULL) ||
+            (g->alias && strcmp(g->alias, w->alias) != 0))
+            fail_msg("%s row macro differs from its positional form", rows[i].what);
+    }
+}
+
+/* The shared rows that replaced getenv in http.c and db.c: their defaults load into the
+ * config structs, and a bad value is the same one-line error as any other row. */
+static void test_http_and_db_rows(void **state)
+{
+    oms_app_common c;
+    memset(&c, 0, sizeof(c));
+    const oms_cfg_def defs[] = {OMS_APP_HTTP_CONFIG(&c), OMS_APP_DB_CONFIG(&c)};
+    const size_t n = sizeof(defs) / sizeof(defs[0]);
+    const char *const vars[] = {"HTTP_TIMEOUT_S", "HTTP_CONN_LIMIT", "HTTP_PER_IP_LIMIT",
+                                "DB_POOL_SIZE", "DB_POOL_WAIT_MS"};
+    assert_int_equal(n, sizeof(vars) / sizeof(vars[0]));
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(unsetenv(vars[i]), 0);
+    char err[256];
+    assert_int_equal(oms_config_load(defs, n, err, sizeof(err)), OMS_OK);
+    assert_int_equal(c.http.timeout_s, 30);
+    assert_int_equal(c.http.conn_limit, 512);
+    assert_int_equal(c.http.per_ip_limit, 128);
+    assert_int_equal(c.db_pool.size, 8);
+    assert_int_equal(c.db_pool.wait_ms, 5000);
+
+    assert_int_equal(setenv("HTTP_PER_IP_LIMIT", "0", 1), 0); /* 0: no per-address limit */
+    assert_int_equal(oms_config_load(defs, n, err, sizeof(err)), OMS_OK);
+    assert_int_equal(c.http.per_ip_limit, 0);
+    assert_int_equal(setenv("HTTP_PER_IP_LIMIT", "-1", 1), 0);
+    assert_int_equal(oms_config_load(defs, n, err, sizeof(err)), OMS_INVALID);
+    assert_string_equal(err, "config: HTTP_PER_IP_LIMIT=\"-1\": expected an integer in 0..100000");
+    assert_int_equal(unsetenv("HTTP_PER_IP_LIMIT"), 0);
+    assert_int_equal(setenv("DB_POOL_SIZE", "0", 1), 0);
+    assert_int_equal(oms_config_load(defs, n, err, sizeof(err)), OMS_INVALID);
+    assert_string_equal(err, "config: DB_POOL_SIZE=\"0\": expected an integer in 1..256");
+    assert_int_equal(unsetenv("DB_POOL_SIZE"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +362,8 @@ int main(void)
         cmocka_unit_test(test_failure_frees_earlier),
         cmocka_unit_test(test_multi_and_null_target),
         cmocka_unit_test(test_print_help),
+        cmocka_unit_test(test_row_macros),
+        cmocka_unit_test(test_http_and_db_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

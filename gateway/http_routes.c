@@ -1,4 +1,4 @@
-#include "routes.h"
+#include "http_routes.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -420,7 +420,7 @@ static void kitchen_page(const oms_http_req *req, oms_http_resp *resp)
     free(buf);
 }
 
-const oms_http_route gateway_routes[] = {
+const oms_http_route gateway_http_routes[] = {
     {"GET", "/api/products", list_products},
     {"POST", "/api/customers/{}/orders", create_order},
     {"GET", "/api/customers/{}/orders", list_orders},
@@ -430,4 +430,4 @@ const oms_http_route gateway_routes[] = {
     {"GET", "/kitchen", kitchen_page},
     OMS_ADMIN_ROUTES,
 };
-const size_t gateway_routes_count = sizeof(gateway_routes) / sizeof(gateway_routes[0]);
+const size_t gateway_http_nroutes = sizeof(gateway_http_routes) / sizeof(gateway_http_routes[0]);

@@ -1,7 +1,7 @@
 /* The gateway's HTTP API (DESIGN §3): routes and their handlers, which translate
  * JSON to gRPC calls on orders and stock and back. */
-#ifndef GATEWAY_ROUTES_H
-#define GATEWAY_ROUTES_H
+#ifndef GATEWAY_HTTP_ROUTES_H
+#define GATEWAY_HTTP_ROUTES_H
 
 #include "oms/grpc_client.h"
 #include "oms/http.h"
@@ -17,7 +17,7 @@ typedef struct gateway_ctx {
     gw_rate_limit *create_limit;   /* order creations per client address */
 } gateway_ctx;
 
-extern const oms_http_route gateway_routes[];
-extern const size_t gateway_routes_count;
+extern const oms_http_route gateway_http_routes[];
+extern const size_t gateway_http_nroutes;
 
 #endif
