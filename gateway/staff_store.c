@@ -245,6 +245,11 @@ int gw_staff_store_attach(gw_staff_store **out, oms_db *db, const gw_staff_param
     return OMS_OK;
 }
 
+int gw_staff_db_open(oms_db **out, const char *url, oms_error *err)
+{
+    return oms_db_open(out, url, &gw_staff_migration, 1, err);
+}
+
 int gw_staff_store_open(gw_staff_store **out, const char *url, const gw_staff_params *params,
                         oms_error *err)
 {
@@ -252,7 +257,7 @@ int gw_staff_store_open(gw_staff_store **out, const char *url, const gw_staff_pa
     int rc = gw_staff_store_attach(out, NULL, params, err);
     if (rc != OMS_OK)
         return rc;
-    rc = oms_db_open(&(*out)->db, url, &gw_staff_migration, 1, err);
+    rc = gw_staff_db_open(&(*out)->db, url, err);
     if (rc != OMS_OK) {
         gw_staff_store_close(*out);
         *out = NULL;

@@ -67,8 +67,12 @@ extern const oms_db_migration gw_staff_migration;
  * (gw_staff_store_close, which closes the database too). OMS_INVALID for bad params. */
 int gw_staff_store_open(gw_staff_store **out, const char *url, const gw_staff_params *params,
                         oms_error *err);
-/* The same over a database the caller opened with gw_staff_migration among its
- * migrations; db is borrowed and must outlive the store (close does not close it). */
+/* oms_db_open(out, url) with the staff migration: the gateway's oms_service_def.db_open
+ * (the runner owns the database; the start hook attaches the store to rt->db). */
+int gw_staff_db_open(oms_db **out, const char *url, oms_error *err);
+/* The same as gw_staff_store_open over a database opened with gw_staff_migration among
+ * its migrations (gw_staff_db_open); db is borrowed and must outlive the store (close
+ * does not close it). */
 int gw_staff_store_attach(gw_staff_store **out, oms_db *db, const gw_staff_params *params,
                           oms_error *err);
 /* NULL: no-op. No call may be running on st. */

@@ -179,6 +179,14 @@ static void test_default_cost(void **state)
     assert_true(strncmp(h, "$argon2id$v=19$m=19456,t=2,p=1$", 31) == 0);
     assert_int_equal(gw_staff_verify(st, "alice", PW, &err), OMS_OK);
     gw_staff_store_close(st);
+    /* The service runner's way: it opens (and owns) the database, the store attaches. */
+    oms_db *db;
+    assert_int_equal(gw_staff_db_open(&db, url, &err), OMS_OK);
+    assert_int_equal(gw_staff_store_attach(&st, db, NULL, &err), OMS_OK);
+    assert_int_equal(gw_staff_verify(st, "alice", PW, &err), OMS_OK);
+    assert_int_equal(gw_staff_verify(st, "alice", "not the password", &err), OMS_INVALID);
+    gw_staff_store_close(st);
+    oms_db_close(db);
     /* A cost Argon2 cannot run is refused at open, naming it, before any file is made. */
     gw_staff_params bad = {1, 4, 1, 0, 0};
     char path[160];
