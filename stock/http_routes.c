@@ -38,16 +38,6 @@ static void stock_levels(const oms_http_req *req, oms_http_resp *resp)
     oms_http_resp_json(resp, 200, body);
 }
 
-int stock_http_ready(void *ud, char *why, size_t whylen)
-{
-    oms_error err;
-    oms_error_clear(&err);
-    int rc = stock_service_ping(ud, &err);
-    if (rc != OMS_OK && whylen)
-        snprintf(why, whylen, "database: %s", err.msg);
-    return rc;
-}
-
 const oms_http_route stock_http_routes[] = {
     OMS_ADMIN_ROUTES,
     {"GET", "/stock", stock_levels},

@@ -12,7 +12,4 @@
 extern const oms_http_route stock_http_routes[];
 extern const size_t stock_http_nroutes;
 
-/* The /readyz check (oms_ready_fn): ud is the stock_service; pings the database. */
-int stock_http_ready(void *ud, char *why, size_t whylen);
-
 #endif

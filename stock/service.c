@@ -229,11 +229,6 @@ void stock_service_register_metrics(stock_service *svc)
     }
 }
 
-int stock_service_ping(stock_service *svc, oms_error *err)
-{
-    return stock_store_ping(svc->db, err);
-}
-
 /* ---- reserve ---------------------------------------------------------------------- */
 
 /* Checks and takes every item of o for a new reservation r (items filled here; the

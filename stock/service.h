@@ -40,8 +40,6 @@ void stock_service_free(stock_service *svc);
  * gauges reading atomics the service keeps current. Call once per process; svc must
  * then outlive every metrics render (stop the HTTP server before freeing it). */
 void stock_service_register_metrics(stock_service *svc);
-/* Readiness: OMS_OK when the database answers. */
-int stock_service_ping(stock_service *svc, oms_error *err);
 
 /* ReserveItems. Validates order_id and items (merging duplicate product ids), then:
  * if a reservation for order_id exists, returns its items unchanged (idempotent);

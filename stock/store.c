@@ -49,11 +49,6 @@ void stock_store_close(struct oms_db *db)
     oms_db_close(db);
 }
 
-int stock_store_ping(struct oms_db *db, oms_error *err)
-{
-    return oms_db_ping(db, err);
-}
-
 /* ---- products ------------------------------------------------------------------ */
 
 static int count_row(const oms_db_row *row, void *ud)

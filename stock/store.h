@@ -18,8 +18,6 @@ struct oms_db_tx;
  * owned by the caller (stock_store_close). */
 int stock_store_open(struct oms_db **out, const char *url, oms_error *err);
 void stock_store_close(struct oms_db *db);
-/* OMS_OK when the database answers. */
-int stock_store_ping(struct oms_db *db, oms_error *err);
 
 /* ---- products ------------------------------------------------------------------ */
 

@@ -7,7 +7,8 @@
  * lease of DISCOVERY_TTL seconds that a background thread keeps alive (and re-creates
  * when it expired, e.g. after a long pause or an etcd restart); a clean stop revokes
  * the lease, so the key disappears at once, and a crash lets it expire. Clients list
- * that prefix every DISCOVERY_POLL_MS and, when the set of live instances changes,
+ * that prefix when an etcd watch reports a change (and every DISCOVERY_POLL_MS as a
+ * safety net) and, when the set of live instances changes,
  * swap their gRPC channel's target list (round robin over the live set; the channel
  * is otherwise long-lived). Talks to etcd 3.4's v3 JSON gateway with libcurl. */
 #ifndef OMS_DISCOVERY_H
@@ -37,8 +38,8 @@ typedef struct oms_discovery_config {
         "registry key prefix (<prefix>/services/<name>/<addr>)"), \
     OMS_CFG_INT_ROW("DISCOVERY_TTL", "5", 2, 300, &(c)->ttl_s, \
         "seconds a dead instance stays registered (etcd lease TTL)"), \
-    OMS_CFG_INT_ROW("DISCOVERY_POLL_MS", "1000", 100, 60000, &(c)->poll_ms, \
-        "how often clients re-read the registry"), \
+    OMS_CFG_INT_ROW("DISCOVERY_POLL_MS", "30000", 100, 60000, &(c)->poll_ms, \
+        "how often clients re-read the registry besides the watch (a safety net)"), \
     OMS_CFG_STR_ROW("ADVERTISE_ADDR", "", &(c)->advertise_addr, \
         "host:port others should dial (default: the gRPC listen address; 0.0.0.0 -> hostname)")
 // clang-format on
