@@ -15,6 +15,7 @@
 #include "oms/trace.h"
 #include "oms/tracer.h"
 #include "oms/util.h"
+#include "staff_auth.h"
 
 static const char id_rule[] = "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
 
@@ -30,6 +31,24 @@ static void reply_status(oms_http_resp *resp, int rc, const char *msg)
         oms_http_resp_header(resp, "Retry-After", "1");
     else if (http == 429)
         oms_http_resp_header(resp, "Retry-After", "60");
+}
+
+/* 1 when a signed-in member of staff calls; otherwise the answer (401, a redirect to
+ * the sign-in page, or 503) is written and 0 returned. */
+static int require_staff(const oms_http_req *req, oms_http_resp *resp)
+{
+    gateway_ctx *g = req->ud;
+    char name[GW_STAFF_NAME_MAX + 1];
+    oms_error err;
+    oms_error_clear(&err);
+    int rc = gw_staff_of(g->staff, req, name, &err);
+    if (rc == OMS_OK)
+        return 1;
+    if (rc == OMS_INVALID)
+        gw_staff_deny(req, resp);
+    else
+        reply_status(resp, rc, err.msg);
+    return 0;
 }
 
 static int check_id(oms_http_resp *resp, const char *field, const char *v)
@@ -222,6 +241,10 @@ static void list_orders(const oms_http_req *req, oms_http_resp *resp)
     const char *cid = req->params[0];
     if (!check_id(resp, "customerID", cid))
         return;
+    /* Who ordered what is not public: a customer's list needs staff (or, with an
+     * identity provider, that customer's own token). */
+    if (!require_staff(req, resp))
+        return;
     Api__ListOrdersRequest m = API__LIST_ORDERS_REQUEST__INIT;
     m.customerid = (char *)cid;
     const char *ps = oms_http_query(req, "pageSize");
@@ -330,9 +353,19 @@ static void kitchen_unavailable(oms_http_resp *resp, const char *why)
     oms_http_resp_header(resp, "Retry-After", "2");
 }
 
+/* The display shows order numbers and items, never who the customer is. */
+static void strip_customers(json_t *tickets)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(tickets, i, t) json_object_del(t, "customerID");
+}
+
 static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
 {
     gateway_ctx *g = req->ud;
+    if (!require_staff(req, resp))
+        return;
     char url[512];
     int un = snprintf(url, sizeof(url), "%s/tickets", g->kitchen_admin_url);
     if (un < 0 || (size_t)un >= sizeof(url)) {
@@ -384,6 +417,7 @@ static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
         char now[32];
         oms_format_rfc3339(oms_now_ms(), now);
         json_object_set_new(body, "now", json_string(now));
+        strip_customers(json_object_get(body, "tickets"));
         oms_http_resp_json(resp, 200, body);
         oms_http_resp_header(resp, "Cache-Control", "no-store");
     }
@@ -394,6 +428,8 @@ static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
 static void kitchen_page(const oms_http_req *req, oms_http_resp *resp)
 {
     gateway_ctx *g = req->ud;
+    if (!require_staff(req, resp))
+        return;
     char path[PATH_MAX];
     int pn = snprintf(path, sizeof(path), "%s/kitchen.html", g->public_dir ? g->public_dir : ".");
     FILE *f = (pn < 0 || (size_t)pn >= sizeof(path)) ? NULL : fopen(path, "rb");
@@ -428,6 +464,9 @@ const oms_http_route gateway_http_routes[] = {
     {"POST", "/api/customers/{}/orders/{}/cancel", cancel_order},
     {"GET", "/api/kitchen/tickets", kitchen_tickets},
     {"GET", "/kitchen", kitchen_page},
+    {"POST", "/staff/login", gw_staff_login},
+    {"POST", "/staff/logout", gw_staff_logout},
+    {"GET", "/api/staff/me", gw_staff_me},
     OMS_ADMIN_ROUTES,
 };
 const size_t gateway_http_nroutes = sizeof(gateway_http_routes) / sizeof(gateway_http_routes[0]);

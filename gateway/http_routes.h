@@ -1,11 +1,13 @@
-/* The gateway's HTTP API (DESIGN §3): routes and their handlers, which translate
- * JSON to gRPC calls on orders and stock and back. */
+/* The gateway's HTTP API (README "HTTP API"): routes and their handlers, which
+ * translate JSON to gRPC calls on orders and stock and back. */
 #ifndef GATEWAY_HTTP_ROUTES_H
 #define GATEWAY_HTTP_ROUTES_H
 
 #include "oms/grpc_client.h"
 #include "oms/http.h"
 #include "rate_limit.h"
+
+struct gw_staff_auth;
 
 typedef struct gateway_ctx {
     oms_grpc_client *orders;       /* borrowed */
@@ -15,6 +17,7 @@ typedef struct gateway_ctx {
     const char *kitchen_admin_url; /* GET /api/kitchen/tickets relays its /tickets */
     const char *public_dir;        /* the pages (GET /kitchen serves kitchen.html) */
     gw_rate_limit *create_limit;   /* order creations per client address */
+    struct gw_staff_auth *staff;   /* staff sessions (staff_auth.h) */
 } gateway_ctx;
 
 extern const oms_http_route gateway_http_routes[];

@@ -1,13 +1,18 @@
 /* oms-gateway, as a declaration (oms/app.h runs it): the public HTTP API and pages
- * (http_routes.c). Stateless: every request becomes gRPC calls to orders and stock, so
- * it is ready when both answer. No gRPC server of its own: it registers its HTTP
- * address in discovery. */
+ * (http_routes.c) and staff sign-in (staff_auth.c). Orders and stock hold the shop's
+ * data; the gateway keeps only staff accounts and sessions in a database of its own
+ * (staff_store.c). No gRPC server of its own: it registers its HTTP address in
+ * discovery. */
 #include <curl/curl.h>
 #include <string.h>
 
 #include "http_routes.h"
+#include "login_throttle.h"
 #include "oms/app.h"
+#include "oms/log.h"
 #include "oms/util.h"
+#include "staff_auth.h"
+#include "staff_store.h"
 
 static struct {
     char *orders_addrs;
@@ -20,6 +25,9 @@ static struct {
     long long rate_per_min;
     long long rate_burst;
     char *rate_exempt;
+    long long staff_idle_s;
+    long long session_prune_ms;
+    char *admin_password;
 } cfg;
 
 static const oms_cfg_def config[] = {
@@ -44,9 +52,17 @@ static const oms_cfg_def config[] = {
     OMS_CFG_STR_ROW("RATE_LIMIT_EXEMPT", "127.0.0.0/8,::1/128", &cfg.rate_exempt,
                     "addresses/CIDRs never rate limited (comma list; behind a proxy every "
                     "client is it)"),
+    OMS_CFG_INT_ROW("STAFF_SESSION_IDLE_S", "43200", 60, 2592000, &cfg.staff_idle_s,
+                    "a staff session ends after this many seconds without use"),
+    OMS_CFG_INT_ROW("STAFF_SESSION_PRUNE_MS", "60000", 1000, 3600000, &cfg.session_prune_ms,
+                    "how often ended staff sessions are deleted (ms)"),
+    OMS_CFG_STR_ROW("OMS_ADMIN_PASSWORD", "", &cfg.admin_password,
+                    "password of the first staff account \"admin\", created when there is none"
+                    " (never logged; make run prints a random one)"),
 };
 
 static gateway_ctx gw;
+static gw_staff_auth staff;
 
 /* A trailing slash would double in the URLs built on base. */
 static void trim_slashes(char *base)
@@ -84,12 +100,65 @@ static void gateway_unprepare(oms_service_rt *rt)
     curl_global_cleanup();
 }
 
+/* The first account: "admin" with OMS_ADMIN_PASSWORD when the shop has no staff yet
+ * (another instance doing the same at once is fine: OMS_CONFLICT). */
+static int first_admin(oms_error *err)
+{
+    long long n = 0;
+    int rc = gw_staff_count(staff.store, &n, err);
+    if (rc != OMS_OK || n > 0 || !cfg.admin_password[0])
+        return rc;
+    rc = gw_staff_add(staff.store, "admin", cfg.admin_password, err);
+    if (rc == OMS_CONFLICT) {
+        oms_error_clear(err);
+        return OMS_OK;
+    }
+    if (rc == OMS_OK)
+        oms_log_info("staff account created from OMS_ADMIN_PASSWORD", "name", "admin");
+    return rc == OMS_INVALID ? oms_error_set(err, OMS_INVALID, "OMS_ADMIN_PASSWORD: %s", err->msg)
+                             : rc;
+}
+
 static int gateway_start(oms_service_rt *rt, oms_error *err)
 {
     gw.orders = oms_service_client_of(rt, "orders");
     gw.stock = oms_service_client_of(rt, "stock");
+    int rc = gw_staff_store_attach(&staff.store, rt->db, NULL, err);
+    if (rc == OMS_OK)
+        rc = gw_login_throttle_new(&staff.throttle, NULL, err);
+    if (rc == OMS_OK)
+        rc = first_admin(err);
+    if (rc != OMS_OK) {
+        gw_login_throttle_free(staff.throttle);
+        gw_staff_store_close(staff.store);
+        staff.throttle = NULL;
+        staff.store = NULL;
+        return rc;
+    }
+    staff.public_url = cfg.public_url;
+    staff.idle_s = cfg.staff_idle_s;
+    gw.staff = &staff;
     rt->ud = &gw;
     return OMS_OK;
+}
+
+static void gateway_stop(oms_service_rt *rt)
+{
+    gw_login_throttle_free(staff.throttle);
+    gw_staff_store_close(staff.store);
+    staff.throttle = NULL;
+    staff.store = NULL;
+}
+
+/* Deletes ended staff sessions, a bounded batch at a time. */
+static int session_prune_tick(void *ud, oms_error *err)
+{
+    long long removed = 0;
+    int rc;
+    do
+        rc = gw_staff_session_prune(staff.store, oms_now_ms(), cfg.staff_idle_s, &removed, err);
+    while (rc == OMS_OK && removed >= 1000);
+    return rc;
 }
 
 static const oms_service_def gateway = {
@@ -97,10 +166,12 @@ static const oms_service_def gateway = {
     .config = config,
     .nconfig = OMS_NELEM(config),
     .prepare = {gateway_prepare, gateway_unprepare},
-    .start = {gateway_start, NULL},
+    .start = {gateway_start, gateway_stop},
+    .db_open = gw_staff_db_open,
     .http = {"HTTP_ADDR", "127.0.0.1:8080", "API and pages listen address", gateway_http_routes,
              &gateway_http_nroutes, &cfg.public_dir, &cfg.http_threads},
     .clients = {{"orders", &cfg.orders_addrs}, {"stock", &cfg.stock_addrs}},
+    .tickers = {{"staff session prune", &cfg.session_prune_ms, session_prune_tick}},
 };
 
 int main(int argc, char **argv)

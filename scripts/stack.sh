@@ -171,8 +171,29 @@ start_scaled() {
   start gateway
 }
 
+# The first staff account: when the gateway's database has none, "admin" with
+# OMS_ADMIN_PASSWORD or a random password shown once in the banner.
+STAFF_MSG=""
+first_staff() {
+  local staff=$BUILD/oms-staff pw accounts
+  [ -x "$staff" ] || return 0
+  accounts=$(DATABASE_URL=$VAR/gateway.db "$staff" list | tail -n +2) || return 1
+  if [ -n "$accounts" ]; then
+    STAFF_MSG="staff sign-in          $PUBLIC_URL/staff/ (accounts: build/oms-staff list)"
+    return 0
+  fi
+  pw=${OMS_ADMIN_PASSWORD:-$(head -c 18 /dev/urandom | base64 | tr '+/' 'xy')}
+  printf '%s\n' "$pw" | DATABASE_URL=$VAR/gateway.db "$staff" add admin >/dev/null || return 1
+  if [ -n "${OMS_ADMIN_PASSWORD:-}" ]; then
+    STAFF_MSG="staff sign-in          $PUBLIC_URL/staff/ as admin (password from OMS_ADMIN_PASSWORD)"
+  else
+    STAFF_MSG="staff sign-in          $PUBLIC_URL/staff/ as admin, password $pw (shown once: build/oms-staff passwd admin to change)"
+  fi
+}
+
 start_services() {
   local name
+  first_staff
   echo "starting services..."
   if [ "$INSTANCES" -gt 1 ]; then
     start_scaled
@@ -186,13 +207,14 @@ print_urls() {
   cat <<MSG
 
 OMS is running:
-  shop (pages + API)     $PUBLIC_URL/   (kitchen display: $PUBLIC_URL/kitchen)
+  shop (pages + API)     $PUBLIC_URL/   (kitchen display for staff: $PUBLIC_URL/kitchen)
   API example            curl -s $PUBLIC_URL/api/products
   local checkout         $PAYMENTS_PUBLIC_URL/ (reached from an order's payment link)
   RabbitMQ management    http://127.0.0.1:$RABBITMQ_MGMT_PORT/ (guest/guest)
   metrics                $PUBLIC_URL/metrics, 127.0.0.1:9000/metrics (orders), :9002 (stock), :9003 (kitchen)
   logs                   var/log/*.log
   traces                 $TRACE_MSG
+  $STAFF_MSG
 Press Ctrl-C to stop.
 MSG
 }

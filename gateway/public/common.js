@@ -61,6 +61,22 @@ const OMS = (() => {
     try { localStorage.setItem(STORE_KEY, id); } catch (e) { /* private mode: not remembered */ }
   }
 
+  // The orders this browser placed (newest first, at most 50): "My orders" shows them
+  // when the shop has no sign-in for customers (listing a customer needs staff then).
+  const PLACED_KEY = 'placedOrders';
+  function placedOrders(customer) {
+    let all = [];
+    try { all = JSON.parse(localStorage.getItem(PLACED_KEY) || '[]'); } catch (e) { all = []; }
+    if (!Array.isArray(all)) all = [];
+    return all.filter(o => o && validID(o.customerID) && validID(o.orderID) &&
+                           (!customer || o.customerID === customer));
+  }
+  function rememberOrder(customer, orderID) {
+    const all = placedOrders().filter(o => o.orderID !== orderID);
+    all.unshift({customerID: customer, orderID});
+    try { localStorage.setItem(PLACED_KEY, JSON.stringify(all.slice(0, 50))); } catch (e) { /* private mode */ }
+  }
+
   // The short number a customer reads off the screen at the counter (end of the order id).
   function pickupNumber(orderID) { return String(orderID || '').slice(-6).toUpperCase(); }
 
@@ -150,5 +166,5 @@ const OMS = (() => {
   }
 
   return {el, money, validID, customerID, rememberCustomer, pickupNumber, api, explain, initNav,
-          timeAgo, when, newKey, safeLink, STATUS_WORDS};
+          timeAgo, when, newKey, safeLink, placedOrders, rememberOrder, STATUS_WORDS};
 })();

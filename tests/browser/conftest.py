@@ -13,6 +13,10 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 from oms_harness import BUILD, RabbitMQ, Shop  # noqa: E402
 
+# The staff account the scenarios sign in with (the gateway creates it at first start).
+STAFF_PASSWORD = "browser-test-staff-pw"
+os.environ["OMS_STAFF_PASSWORD"] = STAFF_PASSWORD
+
 # Enough of everything for the scenarios, except Chocolate (7: the out-of-stock
 # scenario) and Truffle cake (0: shown as sold out).
 CATALOG = {"currency": "usd", "products": [
@@ -45,7 +49,8 @@ def shop():
     codes = {}
     try:
         rabbit.start()
-        s = Shop(rabbit, workdir, catalog=CATALOG, env={"KITCHEN_COOK_MS": 1500, "LOG_LEVEL": "info"})
+        s = Shop(rabbit, workdir, catalog=CATALOG, env={"KITCHEN_COOK_MS": 1500, "LOG_LEVEL": "info",
+                                                     "OMS_ADMIN_PASSWORD": STAFF_PASSWORD})
         missing = [n for n in Shop.SERVICES if n not in s.wanted]
         if missing:
             pytest.fail(f"services not built in {BUILD}: {missing}")

@@ -7,7 +7,7 @@ const CHAIN = ['pending', 'waiting_payment', 'paid', 'cooking', 'ready for pick-
 
 await scenario('journey', async t => {
   const kitchen = await t.page();
-  await kitchen.goto(t.gateway + '/kitchen');
+  await t.signIn(kitchen, '/kitchen');
   await kitchen.getByRole('heading', {name: 'Kitchen display'}).waitFor();
   await until(kitchen, () => /Updated/.test(document.getElementById('updated').textContent));
 

@@ -4,7 +4,7 @@ import {scenario, assert, until, text} from './lib.mjs';
 
 await scenario('kitchen_down', async t => {
   const page = await t.page();
-  await page.goto(t.gateway + '/kitchen');
+  await t.signIn(page, '/kitchen');
   await until(page, () => document.getElementById('error').textContent.includes('not reachable'));
   assert((await page.getByRole('alert').innerText()).includes('Retrying'), 'says it retries');
   await t.shot(page, 'kitchen-down.png');

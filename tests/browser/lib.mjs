@@ -94,6 +94,15 @@ export async function scenario(name, fn) {
         shots.push(f);
         log('screenshot', f);
       },
+      // Signs this browser in as staff (the shop's admin, OMS_STAFF_PASSWORD from the
+      // test) through the sign-in page; every page of the context shares the cookie.
+      async signIn(page, next = '/staff/') {
+        await page.goto(gateway + '/staff/login.html?next=' + encodeURIComponent(next));
+        await page.getByLabel('Name').fill('admin');
+        await page.getByLabel('Password').fill(process.env.OMS_STAFF_PASSWORD || '');
+        await page.getByRole('button', {name: 'Sign in'}).click();
+        await page.waitForURL(u => new URL(u).pathname === next);
+      },
       // The gateway's API from node (for set-up and competing customers).
       async api(method, p, body) {
         const r = await fetch(gateway + p, {method, headers: body ? {'Content-Type': 'application/json'} : {},

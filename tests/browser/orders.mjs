@@ -10,6 +10,8 @@ await scenario('orders', async t => {
     ids.push(r.body.order.orderID);
   }
   const page = await t.page();
+  // Listing a customer's orders is for staff (the shop has no customer sign-in here).
+  await t.signIn(page);
   await page.goto(t.gateway + '/orders.html?customerID=browser-orders&pageSize=3');
   const rows = page.locator('#orders > li');
   await until(page, () => document.querySelectorAll('#orders > li').length === 3);
@@ -37,4 +39,15 @@ await scenario('orders', async t => {
   await page.getByRole('button', {name: 'Show orders'}).click();
   await until(page, () => document.getElementById('list-status').textContent.includes('No orders yet'));
   assert(new URL(page.url()).searchParams.get('customerID') === 'nobody-here', 'the address follows the form');
+
+  // Signed out, the list comes from what this browser placed: none of these orders.
+  const out = await t.api('GET', '/api/customers/browser-orders/orders');
+  assert(out.status === 401, `a stranger cannot list a customer's orders: ${out.status}`);
+  await page.getByRole('link', {name: 'Staff'}).count();
+  await page.goto(t.gateway + '/staff/');
+  await page.getByRole('button', {name: 'Sign out'}).click();
+  await page.waitForURL(/\/staff\/login\.html/);
+  await page.goto(t.gateway + '/orders.html?customerID=browser-orders');
+  await until(page, () => document.getElementById('list-status').textContent.includes('placed from this browser'));
+  assert(await rows.count() === 0, 'no orders of this customer were placed from this browser');
 });

@@ -53,7 +53,9 @@ await scenario('phone', async t => {
   await until(page, () => document.querySelectorAll('#orders > li').length >= 1);
   await check(t, page, 'phone-5-orders.png');
 
-  await page.goto(t.gateway + '/kitchen');
+  await t.signIn(page, '/kitchen');
   await until(page, () => document.querySelectorAll('.ticket').length >= 1);
+  const tickets = await page.locator('.ticket').first().innerText();
+  assert(!tickets.includes('browser-phone'), `the display never shows who the customer is: ${tickets}`);
   await check(t, page, 'phone-6-kitchen.png');
 });

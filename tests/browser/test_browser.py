@@ -46,11 +46,20 @@ def test_pages_at_phone_width(shop, shots):
     run("phone", shop, shots)
 
 
+def staff_cookie(shop):
+    """A staff session for API calls from the test (the display's data is staff-only)."""
+    from conftest import STAFF_PASSWORD
+    st, hdrs, body = http("POST", shop.gateway + "/staff/login", {"name": "admin", "password": STAFF_PASSWORD})
+    assert st == 200, body
+    return {"Cookie": hdrs["Set-Cookie"].split(";", 1)[0]}
+
+
 def test_kitchen_display_when_kitchen_is_down(shop, shots):
+    cookie = staff_cookie(shop)
     kitchen = shop.svc["kitchen"]
     assert kitchen.stop() == 0
     try:
-        st, hdrs, body = http("GET", shop.gateway + "/api/kitchen/tickets")
+        st, hdrs, body = http("GET", shop.gateway + "/api/kitchen/tickets", headers=cookie)
         # A generic answer: the detail (the kitchen's internal address) stays in the log.
         assert st == 503 and "unavailable" in body["error"], (st, body)
         assert "127.0.0.1" not in str(body) and len(body.get("traceID", "")) == 32, body
@@ -58,5 +67,5 @@ def test_kitchen_display_when_kitchen_is_down(shop, shots):
         run("kitchen_down", shop, shots)
     finally:
         shop.restart("kitchen")
-    st, _, body = http("GET", shop.gateway + "/api/kitchen/tickets")
+    st, _, body = http("GET", shop.gateway + "/api/kitchen/tickets", headers=cookie)
     assert st == 200 and isinstance(body["tickets"], list) and body["now"], body
