@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "oms/events.h"
 #include "oms/inbox.h"
@@ -395,12 +396,12 @@ rollback:
  * local checkout, so nobody can plant a javascript: or look-alike URL through the API. */
 static int link_allowed(const orders_service *s, const char *link)
 {
-    if (strncmp(link, "https://", 8) == 0 && link[8])
+    if (strncasecmp(link, "https://", 8) == 0 && link[8])
         return 1;
     const char *base = s->local_checkout_url;
     size_t n = base ? strlen(base) : 0;
     return n > 0 && strncmp(link, base, n) == 0 && strncmp(link + n, "/checkout/", 10) == 0 &&
-           link[n + 10];
+           link[n + 10] && !strstr(link + n, "..");
 }
 
 int orders_update(orders_service *s, const char *order_id, int status, const char *link,
@@ -415,7 +416,7 @@ int orders_update(orders_service *s, const char *order_id, int status, const cha
     if (link && strlen(link) > 2048)
         return oms_error_set(err, OMS_INVALID, "PaymentLink: at most 2048 characters");
     for (const char *p = link; p && *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '"' || *p == '<' || *p == '>')
+        if ((unsigned char)*p <= ' ' || *p == 0x7f || strchr("\"'<>\\`", *p))
             return oms_error_set(err, OMS_INVALID,
                                  "PaymentLink: spaces, quotes and control characters not allowed");
     if (link && !link_allowed(s, link))
@@ -432,7 +433,10 @@ int orders_update(orders_service *s, const char *order_id, int status, const cha
     }
     change c = {.target = (oms_order_status)status,
                 .link = link,
-                .publish = status == OMS_ORDER_CANCELLED  ? OMS_EVENT_ORDER_CANCELLED
+                /* payments closes the checkout on order.cancelled (its status
+                 * says payment_failed or cancelled), so it cannot be paid any more */
+                .publish = status == OMS_ORDER_CANCELLED || status == OMS_ORDER_PAYMENT_FAILED
+                               ? OMS_EVENT_ORDER_CANCELLED
                            : status == OMS_ORDER_REFUNDED ? OMS_EVENT_ORDER_REFUNDED
                                                           : OMS_EVENT__COUNT,
                 .cause = "UpdateOrder",
