@@ -6,8 +6,7 @@
  * holding a consumer or a webhook long when stock is down. */
 #define STOCK_CALL_TIMEOUT_MS 3000
 
-static int reservation_call(oms_grpc_client *client, const char *method, const char *order_id,
-                            oms_error *err)
+static int reservation_call(void *client, const char *method, const char *order_id, oms_error *err)
 {
     Api__ReservationRequest req = API__RESERVATION_REQUEST__INIT;
     req.orderid = (char *)order_id; /* protobuf-c reads it only while packing */
@@ -19,12 +18,12 @@ static int reservation_call(oms_grpc_client *client, const char *method, const c
     return rc;
 }
 
-int oms_stock_commit(oms_grpc_client *client, const char *order_id, oms_error *err)
+int oms_stock_commit(void *client, const char *order_id, oms_error *err)
 {
     return reservation_call(client, "/api.StockService/CommitReservation", order_id, err);
 }
 
-int oms_stock_release(oms_grpc_client *client, const char *order_id, oms_error *err)
+int oms_stock_release(void *client, const char *order_id, oms_error *err)
 {
     return reservation_call(client, "/api.StockService/ReleaseReservation", order_id, err);
 }

@@ -41,20 +41,10 @@ static int reserve(void *ud, const char *order_id, oms_order *o, oms_error *err)
     return rc;
 }
 
-static int release(void *ud, const char *order_id, oms_error *err)
-{
-    return oms_stock_release(ud, order_id, err);
-}
-
-static int commit(void *ud, const char *order_id, oms_error *err)
-{
-    return oms_stock_commit(ud, order_id, err);
-}
-
 void orders_stock_client_port(orders_stock_port *port, oms_grpc_client *client)
 {
     port->reserve = reserve;
-    port->release = release;
-    port->commit = commit;
+    port->release = oms_stock_release;
+    port->commit = oms_stock_commit;
     port->ud = client;
 }

@@ -7,12 +7,12 @@
 #include "consumer.h"
 #include "http_routes.h"
 #include "oms/app.h"
+#include "oms/stock_calls.h"
 #include "oms/log.h"
 #include "oms/util.h"
 #include "orders_client.h"
 #include "processor/processor.h"
 #include "service.h"
-#include "stock_client.h"
 #include "store.h"
 
 static struct {
@@ -119,7 +119,8 @@ static int payments_start(oms_service_rt *rt, oms_error *err)
     svc.pcfg = &pcfg;
     svc.checkout_ttl_ms = cfg.checkout_ttl_s * 1000;
     payments_orders_client_port(&svc.orders, oms_service_client_of(rt, "orders"));
-    payments_stock_client_port(&svc.stock, oms_service_client_of(rt, "stock"));
+    svc.stock = (payments_stock_port){oms_stock_commit, oms_stock_release,
+                                      oms_service_client_of(rt, "stock")};
     svc.webhook_secret = cfg.webhook_secret;
     svc.gateway_url = cfg.gateway_url;
     svc.outbox_notify = oms_outbox_relay_wake;

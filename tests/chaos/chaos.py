@@ -270,7 +270,7 @@ def check(shop, load, poison_ids, violations, tallies):
                               f"want {want[o.id]!r}")
     # each customer has exactly the one order (the Idempotency-Key held across retries)
     for o in orders:
-        st, _, lst = http("GET", f"{shop.gateway}/api/customers/{o.customer}/orders")
+        st, _, lst = shop.list_orders(o.customer)
         if st != 200 or len(lst["orders"]) != 1:
             violations.append(f"customer {o.customer} has {len(lst.get('orders', []))} orders, want 1")
 

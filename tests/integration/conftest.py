@@ -4,7 +4,7 @@ import tempfile
 
 import pytest
 
-from oms_harness import RabbitMQ, Shop, grpc_stubs, stop_etcd, stop_postgres
+from oms_harness import RabbitMQ, Shop, grpc_stubs, serve_shop, stop_etcd, stop_postgres
 
 SEED_CATALOG = None  # default data/catalog.json
 
@@ -78,11 +78,7 @@ def make_shop(rabbit, workdir, request):
 @pytest.fixture(scope="module")
 def shop(rabbit, workdir, request):
     """One shop with the default catalog shared by a module's tests."""
-    s = _shop(rabbit, workdir, request)
-    yield s
-    codes = s.stop()
-    bad = {n: c for n, c in codes.items() if c != 0}
-    assert not bad, f"services did not stop cleanly: {bad}\n{s.logs()}"
+    yield from serve_shop(rabbit, workdir)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

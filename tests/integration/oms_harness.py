@@ -429,6 +429,8 @@ class Shop:
             "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
             # Tests place many unpaid orders for one customer; the limit has its own test.
             "MAX_OPEN_ORDERS": 0,
+            # The gateway's first staff account (listing a customer's orders needs it).
+            "OMS_ADMIN_PASSWORD": STAFF_PASSWORD,
         }
         if self.discovery == "etcd":
             env.update(DISCOVERY="etcd", ETCD_ENDPOINTS=etcd().url, ETCD_PREFIX=self.etcd_prefix,
@@ -581,6 +583,20 @@ class Shop:
             return http("POST", url, raw, headers=headers)
         return http("POST", url, {"items": items}, headers=headers)
 
+    def staff_cookie(self):
+        """{"Cookie": ...} of a staff session (admin, signed in once per shop)."""
+        if not getattr(self, "_staff_cookie", None):
+            pw = self.extra.get("OMS_ADMIN_PASSWORD", STAFF_PASSWORD)
+            st, hdrs, body = http("POST", f"{self.gateway}/staff/login", {"name": "admin", "password": pw})
+            assert st == 200, (st, body)
+            self._staff_cookie = {"Cookie": hdrs["Set-Cookie"].split(";", 1)[0]}
+        return self._staff_cookie
+
+    def list_orders(self, customer, query=""):
+        """GET /api/customers/{customer}/orders[?query] as staff: (status, headers, body)."""
+        return http("GET", f"{self.gateway}/api/customers/{customer}/orders" + (f"?{query}" if query else ""),
+                    headers=self.staff_cookie())
+
     def get(self, customer, order_id):
         return http("GET", f"{self.gateway}/api/customers/{customer}/orders/{order_id}")
 
@@ -594,6 +610,26 @@ class Shop:
             st, _, body = self.get(customer, order_id)
             return body if st == 200 and body["status"] == status else None
         return wait_for(reached, timeout, f"order {order_id} to become {status!r}")
+
+
+STAFF_PASSWORD = "harness-staff-password"
+
+
+def serve_shop(rabbit, workdir, **kw):
+    """The body of a module-scoped shop fixture: starts a Shop(rabbit, workdir, **kw)
+    (logs printed if it cannot), yields it, stops it and asserts every service exited
+    0. Use as `yield from serve_shop(rabbit, workdir, env={...})`."""
+    s = Shop(rabbit, workdir, **kw)
+    try:
+        s.start()
+    except Exception:
+        s.stop()
+        print(s.logs())
+        raise
+    yield s
+    codes = s.stop()
+    bad = {n: c for n, c in codes.items() if c != 0}
+    assert not bad, f"services did not stop cleanly: {bad}\n{s.logs()}"
 
 
 def grpc_stubs(outdir):

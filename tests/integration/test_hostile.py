@@ -85,7 +85,7 @@ def expand(data, ctx):
             return (b"," if name == "JOIN" else b"").join([text] * int(n))
         if name == "HEX":
             return bytes.fromhex(args.decode())
-        if name in ("ORDER_ID", "CUSTOMER", "SESSION_ID", "NOW"):
+        if name in ("ORDER_ID", "CUSTOMER", "SESSION_ID", "NOW", "STAFF_COOKIE"):
             return str(ctx[name]).encode()
         if name in ("STALL", "LEN", "SIGN"):
             return m.group(0)  # filled in once the body is known / by the sender
@@ -365,7 +365,8 @@ def victim(hshop):
         prev[0] = snap
         return same
     wait_for(settled, 30, "the stores to settle", interval=0.5)
-    return {"ORDER_ID": oid, "CUSTOMER": "victim", "SESSION_ID": m.group(1), "NOW": int(time.time())}
+    return {"ORDER_ID": oid, "CUSTOMER": "victim", "SESSION_ID": m.group(1), "NOW": int(time.time()),
+            "STAFF_COOKIE": hshop.staff_cookie()["Cookie"]}
 
 
 CASES = load_cases()

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from oms_harness import Shop, http, wait_for
+from oms_harness import http, serve_shop, wait_for
 from test_webhook import header, metric
 
 CATALOG = {"currency": "usd", "products": [
@@ -30,20 +30,7 @@ FINAL = ("cancelled", "refunded", "ready for pick-up")
 
 @pytest.fixture(scope="module")
 def shop(rabbit, workdir):
-    s = Shop(rabbit, workdir, catalog=CATALOG, env=ENV)
-    try:
-        s.start()
-    except Exception:
-        s.stop()
-        print(s.logs())
-        raise
-    if "payments" not in s.svc or "kitchen" not in s.svc:
-        s.stop()
-        pytest.skip("payments and kitchen are needed")
-    yield s
-    codes = s.stop()
-    bad = {n: c for n, c in codes.items() if c != 0}
-    assert not bad, f"services did not stop cleanly: {bad}\n{s.logs()}"
+    yield from serve_shop(rabbit, workdir, catalog=CATALOG, env=ENV)
 
 
 def waiting(shop, customer, items):
@@ -234,7 +221,7 @@ def test_idempotency_key_with_another_body_is_422(shop):
     st, _, body = shop.create("idem-1", [{"productID": "3", "quantity": 2}], headers=hdrs)
     assert st == 422, body
     assert shop.stock()["1"]["available"] == before
-    listed = http("GET", f"{shop.gateway}/api/customers/idem-1/orders")[2]["orders"]
+    listed = shop.list_orders("idem-1")[2]["orders"]
     assert len(listed) == 1
 
 
@@ -242,7 +229,7 @@ def test_idempotency_key_with_another_body_is_422(shop):
                                    " 12.abc", "12", "12.", "12.a b", "0x10.abc"])
 def test_malformed_page_token_is_400(shop, token):
     q = urllib.parse.quote(token, safe="")
-    st, _, body = http("GET", f"{shop.gateway}/api/customers/lister/orders?pageToken={q}")
+    st, _, body = shop.list_orders("lister", f"pageToken={q}")
     assert st == 400 and "pageToken" in body["error"], (token, st, body)
 
 
@@ -255,7 +242,7 @@ def test_unpaid_orders_per_customer_are_limited(shop):
     assert st == 429 and "unpaid orders" in body["error"], body
     assert int(hdrs["Retry-After"]) >= 1
     assert shop.stock()["1"]["available"] == before
-    assert len(http("GET", f"{shop.gateway}/api/customers/greedy/orders")[2]["orders"]) == 3
+    assert len(shop.list_orders("greedy")[2]["orders"]) == 3
     # Another customer is not affected.
     assert shop.create("modest", [{"productID": "1", "quantity": 1}])[0] == 201
 

@@ -162,19 +162,19 @@ def test_products_and_listing(make_shop):
         st, _, b = shop.create("lister", [{"productID": "1", "quantity": q}])
         assert st == 201
         ids.append(b["order"]["orderID"])
-    st, _, page1 = http("GET", f"{shop.gateway}/api/customers/lister/orders?pageSize=2")
+    st, _, page1 = shop.list_orders("lister", f"pageSize=2")
     assert st == 200 and len(page1["orders"]) == 2 and page1["nextPageToken"]
     seen = [o["orderID"] for o in page1["orders"]]
     tok = page1["nextPageToken"]
     while tok:
-        st, _, p = http("GET", f"{shop.gateway}/api/customers/lister/orders?pageSize=2&pageToken={tok}")
+        st, _, p = shop.list_orders("lister", f"pageSize=2&pageToken={tok}")
         assert st == 200
         seen += [o["orderID"] for o in p["orders"]]
         tok = p["nextPageToken"]
     assert seen == list(reversed(ids))  # newest first, each once
-    st, _, b = http("GET", f"{shop.gateway}/api/customers/lister/orders?pageSize=0")
+    st, _, b = shop.list_orders("lister", f"pageSize=0")
     assert st == 400 and "pageSize" in b["error"]
-    st, _, b = http("GET", f"{shop.gateway}/api/customers/lister/orders?pageToken=garbage")
+    st, _, b = shop.list_orders("lister", f"pageToken=garbage")
     assert st == 400 and "pageToken" in b["error"]
 
 

@@ -10,24 +10,14 @@ import urllib.parse
 
 import pytest
 
-from oms_harness import BUILD, Shop, http, wait_for
+from oms_harness import BUILD, http, serve_shop, wait_for
 
 ADMIN_PW = "staff-test-admin-pw"
 
 
 @pytest.fixture(scope="module")
 def shop(rabbit, workdir):
-    s = Shop(rabbit, workdir, env={"OMS_ADMIN_PASSWORD": ADMIN_PW})
-    try:
-        s.start()
-    except Exception:
-        s.stop()
-        print(s.logs())
-        raise
-    yield s
-    codes = s.stop()
-    bad = {n: c for n, c in codes.items() if c != 0}
-    assert not bad, f"services did not stop cleanly: {bad}\n{s.logs()}"
+    yield from serve_shop(rabbit, workdir, env={"OMS_ADMIN_PASSWORD": ADMIN_PW})
 
 
 def request(shop, method, path, body=None, headers=None):

@@ -10,9 +10,11 @@
 #include "oms/status.h"
 
 /* CommitReservation. OMS_CONFLICT: released (cancelled or expired); OMS_NOTFOUND: no
- * reservation; OMS_UNAVAILABLE and others: retry. client is borrowed. */
-int oms_stock_commit(oms_grpc_client *client, const char *order_id, oms_error *err);
+ * reservation; OMS_UNAVAILABLE and others: retry. client is an oms_grpc_client
+ * (borrowed), passed as void * so a service's stock port can point at these functions
+ * directly with the client as its user data. */
+int oms_stock_commit(void *client, const char *order_id, oms_error *err);
 /* ReleaseReservation. OMS_CONFLICT: committed to a payment; OMS_NOTFOUND: none. */
-int oms_stock_release(oms_grpc_client *client, const char *order_id, oms_error *err);
+int oms_stock_release(void *client, const char *order_id, oms_error *err);
 
 #endif
