@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "oms/amqp.h"
+#include "fuzz.h"
 
 #define MAX_ENTRIES 16
 #define MAX_ALLOCS (MAX_ENTRIES * 2 + 4)

@@ -7,6 +7,7 @@
 
 #include "oms/order.h"
 #include "oms/util.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

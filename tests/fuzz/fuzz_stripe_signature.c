@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "signature.h"
+#include "fuzz.h"
 
 #define SECRET "whsec_fuzz_secret"
 #define NOW 1700000000

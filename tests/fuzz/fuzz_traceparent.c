@@ -8,6 +8,7 @@
 
 #include "oms/status.h"
 #include "oms/trace.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

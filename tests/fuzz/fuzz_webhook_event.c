@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "event.h"
+#include "fuzz.h"
 
 static void check_str(const char *s, size_t cap)
 {
