@@ -170,9 +170,9 @@ static struct {
 static void *ready_watch_main(void *arg)
 {
     int last = -1; /* logged on change only */
-    pthread_mutex_lock(&watch.mu);
+    oms_mutex_lock(&watch.mu);
     while (!watch.stop) {
-        pthread_mutex_unlock(&watch.mu);
+        oms_mutex_unlock(&watch.mu);
         char why[256];
         int serving = oms_admin_check_ready(why, sizeof(why)) == OMS_OK;
         oms_grpc_server_set_serving(watch.server, serving);
@@ -184,21 +184,16 @@ static void *ready_watch_main(void *arg)
         }
         last = serving;
         struct timespec until;
-        pthread_mutex_lock(&watch.mu);
+        oms_mutex_lock(&watch.mu);
         if (clock_gettime(CLOCK_REALTIME, &until) != 0)
             break; /* cannot happen with CLOCK_REALTIME; never spin */
         until.tv_sec += READY_WATCH_MS / 1000;
         while (!watch.stop) {
-            int e = pthread_cond_timedwait(&watch.cv, &watch.mu, &until);
-            if (e == ETIMEDOUT)
+            if (oms_cond_timedwait(&watch.cv, &watch.mu, &until) == ETIMEDOUT)
                 break;
-            if (e != 0) {
-                watch.stop = 1; /* a broken wait would spin; keep the last verdict */
-                break;
-            }
         }
     }
-    pthread_mutex_unlock(&watch.mu);
+    oms_mutex_unlock(&watch.mu);
     return NULL;
 }
 
@@ -224,10 +219,10 @@ static void ready_watch_stop(void)
 {
     if (!watch.running)
         return;
-    pthread_mutex_lock(&watch.mu);
+    oms_mutex_lock(&watch.mu);
     watch.stop = 1;
-    pthread_cond_broadcast(&watch.cv);
-    pthread_mutex_unlock(&watch.mu);
+    oms_cond_broadcast(&watch.cv);
+    oms_mutex_unlock(&watch.mu);
     int e = pthread_join(watch.thread, NULL);
     if (e != 0)
         oms_log_errorf("ready watch: pthread_join: %s", strerror(e));

@@ -139,21 +139,6 @@ void oms_db_set_pool(const oms_db_pool_config *cfg)
         memset(&db_pool, 0, sizeof(db_pool));
 }
 
-/* The condition variable waits on CLOCK_MONOTONIC, so a wall-clock step cannot stretch
- * or cut a bounded wait. */
-static int db_cond_init(pthread_cond_t *cv)
-{
-    pthread_condattr_t attr;
-    int rc = pthread_condattr_init(&attr);
-    if (rc != 0)
-        return rc;
-    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (rc == 0)
-        rc = pthread_cond_init(cv, &attr);
-    (void)pthread_condattr_destroy(&attr); /* fails only for an invalid attr */
-    return rc;
-}
-
 static void db_free(oms_db *db)
 {
     for (int i = 0; i < db->nconns; i++)
@@ -314,7 +299,7 @@ int oms_db_open(oms_db **out, const char *url, const oms_db_migration *migs, siz
         free(db);
         return oms_error_set(err, OMS_ERR, "pthread_mutex_init: %s", strerror(rc));
     }
-    rc = db_cond_init(&db->cv);
+    rc = oms_cond_init_monotonic(&db->cv);
     if (rc != 0) {
         (void)pthread_mutex_destroy(&db->mu);
         free(db->txs);
@@ -382,24 +367,13 @@ int oms_db_ping(oms_db *db, oms_error *err)
     return rc;
 }
 
-/* The pool's mutex and condition variable are default-initialised and never
- * destroyed while in use, so these calls can only fail on memory corruption; there
- * is no sane way to continue then. */
-static void db_check(int rc, const char *what)
-{
-    if (rc != 0) {
-        oms_log_errorf("%s: %s", what, strerror(rc));
-        abort();
-    }
-}
-
 static void db_release(oms_db_tx *tx)
 {
     oms_db *db = tx->db;
-    db_check(pthread_mutex_lock(&db->mu), "pthread_mutex_lock");
+    oms_mutex_lock(&db->mu);
     db->free_txs[db->nfree++] = tx;
-    db_check(pthread_cond_signal(&db->cv), "pthread_cond_signal");
-    db_check(pthread_mutex_unlock(&db->mu), "pthread_mutex_unlock");
+    oms_cond_signal(&db->cv);
+    oms_mutex_unlock(&db->mu);
 }
 
 /* Writes the wait bound for the pool-exhausted message: "5 s" or "250 ms". */
@@ -414,25 +388,21 @@ static void db_format_wait(int ms, char *out, size_t n)
 int oms_db_begin(oms_db *db, oms_db_tx **tx, oms_error *err)
 {
     *tx = NULL;
-    db_check(pthread_mutex_lock(&db->mu), "pthread_mutex_lock");
+    oms_mutex_lock(&db->mu);
     if (db->nfree == 0 && db->wait_ms > 0) {
         struct timespec until;
-        if (oms_deadline_after_ns(CLOCK_MONOTONIC, (int64_t)db->wait_ms * 1000000, &until) !=
-            OMS_OK)
-            db_check(EINVAL, "clock_gettime(CLOCK_MONOTONIC)");
+        oms_mono_deadline_ms(db->wait_ms, &until);
         while (db->nfree == 0) {
-            int e = pthread_cond_timedwait(&db->cv, &db->mu, &until);
-            if (e == ETIMEDOUT)
+            if (oms_cond_timedwait(&db->cv, &db->mu, &until) == ETIMEDOUT)
                 break; /* a connection freed at the same moment is still taken below */
-            db_check(e, "pthread_cond_timedwait");
         }
     } else {
         while (db->nfree == 0)
-            db_check(pthread_cond_wait(&db->cv, &db->mu), "pthread_cond_wait");
+            oms_cond_wait(&db->cv, &db->mu);
     }
     if (db->nfree == 0) {
         int busy = db->nconns;
-        db_check(pthread_mutex_unlock(&db->mu), "pthread_mutex_unlock");
+        oms_mutex_unlock(&db->mu);
         char waited[32];
         db_format_wait(db->wait_ms, waited, sizeof(waited));
         return oms_error_set(err, OMS_AGAIN,
@@ -441,7 +411,7 @@ int oms_db_begin(oms_db *db, oms_db_tx **tx, oms_error *err)
                              waited, busy);
     }
     oms_db_tx *t = db->free_txs[--db->nfree];
-    db_check(pthread_mutex_unlock(&db->mu), "pthread_mutex_unlock");
+    oms_mutex_unlock(&db->mu);
 
     oms_error derr;
     oms_error_clear(&derr);

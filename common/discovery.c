@@ -81,15 +81,6 @@ struct oms_discovery {
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-static void disc_check(int e, const char *what)
-{
-    /* pthread calls on our own initialised objects fail only on a programming error. */
-    if (e != 0) {
-        oms_log_errorf("discovery: %s: %s", what, strerror(e));
-        abort();
-    }
-}
-
 /* base64 of len bytes of in; caller frees. */
 static char *b64_encode(const char *in, size_t len)
 {
@@ -354,11 +345,11 @@ static int etcd_resolve(oms_discovery *d, CURL *curl, const char *service, char 
 static void refresh_client(oms_discovery *d, CURL *curl, int idx)
 {
     char service[64], current[DISC_TARGETS_MAX], live[DISC_TARGETS_MAX];
-    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    oms_mutex_lock(&d->mu);
     snprintf(service, sizeof(service), "%s", d->clients[idx].service);
     snprintf(current, sizeof(current), "%s", d->clients[idx].targets);
     oms_grpc_client *grpc = d->clients[idx].grpc;
-    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    oms_mutex_unlock(&d->mu);
 
     oms_error err;
     oms_error_clear(&err);
@@ -382,9 +373,9 @@ static void refresh_client(oms_discovery *d, CURL *curl, int idx)
                      "targets", live, "error", err.msg);
         return;
     }
-    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    oms_mutex_lock(&d->mu);
     snprintf(c->targets, sizeof(c->targets), "%s", live);
-    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    oms_mutex_unlock(&d->mu);
     oms_log_info("discovery: instances changed", "service", service, "from", current, "to", live);
 }
 
@@ -394,12 +385,12 @@ static void refresh_client(oms_discovery *d, CURL *curl, int idx)
 static void tend_registration(oms_discovery *d, CURL *curl)
 {
     char key[sizeof(d->key)], addr[DISC_ADDR_MAX], lease[32];
-    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    oms_mutex_lock(&d->mu);
     int due = d->key[0] && oms_mono_ms() >= d->next_keepalive;
     snprintf(key, sizeof(key), "%s", d->key);
     snprintf(addr, sizeof(addr), "%s", d->addr);
     snprintf(lease, sizeof(lease), "%s", d->lease);
-    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    oms_mutex_unlock(&d->mu);
     if (!due)
         return;
 
@@ -418,7 +409,7 @@ static void tend_registration(oms_discovery *d, CURL *curl)
             lease[0] = '\0';
     }
     int64_t period = d->cfg->ttl_s * 1000 / 3;
-    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    oms_mutex_lock(&d->mu);
     if (rc == OMS_OK) {
         snprintf(d->lease, sizeof(d->lease), "%s", lease);
         d->next_keepalive = oms_mono_ms() + period;
@@ -426,7 +417,7 @@ static void tend_registration(oms_discovery *d, CURL *curl)
         /* etcd away: retry soon; the lease may still be alive when it is back. */
         d->next_keepalive = oms_mono_ms() + 500;
     }
-    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    oms_mutex_unlock(&d->mu);
     if (rc != OMS_OK)
         oms_log_debug("discovery: registration not renewed", "key", key, "error", err.msg);
 }
@@ -435,17 +426,14 @@ static void tend_registration(oms_discovery *d, CURL *curl)
 static int disc_wait(oms_discovery *d, int64_t ms)
 {
     struct timespec until;
-    disc_check(oms_deadline_after_ns(CLOCK_MONOTONIC, ms * 1000000LL, &until) == OMS_OK ? 0 : errno,
-               "clock_gettime");
-    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    oms_mono_deadline_ms(ms, &until);
+    oms_mutex_lock(&d->mu);
     while (!d->stopping && !d->changed) {
-        int e = pthread_cond_timedwait(&d->cv, &d->mu, &until);
-        if (e == ETIMEDOUT)
+        if (oms_cond_timedwait(&d->cv, &d->mu, &until) == ETIMEDOUT)
             break;
-        disc_check(e, "pthread_cond_timedwait");
     }
     int stop = d->stopping;
-    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    oms_mutex_unlock(&d->mu);
     return stop;
 }
 
@@ -454,17 +442,17 @@ static int disc_wait(oms_discovery *d, int64_t ms)
 /* Tells the registry thread to re-read now. */
 static void registry_changed(oms_discovery *d)
 {
-    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    oms_mutex_lock(&d->mu);
     d->changed = 1;
-    disc_check(pthread_cond_broadcast(&d->cv), "broadcast");
-    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    oms_cond_broadcast(&d->cv);
+    oms_mutex_unlock(&d->mu);
 }
 
 static int stopping(oms_discovery *d)
 {
-    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    oms_mutex_lock(&d->mu);
     int s = d->stopping;
-    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    oms_mutex_unlock(&d->mu);
     return s;
 }
 
@@ -560,9 +548,9 @@ static void *watch_thread(void *arg)
          * first message); meanwhile the poll covers. */
         if (disc_wait(d, 500))
             break;
-        disc_check(pthread_mutex_lock(&d->mu), "lock");
+        oms_mutex_lock(&d->mu);
         d->changed = 0; /* the wait may have returned on a stale flag */
-        disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+        oms_mutex_unlock(&d->mu);
     }
     curl_slist_free_all(hdrs);
     if (curl)
@@ -580,14 +568,14 @@ static void *disc_thread(void *arg)
     int64_t next_poll = 0;
     for (;;) {
         tend_registration(d, d->curl);
-        disc_check(pthread_mutex_lock(&d->mu), "lock");
+        oms_mutex_lock(&d->mu);
         int changed = d->changed;
         d->changed = 0;
-        disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+        oms_mutex_unlock(&d->mu);
         if (changed || oms_mono_ms() >= next_poll) {
-            disc_check(pthread_mutex_lock(&d->mu), "lock");
+            oms_mutex_lock(&d->mu);
             int n = d->nclients;
-            disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+            oms_mutex_unlock(&d->mu);
             for (int i = 0; i < n; i++)
                 refresh_client(d, d->curl, i);
             next_poll = oms_mono_ms() + d->cfg->poll_ms;
@@ -649,13 +637,7 @@ int oms_discovery_start(oms_discovery **out, const oms_discovery_config *cfg, om
     d->etcd = cfg->mode && strcmp(cfg->mode, "etcd") == 0;
     atomic_init(&d->good, 0);
     atomic_init(&d->watch_events, 0);
-    pthread_condattr_t ca;
-    int e = pthread_condattr_init(&ca);
-    if (e == 0)
-        e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (e == 0)
-        e = pthread_cond_init(&d->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    int e = oms_cond_init_monotonic(&d->cv);
     if (e != 0) {
         free(d);
         return oms_error_set(err, OMS_ERR, "discovery: cond init: %s", strerror(e));
@@ -756,13 +738,13 @@ int oms_discovery_register(oms_discovery *d, const char *service, const char *li
         oms_log_warn("discovery: cannot register yet; will keep trying", "key", key, "error",
                      curl ? rerr.msg : "curl_easy_init failed");
 
-    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    oms_mutex_lock(&d->mu);
     snprintf(d->key, sizeof(d->key), "%s", key);
     snprintf(d->addr, sizeof(d->addr), "%s", addr);
     snprintf(d->lease, sizeof(d->lease), "%s", rc == OMS_OK ? lease : "");
     d->next_keepalive = oms_mono_ms() + (rc == OMS_OK ? d->cfg->ttl_s * 1000 / 3 : 0);
-    disc_check(pthread_cond_signal(&d->cv), "signal");
-    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    oms_cond_signal(&d->cv);
+    oms_mutex_unlock(&d->mu);
     return OMS_OK;
 }
 
@@ -791,9 +773,9 @@ int oms_discovery_client(oms_discovery *d, const char *service, const char *stat
     if (rc != OMS_OK)
         return rc;
 
-    disc_check(pthread_mutex_lock(&d->mu), "lock");
+    oms_mutex_lock(&d->mu);
     if (d->nclients >= DISC_MAX_CLIENTS) {
-        disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+        oms_mutex_unlock(&d->mu);
         oms_grpc_client_free(*out);
         *out = NULL;
         return oms_error_set(err, OMS_ERR, "discovery: more than %d clients", DISC_MAX_CLIENTS);
@@ -804,7 +786,7 @@ int oms_discovery_client(oms_discovery *d, const char *service, const char *stat
     snprintf(c->targets, sizeof(c->targets), "%s", targets);
     c->grpc = *out;
     d->nclients++;
-    disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+    oms_mutex_unlock(&d->mu);
     oms_log_info("discovery: resolving through etcd", "service", service, "targets", targets);
     return OMS_OK;
 }
@@ -814,10 +796,10 @@ void oms_discovery_stop(oms_discovery *d)
     if (!d)
         return;
     if (d->thread_started) {
-        disc_check(pthread_mutex_lock(&d->mu), "lock");
+        oms_mutex_lock(&d->mu);
         d->stopping = 1;
-        disc_check(pthread_cond_broadcast(&d->cv), "broadcast");
-        disc_check(pthread_mutex_unlock(&d->mu), "unlock");
+        oms_cond_broadcast(&d->cv);
+        oms_mutex_unlock(&d->mu);
         int e = pthread_join(d->thread, NULL);
         if (e != 0)
             oms_log_errorf("discovery: pthread_join: %s", strerror(e));

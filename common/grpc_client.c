@@ -203,12 +203,10 @@ int oms_grpc_client_set_targets(oms_grpc_client *c, const char *targets, oms_err
     int rc = oms_grpc_client_new(&fresh, targets, err);
     if (rc != OMS_OK)
         return rc;
-    if (pthread_mutex_lock(&c->mu) != 0)
-        abort(); /* an initialised mutex we own: cannot fail */
+    oms_mutex_lock(&c->mu);
     grpc_channel *old = c->channel;
     c->channel = fresh->channel;
-    if (pthread_mutex_unlock(&c->mu) != 0)
-        abort();
+    oms_mutex_unlock(&c->mu);
     fresh->channel = old;
     oms_grpc_client_free(fresh);
     return OMS_OK;
@@ -298,12 +296,10 @@ static int unary_call(oms_grpc_client *c, const char *method, grpc_byte_buffer *
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = deadline_after_ms(timeout_ms);
     grpc_slice method_slice = grpc_slice_from_copied_string(method);
-    if (pthread_mutex_lock(&c->mu) != 0)
-        abort(); /* an initialised mutex we own: cannot fail */
+    oms_mutex_lock(&c->mu);
     grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                                method_slice, NULL, deadline, NULL);
-    if (pthread_mutex_unlock(&c->mu) != 0)
-        abort();
+    oms_mutex_unlock(&c->mu);
     grpc_slice_unref(method_slice); /* only needed through create_call */
 
     char traceparent[OMS_TRACEPARENT_LEN + 1];

@@ -32,11 +32,11 @@ struct http_guard {
 static void *watch(void *arg)
 {
     http_guard *g = arg;
-    pthread_mutex_lock(&g->lock);
+    oms_mutex_lock(&g->lock);
     while (!g->stopping) {
         struct timespec ts;
         (void)oms_deadline_after_ns(CLOCK_REALTIME, GUARD_PERIOD_MS * 1000000LL, &ts);
-        (void)pthread_cond_timedwait(&g->wake, &g->lock, &ts);
+        (void)oms_cond_timedwait(&g->wake, &g->lock, &ts);
         int64_t now = oms_mono_ms();
         for (guarded_conn *c = g->head; c; c = c->next) {
             int64_t since = atomic_load(&c->waiting_since_ms);
@@ -50,7 +50,7 @@ static void *watch(void *arg)
             c->shut = 1;
         }
     }
-    pthread_mutex_unlock(&g->lock);
+    oms_mutex_unlock(&g->lock);
     return NULL;
 }
 
@@ -80,11 +80,11 @@ void http_guard_free(http_guard *g)
 {
     if (!g)
         return;
-    pthread_mutex_lock(&g->lock);
+    oms_mutex_lock(&g->lock);
     g->stopping = 1;
-    pthread_cond_signal(&g->wake);
-    pthread_mutex_unlock(&g->lock);
-    pthread_join(g->thread, NULL);
+    oms_cond_signal(&g->wake);
+    oms_mutex_unlock(&g->lock);
+    oms_thread_join(g->thread);
     /* Normally empty: MHD_stop_daemon reported every connection closed. */
     while (g->head) {
         guarded_conn *c = g->head;
@@ -108,26 +108,26 @@ void http_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_con
         guarded_conn *c = oms_xcalloc(1, sizeof(*c));
         c->fd = ci->connect_fd;
         atomic_store(&c->waiting_since_ms, oms_mono_ms());
-        pthread_mutex_lock(&g->lock);
+        oms_mutex_lock(&g->lock);
         c->next = g->head;
         if (g->head)
             g->head->prev = c;
         g->head = c;
-        pthread_mutex_unlock(&g->lock);
+        oms_mutex_unlock(&g->lock);
         *socket_context = c;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
         /* libmicrohttpd closes the fd after this returns; unlinking under the lock the
          * watcher holds while it calls shutdown() means it never touches a closed (or
          * reused) descriptor. */
         guarded_conn *c = *socket_context;
-        pthread_mutex_lock(&g->lock);
+        oms_mutex_lock(&g->lock);
         if (c->prev)
             c->prev->next = c->next;
         else
             g->head = c->next;
         if (c->next)
             c->next->prev = c->prev;
-        pthread_mutex_unlock(&g->lock);
+        oms_mutex_unlock(&g->lock);
         free(c);
         *socket_context = NULL;
     }

@@ -154,41 +154,41 @@ void oms_metrics_counter_add(const char *name, const char *help, const char *lab
     /* Counters only go up; a negative or NaN increment would break rate(). */
     if (!(v >= 0))
         return;
-    pthread_mutex_lock(&reg_lock);
+    oms_mutex_lock(&reg_lock);
     series *s = series_get(name, help, labels, KIND_COUNTER);
     if (s)
         s->value += v;
-    pthread_mutex_unlock(&reg_lock);
+    oms_mutex_unlock(&reg_lock);
 }
 
 void oms_metrics_gauge_set(const char *name, const char *help, const char *labels, double v)
 {
-    pthread_mutex_lock(&reg_lock);
+    oms_mutex_lock(&reg_lock);
     series *s = series_get(name, help, labels, KIND_GAUGE);
     if (s) {
         s->value = v;
         s->fn = NULL; /* an explicit value replaces a computed one */
     }
-    pthread_mutex_unlock(&reg_lock);
+    oms_mutex_unlock(&reg_lock);
 }
 
 void oms_metrics_gauge_fn(const char *name, const char *help, const char *labels,
                           double (*fn)(void *ud), void *ud)
 {
-    pthread_mutex_lock(&reg_lock);
+    oms_mutex_lock(&reg_lock);
     series *s = series_get(name, help, labels, KIND_GAUGE);
     if (s) {
         s->fn = fn;
         s->ud = ud;
     }
-    pthread_mutex_unlock(&reg_lock);
+    oms_mutex_unlock(&reg_lock);
 }
 
 void oms_metrics_observe(const char *name, const char *help, const char *labels, double seconds)
 {
     if (isnan(seconds))
         return;
-    pthread_mutex_lock(&reg_lock);
+    oms_mutex_lock(&reg_lock);
     series *s = series_get(name, help, labels, KIND_HISTOGRAM);
     if (s) {
         for (size_t i = 0; i < NBUCKETS; i++) {
@@ -200,7 +200,7 @@ void oms_metrics_observe(const char *name, const char *help, const char *labels,
         s->sum += seconds;
         s->count++;
     }
-    pthread_mutex_unlock(&reg_lock);
+    oms_mutex_unlock(&reg_lock);
 }
 
 char *oms_metrics_label(char *buf, size_t size, const char *key, const char *value)
@@ -387,10 +387,10 @@ char *oms_metrics_render(size_t *len)
 {
     out_buf o = {.buf = oms_xmalloc(4096), .len = 0, .cap = 4096};
     o.buf[0] = '\0';
-    pthread_mutex_lock(&reg_lock);
+    oms_mutex_lock(&reg_lock);
     for (const family *f = fam_first; f; f = f->next)
         render_family(&o, f);
-    pthread_mutex_unlock(&reg_lock);
+    oms_mutex_unlock(&reg_lock);
 
     /* Process metrics are read fresh on every scrape rather than stored as series, so a
      * caller cannot collide with them by name and they never go stale. */

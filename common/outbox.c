@@ -258,34 +258,20 @@ static void relay_count(const outbox_batch *b, const int *confirmed)
     }
 }
 
-/* pthread calls on our own, correctly initialised objects only fail on a programming
- * error; carrying on with a broken lock would be worse than stopping. */
-static void relay_check(int e, const char *what)
-{
-    if (e != 0) {
-        oms_log_errorf("outbox relay: %s: %s", what, strerror(e));
-        abort();
-    }
-}
-
 /* Waits up to ms. wake_on_notify: return early when a commit was announced (the idle
  * wait); a backoff only ends early for stop. */
 static void relay_wait(oms_outbox_relay *r, int ms, int wake_on_notify)
 {
     struct timespec until;
-    relay_check(oms_deadline_after_ns(CLOCK_MONOTONIC, ms * 1000000LL, &until) == OMS_OK ? 0
-                                                                                         : errno,
-                "clock_gettime");
-    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
+    oms_mono_deadline_ms(ms, &until);
+    oms_mutex_lock(&r->mu);
     while (!atomic_load(&r->stop) && !(wake_on_notify && r->notified)) {
-        int e = pthread_cond_timedwait(&r->cv, &r->mu, &until);
-        if (e == ETIMEDOUT)
+        if (oms_cond_timedwait(&r->cv, &r->mu, &until) == ETIMEDOUT)
             break;
-        relay_check(e, "pthread_cond_timedwait");
     }
     if (wake_on_notify)
         r->notified = 0;
-    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
+    oms_mutex_unlock(&r->mu);
 }
 
 /* The PRODUCER span of one row, "<exchange> publish": a child of the context stored
@@ -340,9 +326,9 @@ static void relay_gauges(oms_outbox_relay *r)
  * soon when rows were left over, else every half retention within the bounds. */
 static int64_t relay_prune(oms_outbox_relay *r)
 {
-    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
+    oms_mutex_lock(&r->mu);
     oms_retention keep = r->keep;
-    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
+    oms_mutex_unlock(&r->mu);
     int64_t every = RELAY_PRUNE_MAX_EVERY_MS;
     if (keep.outbox_keep_ms > 0 && keep.outbox_keep_ms / 2 < every)
         every = keep.outbox_keep_ms / 2;
@@ -376,9 +362,9 @@ void oms_outbox_relay_set_retention(oms_outbox_relay *r, const oms_retention *ke
 {
     if (!r || !keep)
         return;
-    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
+    oms_mutex_lock(&r->mu);
     r->keep = *keep;
-    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
+    oms_mutex_unlock(&r->mu);
 }
 
 /* Fetches and publishes one batch of unsent rows after the cursor. Returns the
@@ -531,13 +517,7 @@ int oms_outbox_relay_start(oms_outbox_relay **out, oms_db *db, const oms_amqp_co
     if (!out || !db)
         return oms_error_set(err, OMS_INVALID, "outbox relay: database required");
     oms_outbox_relay *r = oms_xcalloc(1, sizeof(*r));
-    pthread_condattr_t ca;
-    int e = pthread_condattr_init(&ca);
-    if (e == 0)
-        e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* immune to clock steps */
-    if (e == 0)
-        e = pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    int e = oms_cond_init_monotonic(&r->cv); /* immune to clock steps */
     if (e != 0) {
         free(r);
         return oms_error_set(err, OMS_ERR, "outbox relay: cond init: %s", strerror(e));
@@ -572,20 +552,20 @@ void oms_outbox_relay_notify(oms_outbox_relay *r)
 {
     if (!r)
         return;
-    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
+    oms_mutex_lock(&r->mu);
     r->notified = 1;
-    relay_check(pthread_cond_signal(&r->cv), "pthread_cond_signal");
-    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
+    oms_cond_signal(&r->cv);
+    oms_mutex_unlock(&r->mu);
 }
 
 void oms_outbox_relay_stop(oms_outbox_relay *r)
 {
     if (!r)
         return;
-    relay_check(pthread_mutex_lock(&r->mu), "pthread_mutex_lock");
+    oms_mutex_lock(&r->mu);
     atomic_store(&r->stop, 1);
-    relay_check(pthread_cond_signal(&r->cv), "pthread_cond_signal");
-    relay_check(pthread_mutex_unlock(&r->mu), "pthread_mutex_unlock");
+    oms_cond_signal(&r->cv);
+    oms_mutex_unlock(&r->mu);
     int e = pthread_join(r->thread, NULL);
     if (e != 0)
         oms_log_errorf("outbox relay: pthread_join: %s", strerror(e));

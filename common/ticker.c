@@ -20,16 +20,6 @@ struct oms_ticker {
     int stop; /* guarded by mu */
 };
 
-/* Mutex/condvar calls on objects we initialised can only fail on memory corruption;
- * carrying on then would be worse than stopping. */
-static void must(int rc, const char *what)
-{
-    if (rc != 0) {
-        oms_log_errorf("ticker: %s: %s", what, strerror(rc));
-        abort();
-    }
-}
-
 static void *ticker_main(void *arg)
 {
     oms_ticker *t = arg;
@@ -37,19 +27,13 @@ static void *ticker_main(void *arg)
     oms_thread_background();
     for (;;) {
         struct timespec until;
-        must(oms_deadline_after_ns(CLOCK_MONOTONIC, t->period_ms * 1000000LL, &until) == OMS_OK
-                 ? 0
-                 : EINVAL,
-             "clock_gettime");
-        must(pthread_mutex_lock(&t->mu), "pthread_mutex_lock");
+        oms_mono_deadline_ms(t->period_ms, &until);
+        oms_mutex_lock(&t->mu);
         int rc = 0;
-        while (!t->stop && rc != ETIMEDOUT) {
-            rc = pthread_cond_timedwait(&t->cv, &t->mu, &until);
-            if (rc != 0 && rc != ETIMEDOUT)
-                must(rc, "pthread_cond_timedwait");
-        }
+        while (!t->stop && rc != ETIMEDOUT)
+            rc = oms_cond_timedwait(&t->cv, &t->mu, &until);
         int stop = t->stop;
-        must(pthread_mutex_unlock(&t->mu), "pthread_mutex_unlock");
+        oms_mutex_unlock(&t->mu);
         if (stop)
             break;
         oms_error err;
@@ -74,19 +58,12 @@ int oms_ticker_start(oms_ticker **out, const char *name, long long period_ms,
     t->period_ms = period_ms > 0 ? period_ms : 1000;
     t->fn = fn;
     t->ud = ud;
-    pthread_condattr_t attr;
     int rc = pthread_mutex_init(&t->mu, NULL);
     if (rc != 0) {
         free(t);
         return oms_error_set(err, OMS_ERR, "%s: pthread_mutex_init: %s", name, strerror(rc));
     }
-    rc = pthread_condattr_init(&attr);
-    if (rc == 0) {
-        rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        if (rc == 0)
-            rc = pthread_cond_init(&t->cv, &attr);
-        pthread_condattr_destroy(&attr);
-    }
+    rc = oms_cond_init_monotonic(&t->cv);
     if (rc != 0) {
         pthread_mutex_destroy(&t->mu);
         free(t);
@@ -107,11 +84,11 @@ void oms_ticker_stop(oms_ticker *t)
 {
     if (!t)
         return;
-    must(pthread_mutex_lock(&t->mu), "pthread_mutex_lock");
+    oms_mutex_lock(&t->mu);
     t->stop = 1;
-    must(pthread_cond_signal(&t->cv), "pthread_cond_signal");
-    must(pthread_mutex_unlock(&t->mu), "pthread_mutex_unlock");
-    must(pthread_join(t->thread, NULL), "pthread_join");
+    oms_cond_signal(&t->cv);
+    oms_mutex_unlock(&t->mu);
+    oms_thread_join(t->thread);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->mu);
     free(t);

@@ -379,7 +379,7 @@ static void count_dropped(const char *reason, unsigned long long n)
 static int enqueue(oms_span *s)
 {
     int ok = 0, wake = 0;
-    pthread_mutex_lock(&tr.mu);
+    oms_mutex_lock(&tr.mu);
     if (tr.ring && !tr.stop && tr.count < (size_t)tr.queue_size) {
         if (tr.count == 0)
             tr.oldest_mono_ns = mono_ns();
@@ -391,8 +391,8 @@ static int enqueue(oms_span *s)
         wake = tr.count == (size_t)tr.batch_size;
     }
     if (wake)
-        pthread_cond_broadcast(&tr.cv);
-    pthread_mutex_unlock(&tr.mu);
+        oms_cond_broadcast(&tr.cv);
+    oms_mutex_unlock(&tr.mu);
     return ok;
 }
 
@@ -567,15 +567,12 @@ static int backoff_or_stop(long ms)
     struct timespec until;
     if (oms_deadline_after_ns(CLOCK_MONOTONIC, ms * 1000000LL, &until) != OMS_OK)
         return 1;
-    pthread_mutex_lock(&tr.mu);
+    oms_mutex_lock(&tr.mu);
     int e = 0;
-    while (!tr.stop && e != ETIMEDOUT) {
-        e = pthread_cond_timedwait(&tr.cv, &tr.mu, &until);
-        if (e != 0 && e != ETIMEDOUT)
-            break;
-    }
+    while (!tr.stop && e != ETIMEDOUT)
+        e = oms_cond_timedwait(&tr.cv, &tr.mu, &until);
     int stopping = tr.stop;
-    pthread_mutex_unlock(&tr.mu);
+    oms_mutex_unlock(&tr.mu);
     return stopping;
 }
 
@@ -620,7 +617,7 @@ static void *exporter_main(void *arg)
         oms_log_error("tracer: curl_easy_init failed; spans will be dropped");
     }
 
-    pthread_mutex_lock(&tr.mu);
+    oms_mutex_lock(&tr.mu);
     for (;;) {
         /* Wait until a batch is full, the oldest span has waited long enough, or stop. */
         while (!tr.stop && tr.count < (size_t)tr.batch_size) {
@@ -634,9 +631,7 @@ static void *exporter_main(void *arg)
             struct timespec until;
             if (oms_deadline_after_ns(CLOCK_MONOTONIC, wait_ns, &until) != OMS_OK)
                 break; /* no clock: export now rather than wait forever */
-            int e = pthread_cond_timedwait(&tr.cv, &tr.mu, &until);
-            if (e != 0 && e != ETIMEDOUT)
-                break; /* cannot wait: export what is there rather than spin silently */
+            (void)oms_cond_timedwait(&tr.cv, &tr.mu, &until);
         }
         if (tr.stop && (tr.count == 0 || mono_ns() >= tr.stop_deadline_mono_ns))
             break;
@@ -648,7 +643,7 @@ static void *exporter_main(void *arg)
             if (left < timeout_ms)
                 timeout_ms = left;
         }
-        pthread_mutex_unlock(&tr.mu);
+        oms_mutex_unlock(&tr.mu);
 
         if (n > 0) {
             oms_error err;
@@ -691,11 +686,11 @@ static void *exporter_main(void *arg)
             }
         }
 
-        pthread_mutex_lock(&tr.mu);
+        oms_mutex_lock(&tr.mu);
     }
     /* Whatever is left after the deadline is lost; say how much. */
     size_t left = ring_clear();
-    pthread_mutex_unlock(&tr.mu);
+    oms_mutex_unlock(&tr.mu);
     count_dropped("shutdown", left);
 
     free(batch);
@@ -780,13 +775,7 @@ int oms_tracer_init(const oms_tracer_config *cfg, oms_error *err)
         return oms_error_set(err, OMS_INVALID, "tracer: no configuration");
     if (atomic_load(&tr.initialised))
         return oms_error_set(err, OMS_INVALID, "tracer: already initialised");
-    pthread_condattr_t ca;
-    int e = pthread_condattr_init(&ca);
-    if (e == 0)
-        e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (e == 0)
-        e = pthread_cond_init(&tr.cv, &ca);
-    pthread_condattr_destroy(&ca);
+    int e = oms_cond_init_monotonic(&tr.cv);
     if (e != 0)
         return oms_error_set(err, OMS_ERR, "tracer: cond init: %s", strerror(e));
 
@@ -860,22 +849,22 @@ void oms_tracer_shutdown(int timeout_ms)
         return;
     /* From here on oms_span_end frees spans instead of queueing them. */
     atomic_store(&tr.initialised, 0);
-    pthread_mutex_lock(&tr.mu);
+    oms_mutex_lock(&tr.mu);
     tr.stop = 1;
     tr.stop_deadline_mono_ns = mono_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000LL;
-    pthread_cond_broadcast(&tr.cv);
-    pthread_mutex_unlock(&tr.mu);
+    oms_cond_broadcast(&tr.cv);
+    oms_mutex_unlock(&tr.mu);
     if (tr.thread_started) {
         int e = pthread_join(tr.thread, NULL);
         if (e != 0)
             oms_log_errorf("tracer: joining the exporter: %s", strerror(e));
         tr.thread_started = 0;
     }
-    pthread_mutex_lock(&tr.mu);
+    oms_mutex_lock(&tr.mu);
     /* Manual mode has no exporter to empty the ring. */
     size_t left = ring_clear();
     state_free();
-    pthread_mutex_unlock(&tr.mu);
+    oms_mutex_unlock(&tr.mu);
     count_dropped("shutdown", left);
     pthread_cond_destroy(&tr.cv);
 }
@@ -891,15 +880,15 @@ void oms_tracer_stats_get(oms_tracer_stats *out)
 char *oms_tracer_drain_json(size_t *n)
 {
     *n = 0;
-    pthread_mutex_lock(&tr.mu);
+    oms_mutex_lock(&tr.mu);
     size_t count = tr.count;
     if (!tr.ring || count == 0) {
-        pthread_mutex_unlock(&tr.mu);
+        oms_mutex_unlock(&tr.mu);
         return NULL;
     }
     oms_span **spans = oms_xcalloc(count, sizeof(*spans));
     take_batch(spans, count);
-    pthread_mutex_unlock(&tr.mu);
+    oms_mutex_unlock(&tr.mu);
     char *body = encode_batch(spans, count);
     for (size_t i = 0; i < count; i++)
         span_free(spans[i]);

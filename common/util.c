@@ -258,20 +258,79 @@ int oms_deadline_after_ns(clockid_t clock, int64_t ns, struct timespec *out)
     return OMS_OK;
 }
 
+/* A pthread call on an object of ours (or the monotonic clock) failed: see util.h.
+ * rc is the error number. */
+static void die_errno(const char *what, int rc)
+{
+    fprintf(stderr, "%s: %s\n", what, strerror(rc));
+    abort();
+}
+
 void oms_mutex_lock(pthread_mutex_t *mu)
 {
     int rc = pthread_mutex_lock(mu);
-    if (rc != 0) {
-        fprintf(stderr, "pthread_mutex_lock: %s\n", strerror(rc));
-        abort();
-    }
+    if (rc != 0)
+        die_errno("pthread_mutex_lock", rc);
 }
 
 void oms_mutex_unlock(pthread_mutex_t *mu)
 {
     int rc = pthread_mutex_unlock(mu);
-    if (rc != 0) {
-        fprintf(stderr, "pthread_mutex_unlock: %s\n", strerror(rc));
-        abort();
-    }
+    if (rc != 0)
+        die_errno("pthread_mutex_unlock", rc);
+}
+
+void oms_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu)
+{
+    int rc = pthread_cond_wait(cv, mu);
+    if (rc != 0)
+        die_errno("pthread_cond_wait", rc);
+}
+
+int oms_cond_timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, const struct timespec *until)
+{
+    int rc = pthread_cond_timedwait(cv, mu, until);
+    if (rc != 0 && rc != ETIMEDOUT)
+        die_errno("pthread_cond_timedwait", rc);
+    return rc;
+}
+
+void oms_cond_signal(pthread_cond_t *cv)
+{
+    int rc = pthread_cond_signal(cv);
+    if (rc != 0)
+        die_errno("pthread_cond_signal", rc);
+}
+
+void oms_cond_broadcast(pthread_cond_t *cv)
+{
+    int rc = pthread_cond_broadcast(cv);
+    if (rc != 0)
+        die_errno("pthread_cond_broadcast", rc);
+}
+
+void oms_thread_join(pthread_t thread)
+{
+    int rc = pthread_join(thread, NULL);
+    if (rc != 0)
+        die_errno("pthread_join", rc);
+}
+
+int oms_cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc != 0)
+        return rc;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cv, &attr);
+    (void)pthread_condattr_destroy(&attr); /* fails only for an invalid attr */
+    return rc;
+}
+
+void oms_mono_deadline_ms(int64_t ms, struct timespec *out)
+{
+    if (oms_deadline_after_ns(CLOCK_MONOTONIC, ms * 1000000LL, out) != OMS_OK)
+        die_errno("clock_gettime(CLOCK_MONOTONIC)", errno);
 }

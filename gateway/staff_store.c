@@ -123,7 +123,7 @@ static int hash_slot_take(gw_staff_store *st, oms_error *err)
     int rc = OMS_OK;
     oms_mutex_lock(&st->mu);
     while (st->hashing >= st->p.max_hashing) {
-        int e = pthread_cond_timedwait(&st->cv, &st->mu, &deadline);
+        int e = oms_cond_timedwait(&st->cv, &st->mu, &deadline);
         if (e == ETIMEDOUT && st->hashing >= st->p.max_hashing) {
             rc = oms_error_set(err, OMS_AGAIN,
                                "too many password checks at once (%d running for %d ms)",
@@ -141,7 +141,7 @@ static void hash_slot_give(gw_staff_store *st)
 {
     oms_mutex_lock(&st->mu);
     st->hashing--;
-    pthread_cond_signal(&st->cv); /* cannot fail on an initialised condition variable */
+    oms_cond_signal(&st->cv);
     oms_mutex_unlock(&st->mu);
 }
 
@@ -201,13 +201,7 @@ static int store_init(gw_staff_store *st, const gw_staff_params *params, oms_err
     snprintf(st->prefix, sizeof(st->prefix), "$argon2id$v=%d$m=%u,t=%u,p=%u$",
              ARGON2_VERSION_NUMBER, p.m_cost_kib, p.t_cost, p.parallelism);
 
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca) != 0)
-        return oms_error_set(err, OMS_ERR, "staff store: pthread_condattr_init failed");
-    int e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (e == 0)
-        e = pthread_cond_init(&st->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    int e = oms_cond_init_monotonic(&st->cv);
     if (e != 0)
         return oms_error_set(err, OMS_ERR, "staff store: pthread_cond_init: %s", strerror(e));
     e = pthread_mutex_init(&st->mu, NULL);

@@ -1,6 +1,5 @@
 #include "stations.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,20 +27,6 @@ struct kitchen_stations {
     unsigned long wakes; /* under mu: bumped by kitchen_stations_wake */
 };
 
-/* now + ms on the monotonic clock the condition variable uses. */
-static struct timespec deadline_in(long long ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 static int before(const struct timespec *a, const struct timespec *b)
 {
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
@@ -51,8 +36,9 @@ static int before(const struct timespec *a, const struct timespec *b)
  * ticket is announced after `seen` was read. Returns 1 when stopping. */
 static int station_wait(kitchen_stations *st, long long ms, int wake_on_ticket, unsigned long seen)
 {
-    struct timespec until = deadline_in(ms);
-    pthread_mutex_lock(&st->mu);
+    struct timespec until;
+    oms_mono_deadline_ms(ms, &until);
+    oms_mutex_lock(&st->mu);
     for (;;) {
         if (st->stopping || (wake_on_ticket && st->wakes != seen))
             break;
@@ -60,14 +46,10 @@ static int station_wait(kitchen_stations *st, long long ms, int wake_on_ticket, 
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (!before(&now, &until))
             break;
-        int rc = pthread_cond_timedwait(&st->cv, &st->mu, &until);
-        if (rc != 0 && rc != ETIMEDOUT && rc != EINTR) {
-            oms_log_errorf("station: pthread_cond_timedwait failed: %s", strerror(rc));
-            break;
-        }
+        (void)oms_cond_timedwait(&st->cv, &st->mu, &until);
     }
     int stopping = st->stopping;
-    pthread_mutex_unlock(&st->mu);
+    oms_mutex_unlock(&st->mu);
     return stopping;
 }
 
@@ -75,10 +57,10 @@ static int station_wait(kitchen_stations *st, long long ms, int wake_on_ticket, 
  * long queue with no cooking time still lets a station stop promptly). */
 static int station_poll(kitchen_stations *st, unsigned long *wakes)
 {
-    pthread_mutex_lock(&st->mu);
+    oms_mutex_lock(&st->mu);
     *wakes = st->wakes;
     int stopping = st->stopping;
-    pthread_mutex_unlock(&st->mu);
+    oms_mutex_unlock(&st->mu);
     return stopping;
 }
 
@@ -188,16 +170,7 @@ int kitchen_stations_start(kitchen_stations **out, kitchen_service *svc, int n, 
     kitchen_stations *st = oms_xcalloc(1, sizeof(*st));
     st->svc = svc;
     st->cook_ms = cook_ms;
-    pthread_condattr_t ca;
-    int rc = pthread_condattr_init(&ca);
-    if (rc != 0) {
-        free(st);
-        return oms_error_set(err, OMS_ERR, "stations: pthread_condattr_init: %s", strerror(rc));
-    }
-    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (rc == 0)
-        rc = pthread_cond_init(&st->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    int rc = oms_cond_init_monotonic(&st->cv);
     if (rc != 0) {
         free(st);
         return oms_error_set(err, OMS_ERR, "stations: condition variable: %s", strerror(rc));
@@ -226,20 +199,20 @@ void kitchen_stations_wake(kitchen_stations *st)
 {
     if (!st)
         return;
-    pthread_mutex_lock(&st->mu);
+    oms_mutex_lock(&st->mu);
     st->wakes++;
-    pthread_cond_broadcast(&st->cv);
-    pthread_mutex_unlock(&st->mu);
+    oms_cond_broadcast(&st->cv);
+    oms_mutex_unlock(&st->mu);
 }
 
 void kitchen_stations_stop(kitchen_stations *st)
 {
     if (!st)
         return;
-    pthread_mutex_lock(&st->mu);
+    oms_mutex_lock(&st->mu);
     st->stopping = 1;
-    pthread_cond_broadcast(&st->cv);
-    pthread_mutex_unlock(&st->mu);
+    oms_cond_broadcast(&st->cv);
+    oms_mutex_unlock(&st->mu);
     for (int i = 0; i < st->n; i++) {
         int rc = pthread_join(st->threads[i], NULL);
         if (rc != 0)

@@ -219,41 +219,31 @@ static int sqlite_bind(oms_db_conn *c, sqlite3_stmt *stmt, const oms_db_param *p
     return OMS_OK;
 }
 
-static void ckpt_check(int e, const char *what)
-{
-    if (e != 0) {
-        oms_log_errorf("sqlite checkpointer: %s: %s", what, strerror(e));
-        abort();
-    }
-}
-
 static void *ckpt_main(void *arg)
 {
     checkpointer *k = arg;
     oms_thread_background();
-    ckpt_check(pthread_mutex_lock(&k->mu), "pthread_mutex_lock");
+    oms_mutex_lock(&k->mu);
     while (!k->stop) {
         if (!k->signalled) {
             struct timespec until;
             if (oms_deadline_after_ns(CLOCK_MONOTONIC, CKPT_IDLE_MS * 1000000LL, &until) != OMS_OK)
                 break; /* no clock: stop checkpointing here; commits do it past the backstop */
-            int e = pthread_cond_timedwait(&k->cv, &k->mu, &until);
-            if (e != 0 && e != ETIMEDOUT)
-                ckpt_check(e, "pthread_cond_timedwait");
+            (void)oms_cond_timedwait(&k->cv, &k->mu, &until);
             if (k->stop)
                 break;
         }
         k->signalled = 0;
-        ckpt_check(pthread_mutex_unlock(&k->mu), "pthread_mutex_unlock");
+        oms_mutex_unlock(&k->mu);
         /* PASSIVE: copies what no reader still needs, never waits for a lock. BUSY
          * (another checkpoint running) is normal and needs no retry: the next commit
          * signals again. */
         int rc = sqlite3_wal_checkpoint_v2(k->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
             oms_log_warn("sqlite: background checkpoint failed", "error", sqlite3_errmsg(k->db));
-        ckpt_check(pthread_mutex_lock(&k->mu), "pthread_mutex_lock");
+        oms_mutex_lock(&k->mu);
     }
-    ckpt_check(pthread_mutex_unlock(&k->mu), "pthread_mutex_unlock");
+    oms_mutex_unlock(&k->mu);
     return NULL;
 }
 
@@ -268,12 +258,12 @@ static int ckpt_hook(void *arg, sqlite3 *db, const char *schema, int pages)
         return SQLITE_OK;
     }
     if (pages >= CKPT_SIGNAL_PAGES) {
-        ckpt_check(pthread_mutex_lock(&k->mu), "pthread_mutex_lock");
+        oms_mutex_lock(&k->mu);
         if (!k->signalled) {
             k->signalled = 1;
-            ckpt_check(pthread_cond_signal(&k->cv), "pthread_cond_signal");
+            oms_cond_signal(&k->cv);
         }
-        ckpt_check(pthread_mutex_unlock(&k->mu), "pthread_mutex_unlock");
+        oms_mutex_unlock(&k->mu);
     }
     return SQLITE_OK;
 }
@@ -282,11 +272,11 @@ static void ckpt_stop(checkpointer *k)
 {
     if (!k)
         return;
-    ckpt_check(pthread_mutex_lock(&k->mu), "pthread_mutex_lock");
+    oms_mutex_lock(&k->mu);
     k->stop = 1;
-    ckpt_check(pthread_cond_signal(&k->cv), "pthread_cond_signal");
-    ckpt_check(pthread_mutex_unlock(&k->mu), "pthread_mutex_unlock");
-    ckpt_check(pthread_join(k->thread, NULL), "pthread_join");
+    oms_cond_signal(&k->cv);
+    oms_mutex_unlock(&k->mu);
+    oms_thread_join(k->thread);
     if (sqlite3_close(k->db) != SQLITE_OK)
         oms_log_errorf("sqlite checkpointer close: %s", sqlite3_errmsg(k->db));
     pthread_mutex_destroy(&k->mu);
@@ -309,13 +299,7 @@ static checkpointer *ckpt_start(sqlite3 *db, const char *url)
         why = k->db ? sqlite3_errmsg(k->db) : sqlite3_errstr(rc);
         goto fail;
     }
-    pthread_condattr_t ca;
-    int e = pthread_condattr_init(&ca);
-    if (e == 0)
-        e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (e == 0)
-        e = pthread_cond_init(&k->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    int e = oms_cond_init_monotonic(&k->cv);
     if (e == 0 && (e = pthread_mutex_init(&k->mu, NULL)) != 0)
         pthread_cond_destroy(&k->cv);
     if (e != 0) {

@@ -110,25 +110,22 @@ static int h_slow(oms_grpc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessa
     if (!ctx->deadline_mono_ms)
         return oms_error_set(&ctx->err, OMS_INVALID, "slow handler needs a deadline");
     atomic_store(&ts->slow_left_ms, (int)(ctx->deadline_mono_ms - oms_mono_ms()));
-    pthread_mutex_lock(&slow_mu);
+    oms_mutex_lock(&slow_mu);
     slow_entered = 1;
-    pthread_cond_broadcast(&slow_cv);
-    pthread_mutex_unlock(&slow_mu);
+    oms_cond_broadcast(&slow_cv);
+    oms_mutex_unlock(&slow_mu);
 
     /* A timed wait on a condition nobody signals: sleeps exactly to the deadline. */
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&cv, &attr);
-    pthread_condattr_destroy(&attr);
+    if (oms_cond_init_monotonic(&cv) != 0)
+        return oms_error_set(&ctx->err, OMS_ERR, "slow handler: cannot make a condition variable");
     int64_t until = ctx->deadline_mono_ms + 50;
     struct timespec ts_until = {.tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000};
-    pthread_mutex_lock(&mu);
+    oms_mutex_lock(&mu);
     while (oms_mono_ms() < until)
-        pthread_cond_timedwait(&cv, &mu, &ts_until);
-    pthread_mutex_unlock(&mu);
+        (void)oms_cond_timedwait(&cv, &mu, &ts_until);
+    oms_mutex_unlock(&mu);
     pthread_cond_destroy(&cv);
 
     Api__Order *out = oms_xmalloc(sizeof(*out));
@@ -393,18 +390,18 @@ static void test_stop_in_flight(void **state)
     oms_error err;
     assert_int_equal(call_get_items(c, "a", "b", &err), OMS_OK); /* connected */
 
-    pthread_mutex_lock(&slow_mu);
+    oms_mutex_lock(&slow_mu);
     slow_entered = 0;
-    pthread_mutex_unlock(&slow_mu);
+    oms_mutex_unlock(&slow_mu);
     slow_arg arg;
     memset(&arg, 0, sizeof(arg));
     arg.c = c;
     pthread_t tid;
     assert_int_equal(pthread_create(&tid, NULL, slow_call_thread, &arg), 0);
-    pthread_mutex_lock(&slow_mu);
+    oms_mutex_lock(&slow_mu);
     while (!slow_entered)
-        pthread_cond_wait(&slow_cv, &slow_mu);
-    pthread_mutex_unlock(&slow_mu);
+        oms_cond_wait(&slow_cv, &slow_mu);
+    oms_mutex_unlock(&slow_mu);
 
     int64_t t0 = oms_mono_ms();
     oms_grpc_server_stop(ts.srv);

@@ -33,13 +33,13 @@ typedef struct collector {
 static int on_delivery(const oms_amqp_delivery *d, void *ud)
 {
     collector *c = ud;
-    pthread_mutex_lock(&c->mu);
+    oms_mutex_lock(&c->mu);
     if (c->n < MAX_SEEN) {
         snprintf(c->ids[c->n], sizeof(c->ids[0]), "%s", d->message_id);
         snprintf(c->tps[c->n], sizeof(c->tps[0]), "%s", d->traceparent);
         c->n++;
     }
-    pthread_mutex_unlock(&c->mu);
+    oms_mutex_unlock(&c->mu);
     return OMS_OK;
 }
 
@@ -56,7 +56,7 @@ static int seen_at(collector *c, const char *id, int *count)
 {
     int at = -1;
     *count = 0;
-    pthread_mutex_lock(&c->mu);
+    oms_mutex_lock(&c->mu);
     for (int i = 0; i < c->n; i++) {
         if (strcmp(c->ids[i], id) == 0) {
             if (at < 0)
@@ -64,7 +64,7 @@ static int seen_at(collector *c, const char *id, int *count)
             (*count)++;
         }
     }
-    pthread_mutex_unlock(&c->mu);
+    oms_mutex_unlock(&c->mu);
     return at;
 }
 

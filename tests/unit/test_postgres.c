@@ -483,12 +483,12 @@ static void *begin_in_thread(void *arg)
     int rc = oms_db_begin(c->db, &tx, &err);
     if (rc == OMS_OK)
         oms_db_rollback(tx);
-    pthread_mutex_lock(&c->mu);
+    oms_mutex_lock(&c->mu);
     c->rc = rc;
     c->err = err;
     c->done = 1;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
+    oms_cond_signal(&c->cv);
+    oms_mutex_unlock(&c->mu);
     return NULL;
 }
 
@@ -512,11 +512,11 @@ static void test_pool_wait_is_bounded(void **state)
     /* Generous deadline: only "it returned at all" is asserted, never how fast. */
     struct timespec until;
     assert_int_equal(oms_deadline_after_ns(CLOCK_REALTIME, 60LL * 1000000000LL, &until), OMS_OK);
-    pthread_mutex_lock(&c.mu);
-    while (!c.done && pthread_cond_timedwait(&c.cv, &c.mu, &until) == 0) {
+    oms_mutex_lock(&c.mu);
+    while (!c.done && oms_cond_timedwait(&c.cv, &c.mu, &until) == 0) {
     }
     int returned = c.done;
-    pthread_mutex_unlock(&c.mu);
+    oms_mutex_unlock(&c.mu);
     oms_db_rollback(held); /* lets a still-blocked begin finish, so the join below ends */
     assert_int_equal(pthread_join(th, NULL), 0);
     if (!returned)

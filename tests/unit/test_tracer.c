@@ -414,19 +414,19 @@ static void rx_traces(const oms_http_req *req, oms_http_resp *resp)
         const char *name = json_string_value(json_object_get(sp, "name"));
         n += name && strcmp(name, "POST /v1/traces") != 0;
     }
-    pthread_mutex_lock(&rx_mu);
+    oms_mutex_lock(&rx_mu);
     rx_spans += n;
     snprintf(rx_ctype, sizeof(rx_ctype), "%s", ct ? ct : "");
-    pthread_mutex_unlock(&rx_mu);
+    oms_mutex_unlock(&rx_mu);
     json_decref(j);
     oms_http_resp_text(resp, 200, "application/json", "{}", 2);
 }
 
 static int received(void)
 {
-    pthread_mutex_lock(&rx_mu);
+    oms_mutex_lock(&rx_mu);
     int n = rx_spans;
-    pthread_mutex_unlock(&rx_mu);
+    oms_mutex_unlock(&rx_mu);
     return n;
 }
 
@@ -459,9 +459,9 @@ static void test_export_to_receiver_and_to_nowhere(void **state)
     for (int i = 0; i < 500 && received() < 7; i++)
         sleep_ms(10);
     assert_int_equal(received(), 7);
-    pthread_mutex_lock(&rx_mu);
+    oms_mutex_lock(&rx_mu);
     assert_string_equal(rx_ctype, "application/json");
-    pthread_mutex_unlock(&rx_mu);
+    oms_mutex_unlock(&rx_mu);
     /* Spans still queued at shutdown are sent by the flush. */
     oms_span_end(oms_span_start("flushed", OMS_SPAN_INTERNAL, NULL));
     oms_tracer_shutdown(2000);
@@ -493,11 +493,11 @@ static int refuse_left, refuse_status;
 
 static void rx_flaky(const oms_http_req *req, oms_http_resp *resp)
 {
-    pthread_mutex_lock(&rx_mu);
+    oms_mutex_lock(&rx_mu);
     int refuse = refuse_left > 0;
     if (refuse)
         refuse_left--;
-    pthread_mutex_unlock(&rx_mu);
+    oms_mutex_unlock(&rx_mu);
     if (refuse) {
         oms_http_resp_error(resp, refuse_status, "not now");
         return;
@@ -515,11 +515,11 @@ static int export_against(int status, int refusals, oms_http_server **rx_out)
     assert_int_equal(oms_http_start(rx_out, &hc, herr, sizeof(herr)), OMS_OK);
     snprintf(base, sizeof(base), "127.0.0.1:%d", oms_http_port(*rx_out));
     assert_int_equal(oms_tracer_endpoint_url(NULL, base, url, sizeof(url)), OMS_OK);
-    pthread_mutex_lock(&rx_mu);
+    oms_mutex_lock(&rx_mu);
     rx_spans = 0;
     refuse_left = refusals;
     refuse_status = status;
-    pthread_mutex_unlock(&rx_mu);
+    oms_mutex_unlock(&rx_mu);
     oms_tracer_config cfg = {.service_name = "unit",
                              .endpoint = url,
                              .sampler = OMS_SAMPLER_ALWAYS_ON,

@@ -159,6 +159,33 @@ static void test_url_redact(void **state)
     assert_string_equal(small, "");
 }
 
+/* The pthread wrappers: a monotonic timed wait nobody signals ends with ETIMEDOUT at
+ * its deadline, not before; a signalled one returns 0. */
+static void test_cond_wrappers(void **state)
+{
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv;
+    assert_int_equal(oms_cond_init_monotonic(&cv), 0);
+    struct timespec until;
+    int64_t start = oms_mono_ms();
+    oms_mono_deadline_ms(30, &until);
+    oms_mutex_lock(&mu);
+    int rc = 0;
+    while (rc != ETIMEDOUT)
+        rc = oms_cond_timedwait(&cv, &mu, &until);
+    oms_mutex_unlock(&mu);
+    assert_true(oms_mono_ms() - start >= 29);
+
+    /* A deadline already passed (negative taken as 0) times out at once. */
+    oms_mono_deadline_ms(-5, &until);
+    oms_mutex_lock(&mu);
+    assert_int_equal(oms_cond_timedwait(&cv, &mu, &until), ETIMEDOUT);
+    oms_cond_signal(&cv);    /* nobody waits: a no-op, not an error */
+    oms_cond_broadcast(&cv); /* likewise */
+    oms_mutex_unlock(&mu);
+    pthread_cond_destroy(&cv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_span_ids_unique_across_threads),
         cmocka_unit_test(test_background_thread_nice),
         cmocka_unit_test(test_url_redact),
+        cmocka_unit_test(test_cond_wrappers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -58,11 +58,29 @@ int oms_deadline_after_ns(clockid_t clock, int64_t ns, struct timespec *out);
 #define OMS_BACKGROUND_NICE 5
 void oms_thread_background(void);
 
-/* pthread mutex lock/unlock that abort with a log line on failure (libuv's
- * uv_mutex_lock): on a mutex we initialised they fail only on memory corruption, and
- * going on unlocked would be worse than stopping. */
+/* pthread calls that abort with a line on stderr when pthread fails (libuv's
+ * uv_mutex_lock, uv_cond_wait): on a mutex, condition variable or thread of our own
+ * they fail only on memory corruption or a programming error, and going on unlocked,
+ * with a broken wait or an unjoined thread would be worse than stopping. */
 #include <pthread.h>
 void oms_mutex_lock(pthread_mutex_t *mu);
 void oms_mutex_unlock(pthread_mutex_t *mu);
+void oms_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu);
+/* Waits on cv until the absolute time until, read on cv's clock. Returns 0 (woken,
+ * perhaps spuriously: re-check the condition) or ETIMEDOUT. */
+int oms_cond_timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, const struct timespec *until);
+void oms_cond_signal(pthread_cond_t *cv);
+void oms_cond_broadcast(pthread_cond_t *cv);
+void oms_thread_join(pthread_t thread);
+
+/* Initialises cv (caller-owned; pthread_cond_destroy it) to time its waits on
+ * CLOCK_MONOTONIC, so a wall-clock step cannot stretch or cut a bounded wait; its
+ * deadlines come from oms_mono_deadline_ms. Returns 0 or the pthread error number
+ * (the caller says which object could not be made). */
+int oms_cond_init_monotonic(pthread_cond_t *cv);
+/* out = CLOCK_MONOTONIC now + ms (< 0 taken as 0), a deadline for oms_cond_timedwait on
+ * a condition variable from oms_cond_init_monotonic. Aborts when that clock cannot be
+ * read, which it always can. */
+void oms_mono_deadline_ms(int64_t ms, struct timespec *out);
 
 #endif
