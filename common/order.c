@@ -85,9 +85,15 @@ void oms_order_free(oms_order *o)
     oms_order_init(o);
 }
 
+/* The array grows to the next power of two (at least 4) when full, so adding n items
+ * costs O(n) copies: a request may bring thousands of entries that merge into a few
+ * (a growth of one element per add was quadratic). Invariant: the allocation holds at
+ * least max(4, next power of two >= nitems); normalising only shrinks nitems. */
 void oms_order_add_item(oms_order *o, const oms_order_item *it)
 {
-    o->items = oms_xrealloc(o->items, (o->nitems + 1) * sizeof(*o->items));
+    size_t n = o->nitems;
+    if (n == 0 || (n >= 4 && (n & (n - 1)) == 0))
+        o->items = oms_xrealloc(o->items, (n < 4 ? 4 : 2 * n) * sizeof(*o->items));
     oms_order_item *d = &o->items[o->nitems++];
     memset(d, 0, sizeof(*d));
     snprintf(d->product_id, sizeof(d->product_id), "%s", it->product_id);
