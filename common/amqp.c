@@ -46,29 +46,184 @@
 
 /* ---- connection settings, owned copies ---------------------------------------- */
 
-typedef struct amqp_settings {
+#define AMQP_MAX_NODES 16
+
+typedef struct amqp_node {
     char *host;
     int port;
+    char *addr; /* "host:port" as configured, for logs and *_node() */
+} amqp_node;
+
+typedef struct amqp_settings {
+    amqp_node nodes[AMQP_MAX_NODES];
+    size_t nnodes; /* >= 1 once parsed */
+    char *addrs;   /* every node, comma-separated, for logs */
     char *user;
     char *password;
     char *vhost;
+    int quorum;    /* RABBITMQ_QUEUE_TYPE=quorum */
+    char *invalid; /* why cfg was refused (then nnodes is 0), else NULL */
 } amqp_settings;
-
-static void settings_copy(amqp_settings *dst, const oms_amqp_config *cfg)
-{
-    dst->host = oms_strdup(cfg && cfg->host && *cfg->host ? cfg->host : "127.0.0.1");
-    dst->port = cfg && cfg->port > 0 ? cfg->port : 5672;
-    dst->user = oms_strdup(cfg && cfg->user ? cfg->user : "guest");
-    dst->password = oms_strdup(cfg && cfg->password ? cfg->password : "guest");
-    dst->vhost = oms_strdup(cfg && cfg->vhost && *cfg->vhost ? cfg->vhost : "/");
-}
 
 static void settings_free(amqp_settings *s)
 {
-    free(s->host);
+    for (size_t i = 0; i < s->nnodes; i++) {
+        free(s->nodes[i].host);
+        free(s->nodes[i].addr);
+    }
+    free(s->addrs);
     free(s->user);
     free(s->password);
     free(s->vhost);
+    free(s->invalid);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Parses one RABBITMQ_ADDRS entry, "host:port", "host" or "[v6]:port" (len bytes at e,
+ * spaces trimmed by the caller), into n. -1 when malformed. */
+static int node_parse(const char *e, size_t len, int default_port, amqp_node *n)
+{
+    const char *host = e, *port = NULL;
+    size_t hlen = len;
+    if (len > 0 && e[0] == '[') {
+        const char *close = memchr(e, ']', len);
+        if (!close || close == e + 1)
+            return -1;
+        host = e + 1;
+        hlen = (size_t)(close - host);
+        if (close + 1 < e + len) {
+            if (close[1] != ':')
+                return -1;
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(e, ':', len);
+        if (colon) {
+            if (memchr(colon + 1, ':', (size_t)(e + len - colon - 1)))
+                return -1; /* a bare IPv6 address is ambiguous: write [addr]:port */
+            hlen = (size_t)(colon - e);
+            port = colon + 1;
+        }
+    }
+    if (hlen == 0 || hlen > 253)
+        return -1;
+    long p = default_port;
+    if (port) {
+        size_t plen = (size_t)(e + len - port);
+        if (plen == 0 || plen > 5 || strspn(port, "0123456789") < plen)
+            return -1;
+        p = 0;
+        for (size_t i = 0; i < plen; i++)
+            p = p * 10 + (port[i] - '0');
+        if (p < 1 || p > 65535)
+            return -1;
+    }
+    n->host = oms_xmalloc(hlen + 1);
+    memcpy(n->host, host, hlen);
+    n->host[hlen] = '\0';
+    n->port = (int)p;
+    n->addr = oms_xmalloc(len + 1);
+    memcpy(n->addr, e, len);
+    n->addr[len] = '\0';
+    if (!port) { /* spell the port out, so logs name the node exactly */
+        free(n->addr);
+        n->addr = oms_xmalloc(hlen + 16);
+        snprintf(n->addr, hlen + 16, strchr(n->host, ':') ? "[%s]:%d" : "%s:%d", n->host, n->port);
+    }
+    return 0;
+}
+
+/* Node list from cfg->addrs, else host:port. OMS_INVALID with a message naming
+ * RABBITMQ_ADDRS on a malformed list (dst->nnodes is then 0). */
+static int settings_nodes(amqp_settings *dst, const oms_amqp_config *cfg, oms_error *err)
+{
+    int default_port = cfg && cfg->port > 0 ? cfg->port : 5672;
+    const char *list = cfg && cfg->addrs ? cfg->addrs : "";
+    if (strspn(list, " \t") == strlen(list)) {
+        amqp_node *n = &dst->nodes[0];
+        n->host = oms_strdup(cfg && cfg->host && *cfg->host ? cfg->host : "127.0.0.1");
+        n->port = default_port;
+        size_t sz = strlen(n->host) + 16;
+        n->addr = oms_xmalloc(sz);
+        /* An IPv6 host goes in brackets so the address reads back unambiguously. */
+        snprintf(n->addr, sz, strchr(n->host, ':') ? "[%s]:%d" : "%s:%d", n->host, n->port);
+        dst->nnodes = 1;
+        return OMS_OK;
+    }
+    const char *p = list;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *e = p;
+        while (len > 0 && (*e == ' ' || *e == '\t')) {
+            e++;
+            len--;
+        }
+        while (len > 0 && (e[len - 1] == ' ' || e[len - 1] == '\t'))
+            len--;
+        if (dst->nnodes == AMQP_MAX_NODES)
+            return oms_error_set(err, OMS_INVALID, "RABBITMQ_ADDRS: more than %d nodes",
+                                 AMQP_MAX_NODES);
+        if (node_parse(e, len, default_port, &dst->nodes[dst->nnodes]) != 0)
+            return oms_error_set(err, OMS_INVALID,
+                                 "RABBITMQ_ADDRS: bad node '%.*s' in '%.200s' (want "
+                                 "host:port,host:port,...; IPv6 as [addr]:port)",
+                                 (int)(len > 100 ? 100 : len), e, list);
+        dst->nnodes++;
+        if (!end)
+            return OMS_OK;
+        p = end + 1;
+    }
+}
+
+/* Parses cfg into dst (owned copies; free with settings_free). On a bad cfg returns
+ * OMS_INVALID, and dst has no node and keeps the reason in dst->invalid. */
+static int settings_parse(amqp_settings *dst, const oms_amqp_config *cfg, oms_error *err)
+{
+    oms_error local;
+    if (!err)
+        err = &local;
+    memset(dst, 0, sizeof(*dst));
+    const char *qt = cfg && cfg->queue_type ? cfg->queue_type : "";
+    int rc = OMS_OK;
+    if (strcmp(qt, "quorum") == 0)
+        dst->quorum = 1;
+    else if (*qt && strcmp(qt, "classic") != 0)
+        rc = oms_error_set(err, OMS_INVALID,
+                           "RABBITMQ_QUEUE_TYPE must be classic or quorum, got '%.100s'", qt);
+    if (rc == OMS_OK)
+        rc = settings_nodes(dst, cfg, err);
+    if (rc != OMS_OK) {
+        for (size_t i = 0; i < dst->nnodes; i++) {
+            free(dst->nodes[i].host);
+            free(dst->nodes[i].addr);
+        }
+        dst->nnodes = 0;
+        dst->invalid = oms_strdup(err->msg);
+        return rc;
+    }
+    size_t total = 1;
+    for (size_t i = 0; i < dst->nnodes; i++)
+        total += strlen(dst->nodes[i].addr) + 1;
+    dst->addrs = oms_xmalloc(total);
+    dst->addrs[0] = '\0';
+    for (size_t i = 0; i < dst->nnodes; i++) {
+        if (i)
+            strcat(dst->addrs, ",");
+        strcat(dst->addrs, dst->nodes[i].addr);
+    }
+    dst->user = oms_strdup(cfg && cfg->user ? cfg->user : "guest");
+    dst->password = oms_strdup(cfg && cfg->password ? cfg->password : "guest");
+    dst->vhost = oms_strdup(cfg && cfg->vhost && *cfg->vhost ? cfg->vhost : "/");
+    return OMS_OK;
+}
+
+int oms_amqp_config_check(const oms_amqp_config *cfg, oms_error *err)
+{
+    amqp_settings s;
+    int rc = settings_parse(&s, cfg, err);
+    settings_free(&s);
+    return rc;
 }
 
 static void ms_to_tv(int ms, struct timeval *tv)
@@ -122,12 +277,13 @@ static int check_reply(amqp_connection_state_t conn, const char *what, oms_error
     return oms_error_set(err, code, "amqp %s: %s", what, desc);
 }
 
-/* Opens socket, logs in (PLAIN, heartbeat 10 s) and opens channel 1. On success *out
- * is owned by the caller (conn_drop or conn_close). Every step is bounded by
- * timeout_ms. */
-static int conn_open(const amqp_settings *s, int timeout_ms, amqp_connection_state_t *out,
-                     oms_error *err)
+/* Opens a socket to node `node`, logs in (PLAIN, heartbeat 10 s) and opens channel 1.
+ * On success *out is owned by the caller (conn_drop or conn_close). Every step is
+ * bounded by timeout_ms. */
+static int conn_open_node(const amqp_settings *s, size_t node, int timeout_ms,
+                          amqp_connection_state_t *out, oms_error *err)
 {
+    const amqp_node *n = &s->nodes[node];
     struct timeval tv;
     char desc[256];
     int rc;
@@ -140,9 +296,9 @@ static int conn_open(const amqp_settings *s, int timeout_ms, amqp_connection_sta
         goto fail;
     }
     ms_to_tv(timeout_ms, &tv);
-    int st = amqp_socket_open_noblock(sock, s->host, s->port, &tv);
+    int st = amqp_socket_open_noblock(sock, n->host, n->port, &tv);
     if (st != AMQP_STATUS_OK) {
-        rc = oms_error_set(err, OMS_UNAVAILABLE, "amqp connect %s:%d: %s", s->host, s->port,
+        rc = oms_error_set(err, OMS_UNAVAILABLE, "amqp connect %s: %s", n->addr,
                            amqp_error_string2(st));
         goto fail;
     }
@@ -157,8 +313,8 @@ static int conn_open(const amqp_settings *s, int timeout_ms, amqp_connection_sta
                                     AMQP_SASL_METHOD_PLAIN, s->user, s->password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         reply_describe(r, desc, sizeof(desc));
-        rc = oms_error_set(err, OMS_UNAVAILABLE, "amqp login to %s:%d as %s: %s", s->host, s->port,
-                           s->user, desc);
+        rc = oms_error_set(err, OMS_UNAVAILABLE, "amqp login to %s as %s: %s", n->addr, s->user,
+                           desc);
         goto fail;
     }
     if (!amqp_channel_open(conn, AMQP_CHANNEL)) {
@@ -172,6 +328,34 @@ static int conn_open(const amqp_settings *s, int timeout_ms, amqp_connection_sta
 fail:
     /* destroy closes the socket; no protocol goodbye on a half-open connection. */
     amqp_destroy_connection(conn);
+    return rc;
+}
+
+/* Connects to the first node that accepts, trying each once in list order from *next
+ * (the node after the one that failed last). On success *next is the node connected
+ * to, so a replacement connection goes there first; on failure *next is unchanged
+ * (every node failed; the last tried was the one before it) and err holds the last
+ * node's error, prefixed by how many nodes were tried. */
+static int conn_open(const amqp_settings *s, size_t *next, int timeout_ms,
+                     amqp_connection_state_t *out, oms_error *err)
+{
+    int rc = OMS_UNAVAILABLE;
+    if (s->nnodes == 0)
+        return oms_error_set(err, OMS_INVALID, "%s", s->invalid ? s->invalid : "no broker");
+    for (size_t k = 0; k < s->nnodes; k++) {
+        size_t i = (*next + k) % s->nnodes;
+        rc = conn_open_node(s, i, timeout_ms, out, err);
+        if (rc == OMS_OK) {
+            *next = i;
+            return OMS_OK;
+        }
+    }
+    if (s->nnodes > 1 && err) {
+        char last[sizeof(err->msg)];
+        snprintf(last, sizeof(last), "%s", err->msg);
+        oms_error_set(err, rc, "amqp: none of %zu nodes reachable (%s); last: %s", s->nnodes,
+                      s->addrs, last);
+    }
     return rc;
 }
 
@@ -219,29 +403,43 @@ static int declare_event_exchanges(amqp_connection_state_t conn, oms_error *err)
     return OMS_OK;
 }
 
-/* Connection up/down is logged once per transition, not once per retry. */
+/* Connection up/down is logged once per transition, not once per retry, always with
+ * the node ("host:port") concerned. */
 typedef enum { LINK_NEVER = 0, LINK_UP, LINK_DOWN } link_state;
 
-static void link_up(link_state *st, const char *role, const amqp_settings *s)
+typedef struct link_log {
+    link_state state;
+    int node; /* node of the last connection, -1 before the first */
+} link_log;
+
+static void link_up(link_log *l, const char *role, const amqp_settings *s, size_t node)
 {
-    char port[16];
-    snprintf(port, sizeof(port), "%d", s->port);
-    if (*st == LINK_DOWN)
-        oms_log_warn("amqp connection restored", "role", role, "host", s->host, "port", port);
-    else if (*st == LINK_NEVER)
-        oms_log_info("amqp connected", "role", role, "host", s->host, "port", port);
-    *st = LINK_UP;
+    const char *addr = s->nodes[node].addr;
+    const char *prev = l->node >= 0 && (size_t)l->node != node ? s->nodes[l->node].addr : NULL;
+    if (l->state == LINK_NEVER)
+        oms_log_info("amqp connected", "role", role, "node", addr);
+    else if (prev) /* failover, or a replaced connection that found its node gone */
+        oms_log_warn("amqp connected to another node", "role", role, "node", addr, "previous",
+                     prev);
+    else if (l->state == LINK_DOWN)
+        oms_log_warn("amqp connection restored", "role", role, "node", addr);
+    l->state = LINK_UP;
+    l->node = (int)node;
 }
 
-static void link_down(link_state *st, const char *role, const amqp_settings *s, const char *why)
+/* node: the node whose connection broke, or -1 when no node could be reached. */
+static void link_down(link_log *l, const char *role, const amqp_settings *s, int node,
+                      const char *why)
 {
-    char port[16];
-    if (*st == LINK_DOWN)
+    if (l->state == LINK_DOWN)
         return;
-    snprintf(port, sizeof(port), "%d", s->port);
-    oms_log_warn(*st == LINK_UP ? "amqp connection lost" : "amqp broker unreachable", "role", role,
-                 "host", s->host, "port", port, "error", why);
-    *st = LINK_DOWN;
+    if (l->state == LINK_UP && node >= 0)
+        oms_log_warn("amqp connection lost", "role", role, "node", s->nodes[node].addr, "error",
+                     why);
+    else
+        oms_log_warn("amqp broker unreachable", "role", role, "nodes", s->addrs ? s->addrs : "",
+                     "error", why);
+    l->state = LINK_DOWN;
 }
 
 #define PUB_MAX_DECLARED 32
@@ -253,7 +451,8 @@ struct oms_amqp_publisher {
     amqp_connection_state_t conn; /* NULL while disconnected */
     uint64_t next_tag;            /* delivery tag the broker gives our next publish */
     int64_t last_used_ms;         /* monotonic; see pub_ensure */
-    link_state link;
+    size_t node;                  /* connected to, or the first to try next */
+    link_log link;
     /* Exchanges outside oms_event_exchanges declared on this connection. */
     char *declared[PUB_MAX_DECLARED];
     size_t ndeclared;
@@ -266,7 +465,9 @@ struct oms_amqp_publisher {
 int oms_amqp_publisher_new(oms_amqp_publisher **out, const oms_amqp_config *cfg)
 {
     oms_amqp_publisher *p = oms_xcalloc(1, sizeof(*p));
-    settings_copy(&p->cfg, cfg);
+    /* A bad cfg is kept as the reason every publish fails (see oms_amqp_publish). */
+    (void)settings_parse(&p->cfg, cfg, NULL);
+    p->link.node = -1;
     *out = p;
     return OMS_OK;
 }
@@ -293,10 +494,23 @@ int oms_amqp_publisher_connected(const oms_amqp_publisher *p)
     return p && p->conn != NULL;
 }
 
+const char *oms_amqp_publisher_node(const oms_amqp_publisher *p)
+{
+    return p && p->conn ? p->cfg.nodes[p->node].addr : NULL;
+}
+
+/* The node after `node`, where the next connection attempt starts once `node` failed. */
+static size_t node_after(const amqp_settings *s, size_t node)
+{
+    return s->nnodes ? (node + 1) % s->nnodes : 0;
+}
+
+/* The connection broke: drop it, and start the next attempt at the following node. */
 static void pub_lost(oms_amqp_publisher *p, const char *why)
 {
     conn_drop(&p->conn);
-    link_down(&p->link, "publisher", &p->cfg, why);
+    link_down(&p->link, "publisher", &p->cfg, (int)p->node, why);
+    p->node = node_after(&p->cfg, p->node);
 }
 
 /* Drains whatever the broker sent while we were idle. 0 when the connection still
@@ -328,15 +542,16 @@ static int pub_idle_check(oms_amqp_publisher *p)
 static int pub_ensure(oms_amqp_publisher *p, oms_error *err)
 {
     int64_t now = oms_mono_ms();
-    if (p->conn && now - p->last_used_ms >= AMQP_HEARTBEAT_S * 1000)
-        conn_close(&p->conn);
-    else if (p->conn && pub_idle_check(p) != 0)
-        conn_drop(&p->conn);
+    if (p->conn && now - p->last_used_ms >= AMQP_HEARTBEAT_S * 1000) {
+        conn_close(&p->conn); /* not a failure: the same node is tried first */
+    } else if (p->conn && pub_idle_check(p) != 0) {
+        pub_lost(p, "connection closed while idle"); /* restart, node going down */
+    }
     if (p->conn)
         return OMS_OK;
 
     amqp_connection_state_t conn = NULL;
-    int rc = conn_open(&p->cfg, AMQP_IO_TIMEOUT_MS, &conn, err);
+    int rc = conn_open(&p->cfg, &p->node, AMQP_IO_TIMEOUT_MS, &conn, err);
     if (rc != OMS_OK)
         goto fail;
     amqp_confirm_select(conn, AMQP_CHANNEL);
@@ -345,16 +560,18 @@ static int pub_ensure(oms_amqp_publisher *p, oms_error *err)
         rc = declare_event_exchanges(conn, err);
     if (rc != OMS_OK) {
         conn_drop(&conn);
-        goto fail;
+        link_down(&p->link, "publisher", &p->cfg, (int)p->node, err->msg);
+        p->node = node_after(&p->cfg, p->node);
+        return rc == OMS_ERR ? OMS_ERR : OMS_UNAVAILABLE;
     }
     pub_forget_declared(p);
     p->conn = conn;
     p->next_tag = 1; /* confirm mode numbers publishes from 1 on each channel */
     p->last_used_ms = now;
-    link_up(&p->link, "publisher", &p->cfg);
+    link_up(&p->link, "publisher", &p->cfg, p->node);
     return OMS_OK;
 fail:
-    link_down(&p->link, "publisher", &p->cfg, err->msg);
+    link_down(&p->link, "publisher", &p->cfg, -1, err->msg);
     return rc == OMS_ERR ? OMS_ERR : OMS_UNAVAILABLE;
 }
 
@@ -483,6 +700,8 @@ int oms_amqp_publish(oms_amqp_publisher *p, const oms_amqp_msg *msgs, size_t n, 
         return OMS_OK;
     if (!msgs)
         return oms_error_set(err, OMS_INVALID, "amqp publish: no messages");
+    if (p->cfg.invalid)
+        return oms_error_set(err, OMS_INVALID, "amqp publish: %s", p->cfg.invalid);
 
     rc = pub_ensure(p, err);
     if (rc != OMS_OK)
@@ -589,18 +808,26 @@ int oms_amqp_publish(oms_amqp_publisher *p, const oms_amqp_msg *msgs, size_t n, 
 
     p->last_used_ms = oms_mono_ms();
     amqp_maybe_release_buffers(p->conn);
-    size_t failed = 0;
+    size_t failed = 0, nacked = 0;
     for (size_t i = 0; i < n; i++) {
         /* An unmatched return cannot be pinned on one message: distrust the batch. */
         int ok = state[i] == 1 && !returned[i] && !unmatched_return;
         if (confirmed)
             confirmed[i] = ok;
         failed += !ok;
+        nacked += state[i] == -1;
     }
     if (failed) {
-        rc = oms_error_set(err, OMS_ERR, "amqp: %zu of %zu messages not accepted (%s)", failed, n,
-                           *why ? why : "nacked by broker");
+        rc = oms_error_set(err, OMS_ERR, "amqp %s: %zu of %zu messages not accepted (%s)",
+                           p->cfg.nodes[p->node].addr, failed, n, *why ? why : "nacked by broker");
     }
+    /* A channel that published to a quorum queue while it had no leader can go on
+     * nacking every publish to that queue after a new leader is elected (seen on
+     * RabbitMQ 3.10 when the leader's node was killed); a new channel works at once.
+     * So a nack costs the connection, and the next call opens another one on the same
+     * node (a returned message is our routing's business and keeps it). */
+    if (nacked)
+        conn_drop(&p->conn);
     goto out;
 
 lost:
@@ -608,7 +835,7 @@ lost:
     if (confirmed)
         for (size_t i = 0; i < n; i++)
             confirmed[i] = state[i] == 1 && !returned[i];
-    oms_error_set(err, rc, "amqp %s:%d: %s", p->cfg.host, p->cfg.port, why);
+    oms_error_set(err, rc, "amqp %s: %s", p->cfg.nodes[p->node].addr, why);
     pub_lost(p, why);
 out:
     free(state);
@@ -616,11 +843,13 @@ out:
     return rc;
 }
 
-/* Drops the publisher's connection quietly (the consumer does this when its own
- * connection died: the publisher's is almost certainly dead too). */
-static void pub_reset(oms_amqp_publisher *p)
+/* Drops the publisher's connection quietly and points it at `node` (the consumer does
+ * this when its own connection died: the publisher's is almost certainly dead too, and
+ * it should follow the consumer to the node that one tries next). */
+static void pub_reset(oms_amqp_publisher *p, size_t node)
 {
     conn_drop(&p->conn);
+    p->node = p->cfg.nnodes ? node % p->cfg.nnodes : 0;
 }
 
 /* ---- ping -------------------------------------------------------------------------- */
@@ -629,8 +858,10 @@ int oms_amqp_ping(const oms_amqp_config *cfg, int timeout_ms, oms_error *err)
 {
     amqp_settings s;
     amqp_connection_state_t conn = NULL;
-    settings_copy(&s, cfg);
-    int rc = conn_open(&s, timeout_ms > 0 ? timeout_ms : AMQP_IO_TIMEOUT_MS, &conn, err);
+    size_t node = 0;
+    int rc = settings_parse(&s, cfg, err);
+    if (rc == OMS_OK)
+        rc = conn_open(&s, &node, timeout_ms > 0 ? timeout_ms : AMQP_IO_TIMEOUT_MS, &conn, err);
     if (rc == OMS_OK)
         conn_close(&conn);
     settings_free(&s);
@@ -648,16 +879,20 @@ struct oms_amqp_consumer {
     oms_amqp_handler fn;
     void *ud;
 
+    int worker; /* 0 for the first of the queue's workers */
     pthread_t thread;
     atomic_int stop;
     atomic_int connected;
+    atomic_int at; /* node consumed from while connected, else -1 */
 
     struct oms_amqp_consumer *next_worker; /* the queue's other workers (chain) */
 
     /* Owned by the consumer thread. */
     amqp_connection_state_t conn;
+    size_t node;             /* connected to, or the first to try next */
     oms_amqp_publisher *pub; /* republishes to Q.retry / Q.dlq, with confirms */
-    link_state link;
+    link_log link;
+    int conflict_logged; /* the queue-type error was logged since the last connect */
 };
 
 static void consumer_free(oms_amqp_consumer *c)
@@ -682,18 +917,122 @@ static char *str_concat(const char *a, const char *b)
     return s;
 }
 
+/* queue.declare (durable). A queue that exists with other arguments makes the broker
+ * close the channel with 406 PRECONDITION_FAILED: that is OMS_CONFLICT, with a message
+ * saying what to do, since retrying cannot fix it. */
 static int declare_queue(amqp_connection_state_t conn, const char *name, amqp_table_t args,
-                         oms_error *err)
+                         int quorum, oms_error *err)
 {
     amqp_queue_declare(conn, AMQP_CHANNEL, amqp_cstring_bytes(name), 0 /* passive */,
                        1 /* durable */, 0 /* exclusive */, 0 /* auto_delete */, args);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
+        r.reply.decoded) {
+        const amqp_channel_close_t *m = r.reply.decoded;
+        if (m->reply_code == AMQP_PRECONDITION_FAILED) {
+            char text[300];
+            snprintf(text, sizeof(text), "%.*s", (int)m->reply_text.len,
+                     (const char *)m->reply_text.bytes);
+            /* The broker names the first inequivalent argument in its own order, which
+             * for a queue of the other type is often not x-queue-type (our classic and
+             * quorum queues differ in their dead-letter arguments too). */
+            if (strstr(text, "x-message-ttl"))
+                return oms_error_set(err, OMS_CONFLICT,
+                                     "queue '%s' already exists with another x-message-ttl "
+                                     "(RETRY_DELAY_MS changed): drain and delete it, or set "
+                                     "RETRY_DELAY_MS back (broker: %s)",
+                                     name, text);
+            return oms_error_set(err, OMS_CONFLICT,
+                                 "queue '%s' already exists as another type than "
+                                 "RABBITMQ_QUEUE_TYPE=%s (or with other arguments): drain and "
+                                 "delete it, or set RABBITMQ_QUEUE_TYPE to its type (broker: %s)",
+                                 name, quorum ? "quorum" : "classic", text);
+        }
+    }
     char what[300];
     snprintf(what, sizeof(what), "declare queue '%s'", name);
     return check_reply(conn, what, err);
 }
 
-/* Exchanges, Q, Q.retry (TTL, dead-lettering back to Q), Q.dlq, bindings, QoS, and
- * basic.consume with manual ack. */
+/* A quorum queue counts a delivery that ends without an ack (its consumer's connection
+ * died) and, past x-delivery-limit, dead-letters the message (to Q.dlq, see
+ * consumer_declare_queues) instead of delivering it again. Our retries do not count
+ * toward it: a failed message is acked and republished to Q.retry as a new message,
+ * its count kept in our own x-retry-count header (MAX_RETRIES). So the limit only
+ * catches a message that never gets an ack, e.g. one that crashes its consumer every
+ * time: after this many hand-outs it is parked instead of crash-looping the service
+ * forever. A failover also counts once for every message unacked at that moment,
+ * hence a limit well above MAX_RETRIES' default (5) and any plausible run of node
+ * losses. */
+#define AMQP_DELIVERY_LIMIT 20
+
+static void arg_str(amqp_table_entry_t *e, const char *key, const char *v)
+{
+    e->key = amqp_cstring_bytes(key);
+    e->value.kind = AMQP_FIELD_KIND_UTF8;
+    e->value.value.bytes = amqp_cstring_bytes(v);
+}
+
+static void arg_int(amqp_table_entry_t *e, const char *key, int v)
+{
+    e->key = amqp_cstring_bytes(key);
+    e->value.kind = AMQP_FIELD_KIND_I32;
+    e->value.value.i32 = v;
+}
+
+/* Dead-lettering from a quorum queue is at most once unless asked: the broker could
+ * drop the message when the target queue has no leader at that moment. At least once
+ * (RabbitMQ 3.10+) keeps it until the target confirms, and requires reject-publish
+ * overflow (which never triggers: our queues have no length limit). Writes 2 entries
+ * at a, 4 for a quorum queue; returns how many. */
+static int args_dead_letter(amqp_table_entry_t *a, const char *routing_key, int quorum)
+{
+    int n = 0;
+    arg_str(&a[n++], "x-dead-letter-exchange", "");
+    arg_str(&a[n++], "x-dead-letter-routing-key", routing_key);
+    if (quorum) {
+        arg_str(&a[n++], "x-dead-letter-strategy", "at-least-once");
+        arg_str(&a[n++], "x-overflow", "reject-publish");
+    }
+    return n;
+}
+
+/* Q, Q.retry (TTL, dead-lettering back to Q) and Q.dlq, classic or quorum. Classic
+ * queues are declared exactly as before quorum support existed (Q and Q.dlq without
+ * arguments), so existing deployments keep their queues. A quorum Q also dead-letters
+ * to Q.dlq, which only its delivery limit (AMQP_DELIVERY_LIMIT) makes it do. */
+static int consumer_declare_queues(oms_amqp_consumer *c, oms_error *err)
+{
+    amqp_connection_state_t conn = c->conn;
+    int q = c->cfg.quorum;
+    amqp_table_entry_t a[8];
+    int n = 0;
+    if (q) {
+        arg_str(&a[n++], "x-queue-type", "quorum");
+        arg_int(&a[n++], "x-delivery-limit", AMQP_DELIVERY_LIMIT);
+        n += args_dead_letter(&a[n], c->dlq, q);
+    }
+    int rc = declare_queue(conn, c->queue, (amqp_table_t){n, a}, q, err);
+    if (rc != OMS_OK)
+        return rc;
+
+    n = 0;
+    if (q)
+        arg_str(&a[n++], "x-queue-type", "quorum");
+    arg_int(&a[n++], "x-message-ttl", c->retry_delay_ms);
+    n += args_dead_letter(&a[n], c->queue, q);
+    rc = declare_queue(conn, c->retry_queue, (amqp_table_t){n, a}, q, err);
+    if (rc != OMS_OK)
+        return rc;
+
+    n = 0;
+    if (q)
+        arg_str(&a[n++], "x-queue-type", "quorum");
+    return declare_queue(conn, c->dlq, (amqp_table_t){n, a}, q, err);
+}
+
+/* Exchanges, queues (consumer_declare_queues), bindings, QoS, and basic.consume with
+ * manual ack. */
 static int consumer_setup(oms_amqp_consumer *c, oms_error *err)
 {
     amqp_connection_state_t conn = c->conn;
@@ -701,23 +1040,7 @@ static int consumer_setup(oms_amqp_consumer *c, oms_error *err)
     for (size_t i = 0; rc == OMS_OK && i < c->nexchanges; i++)
         rc = declare_exchange(conn, c->exchanges[i], err);
     if (rc == OMS_OK)
-        rc = declare_queue(conn, c->queue, amqp_empty_table, err);
-    if (rc == OMS_OK) {
-        amqp_table_entry_t a[3];
-        a[0].key = amqp_cstring_bytes("x-message-ttl");
-        a[0].value.kind = AMQP_FIELD_KIND_I32;
-        a[0].value.value.i32 = c->retry_delay_ms;
-        a[1].key = amqp_cstring_bytes("x-dead-letter-exchange");
-        a[1].value.kind = AMQP_FIELD_KIND_UTF8;
-        a[1].value.value.bytes = amqp_cstring_bytes("");
-        a[2].key = amqp_cstring_bytes("x-dead-letter-routing-key");
-        a[2].value.kind = AMQP_FIELD_KIND_UTF8;
-        a[2].value.value.bytes = amqp_cstring_bytes(c->queue);
-        amqp_table_t args = {3, a};
-        rc = declare_queue(conn, c->retry_queue, args, err);
-    }
-    if (rc == OMS_OK)
-        rc = declare_queue(conn, c->dlq, amqp_empty_table, err);
+        rc = consumer_declare_queues(c, err);
     for (size_t i = 0; rc == OMS_OK && i < c->nexchanges; i++) {
         amqp_queue_bind(conn, AMQP_CHANNEL, amqp_cstring_bytes(c->queue),
                         amqp_cstring_bytes(c->exchanges[i]), amqp_empty_bytes, amqp_empty_table);
@@ -1053,6 +1376,22 @@ static void consumer_sleep(oms_amqp_consumer *c, int ms)
     }
 }
 
+/* A queue exists with another type or arguments (OMS_CONFLICT from the declare): an
+ * operator's job, not an outage. One error line per queue (its first worker's), not one
+ * per worker and retry; the workers keep retrying with backoff, so deleting the queue
+ * is enough to recover. */
+static void consumer_conflict(oms_amqp_consumer *c, const char *why)
+{
+    if (c->worker != 0 || c->conflict_logged)
+        return;
+    c->conflict_logged = 1;
+    oms_log_error("amqp queue exists with another type or arguments; not consuming", "queue",
+                  c->queue, "queue_type", c->cfg.quorum ? "quorum" : "classic", "error", why);
+}
+
+/* Connect, declare, consume until the connection breaks or stop, then again. A broken
+ * connection moves the next attempt to the following node at once (failover); a round
+ * in which no node could be set up waits with backoff before the next one. */
 static void *consumer_thread(void *arg)
 {
     oms_amqp_consumer *c = arg;
@@ -1061,40 +1400,56 @@ static void *consumer_thread(void *arg)
     while (!atomic_load(&c->stop)) {
         oms_error err;
         oms_error_clear(&err);
-        int rc = conn_open(&c->cfg, AMQP_IO_TIMEOUT_MS, &c->conn, &err);
+        int rc = conn_open(&c->cfg, &c->node, AMQP_IO_TIMEOUT_MS, &c->conn, &err);
+        int reached = rc == OMS_OK;
         if (rc == OMS_OK) {
             rc = consumer_setup(c, &err);
             if (rc != OMS_OK)
                 conn_drop(&c->conn);
         }
         if (rc != OMS_OK) {
-            link_down(&c->link, c->queue, &c->cfg, err.msg);
+            if (rc == OMS_CONFLICT)
+                consumer_conflict(c, err.msg);
+            else
+                link_down(&c->link, c->queue, &c->cfg, reached ? (int)c->node : -1, err.msg);
+            if (reached) /* it answered but could not serve us: try the next one first */
+                c->node = node_after(&c->cfg, c->node);
             consumer_sleep(c, backoff);
             backoff = backoff * 2 > AMQP_BACKOFF_MAX_MS ? AMQP_BACKOFF_MAX_MS : backoff * 2;
             continue;
         }
         backoff = AMQP_BACKOFF_MIN_MS;
-        link_up(&c->link, c->queue, &c->cfg);
+        c->conflict_logged = 0;
+        link_up(&c->link, c->queue, &c->cfg, c->node);
+        atomic_store(&c->at, (int)c->node);
         atomic_store(&c->connected, 1);
         consumer_run(c, &err);
         atomic_store(&c->connected, 0);
+        atomic_store(&c->at, -1);
         if (atomic_load(&c->stop)) {
             conn_close(&c->conn);
             break;
         }
         conn_drop(&c->conn);
-        pub_reset(c->pub);
-        link_down(&c->link, c->queue, &c->cfg, err.msg);
+        link_down(&c->link, c->queue, &c->cfg, (int)c->node, err.msg);
+        c->node = node_after(&c->cfg, c->node);
+        pub_reset(c->pub, c->node);
     }
     return NULL;
 }
 
 /* One worker: its own connection, publisher and thread. */
 static int consumer_start_one(oms_amqp_consumer **out, const oms_amqp_config *cfg,
-                              const oms_amqp_consumer_config *cc, oms_error *err)
+                              const oms_amqp_consumer_config *cc, int worker, oms_error *err)
 {
     oms_amqp_consumer *c = oms_xcalloc(1, sizeof(*c));
-    settings_copy(&c->cfg, cfg);
+    if (settings_parse(&c->cfg, cfg, err) != OMS_OK) {
+        settings_free(&c->cfg);
+        free(c);
+        return OMS_INVALID;
+    }
+    c->worker = worker;
+    c->link.node = -1;
     c->queue = oms_strdup(cc->queue);
     c->retry_queue = str_concat(cc->queue, ".retry");
     c->dlq = str_concat(cc->queue, ".dlq");
@@ -1113,6 +1468,7 @@ static int consumer_start_one(oms_amqp_consumer **out, const oms_amqp_config *cf
     count_outcome(c->queue, DEAD_TOTAL, DEAD_HELP, 0);
     atomic_init(&c->stop, 0);
     atomic_init(&c->connected, 0);
+    atomic_init(&c->at, -1);
     (void)oms_amqp_publisher_new(&c->pub, cfg); /* cannot fail: aborts on OOM */
 
     int e = pthread_create(&c->thread, NULL, consumer_thread, c);
@@ -1140,20 +1496,29 @@ int oms_amqp_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *cfg,
     if (cc->workers < 0 || cc->workers > CONSUMER_WORKERS_MAX)
         return oms_error_set(err, OMS_INVALID, "amqp consumer %s: workers must be 1 to %d",
                              cc->queue, CONSUMER_WORKERS_MAX);
+    int rc = oms_amqp_config_check(cfg, err);
+    if (rc != OMS_OK)
+        return rc;
     int n = cc->workers ? cc->workers : 1;
-    oms_amqp_consumer *head = NULL;
+    oms_amqp_consumer *head = NULL, **tail = &head;
     for (int i = 0; i < n; i++) {
         oms_amqp_consumer *c = NULL;
-        int rc = consumer_start_one(&c, cfg, cc, err);
+        rc = consumer_start_one(&c, cfg, cc, i, err);
         if (rc != OMS_OK) {
             oms_amqp_consumer_stop(head);
             return rc;
         }
-        c->next_worker = head;
-        head = c;
+        *tail = c; /* in start order: head is worker 0 */
+        tail = &c->next_worker;
     }
     *out = head;
     return OMS_OK;
+}
+
+const char *oms_amqp_consumer_node(const oms_amqp_consumer *c)
+{
+    int i = c ? atomic_load(&c->at) : -1;
+    return i >= 0 ? c->cfg.nodes[i].addr : NULL;
 }
 
 int oms_amqp_consumer_connected(const oms_amqp_consumer *c)

@@ -6,7 +6,18 @@
  * retry delay, dead-lettering to the default exchange with routing key Q) holds
  * messages waiting to be retried; Q.dlq (durable) holds dead letters.
  * Messages are persistent and carry headers message-id (also the AMQP message_id
- * property), traceparent and x-retry-count. */
+ * property), traceparent and x-retry-count.
+ *
+ * Delivery is at least once, never exactly once: a publish whose confirm was lost with
+ * its connection is reported unconfirmed and sent again by the caller, and a delivery
+ * whose ack was lost (the consumer's node died) is delivered again. Either way a message
+ * id can arrive twice; the consumers' inbox absorbs that. A confirmed message is never
+ * lost, and with quorum queues on a cluster that holds while a minority of nodes dies.
+ *
+ * Cluster: with several nodes in addrs, every connection (a publisher's, each consumer
+ * worker's) goes to one node; when that connection breaks, the next attempt starts at
+ * the node after the failed one and tries each node once per round, rounds spaced by
+ * the usual backoff. Queues survive a node only as quorum queues (queue_type). */
 #ifndef OMS_AMQP_H
 #define OMS_AMQP_H
 
@@ -20,7 +31,21 @@ typedef struct oms_amqp_config {
     const char *user;     /* RABBITMQ_USER */
     const char *password; /* RABBITMQ_PASSWORD */
     const char *vhost;    /* "/" */
+    /* RABBITMQ_ADDRS: cluster nodes, "host:port,host:port,..." (at most 16; IPv6 as
+     * [addr]:port; a node without :port uses port). NULL or "": host:port alone. */
+    const char *addrs;
+    /* RABBITMQ_QUEUE_TYPE: "classic" (also NULL or "") or "quorum": the x-queue-type of
+     * every queue a consumer declares (Q, Q.retry, Q.dlq). A queue that already exists
+     * with the other type is refused by the broker; the consumer logs one error naming
+     * RABBITMQ_QUEUE_TYPE and the queue, and keeps retrying (delete the queue, or set
+     * the variable to match). */
+    const char *queue_type;
 } oms_amqp_config;
+
+/* OMS_OK when addrs and queue_type are valid, else OMS_INVALID with a one-line message
+ * naming the variable (RABBITMQ_ADDRS or RABBITMQ_QUEUE_TYPE). For start-up checks;
+ * the functions below apply the same check. */
+int oms_amqp_config_check(const oms_amqp_config *cfg, oms_error *err);
 
 typedef struct oms_amqp_msg {
     const char *exchange;    /* "" = default exchange */
@@ -34,7 +59,9 @@ typedef struct oms_amqp_msg {
 
 typedef struct oms_amqp_publisher oms_amqp_publisher;
 
-/* Copies cfg. Connects lazily on first publish. Not thread-safe: one per thread. */
+/* Copies cfg. Connects lazily on first publish. Not thread-safe: one per thread.
+ * Never fails: with an invalid cfg (oms_amqp_config_check) every publish returns
+ * OMS_INVALID with the reason. */
 int oms_amqp_publisher_new(oms_amqp_publisher **out, const oms_amqp_config *cfg);
 void oms_amqp_publisher_free(oms_amqp_publisher *p);
 /* Publishes n messages (mandatory, persistent) and waits up to timeout_ms for the
@@ -46,6 +73,9 @@ void oms_amqp_publisher_free(oms_amqp_publisher *p);
 int oms_amqp_publish(oms_amqp_publisher *p, const oms_amqp_msg *msgs, size_t n, int *confirmed,
                      int timeout_ms, oms_error *err);
 int oms_amqp_publisher_connected(const oms_amqp_publisher *p);
+/* The node p is connected to, "host:port" as listed in addrs, or NULL while
+ * disconnected. Owned by p; valid until p is freed. Same thread as the publishes. */
+const char *oms_amqp_publisher_node(const oms_amqp_publisher *p);
 
 typedef struct oms_amqp_delivery {
     const char *exchange;
@@ -102,15 +132,20 @@ typedef struct oms_amqp_consumer oms_amqp_consumer;
 
 /* Starts `workers` threads that each connect (retrying with backoff until stopped),
  * declare the topology, consume with manual ack, and call fn for each delivery, one at
- * a time per thread. cfg and cc are copied. */
+ * a time per thread. cfg and cc are copied. OMS_INVALID for a bad cfg or cc. */
 int oms_amqp_consumer_start(oms_amqp_consumer **out, const oms_amqp_config *cfg,
                             const oms_amqp_consumer_config *cc, oms_error *err);
 /* 1 while every worker is connected and consuming (for /readyz). */
 int oms_amqp_consumer_connected(const oms_amqp_consumer *c);
+/* The node ("host:port" as listed in addrs) the consumer's first worker is consuming
+ * from, or NULL while it is not. Owned by c; valid until oms_amqp_consumer_stop. Any
+ * thread. */
+const char *oms_amqp_consumer_node(const oms_amqp_consumer *c);
 /* Stops the threads (each finishing the message in hand), closes and frees. NULL: no-op. */
 void oms_amqp_consumer_stop(oms_amqp_consumer *c);
 
-/* OMS_OK when a TCP+AMQP login to the broker succeeds within timeout_ms. */
+/* OMS_OK when a TCP+AMQP login to one of the nodes succeeds within timeout_ms (per
+ * node, tried in order). */
 int oms_amqp_ping(const oms_amqp_config *cfg, int timeout_ms, oms_error *err);
 
 #endif
