@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "oms/dynbuf.h"
 #include "oms/log.h"
 #include "oms/util.h"
 
@@ -121,27 +122,6 @@ static void range_end_of(const char *prefix, char *out, size_t cap)
 
 /* ---- HTTP to etcd ---------------------------------------------------------------------- */
 
-typedef struct http_buf {
-    char *data;
-    size_t len;
-    int too_big;
-} http_buf;
-
-static size_t http_collect(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    http_buf *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n > DISC_RESPONSE_MAX) {
-        b->too_big = 1;
-        return 0; /* makes curl fail the transfer */
-    }
-    b->data = oms_xrealloc(b->data, b->len + n + 1);
-    memcpy(b->data + b->len, ptr, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return n;
-}
-
 /* POSTs body (JSON) to path on one endpoint; on OMS_OK *resp is the parsed answer
  * (caller: json_decref). HTTP errors other than 200 carry etcd's message. */
 static int etcd_post_one(CURL *curl, const char *endpoint, const char *path, const char *body,
@@ -149,7 +129,8 @@ static int etcd_post_one(CURL *curl, const char *endpoint, const char *path, con
 {
     char url[512];
     snprintf(url, sizeof(url), "%s%s", endpoint, path);
-    http_buf b = {NULL, 0, 0};
+    oms_dynbuf b;
+    oms_dynbuf_init(&b, DISC_RESPONSE_MAX);
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     curl_easy_reset(curl);
     CURLcode cc = curl_easy_setopt(curl, CURLOPT_URL, url);
@@ -158,7 +139,7 @@ static int etcd_post_one(CURL *curl, const char *endpoint, const char *path, con
     if (cc == CURLE_OK)
         cc = curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
     if (cc == CURLE_OK)
-        cc = curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, http_collect);
+        cc = curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, oms_dynbuf_curl_write);
     if (cc == CURLE_OK)
         cc = curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
     if (cc == CURLE_OK)
@@ -174,12 +155,12 @@ static int etcd_post_one(CURL *curl, const char *endpoint, const char *path, con
     long status = 0;
     if (cc != CURLE_OK) {
         rc = oms_error_set(err, OMS_UNAVAILABLE, "etcd %s: %s", url,
-                           b.too_big ? "response too large" : curl_easy_strerror(cc));
+                           b.refused ? "response too large" : curl_easy_strerror(cc));
         goto done;
     }
     (void)curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     json_error_t jerr;
-    json_t *j = b.data ? json_loadb(b.data, b.len, 0, &jerr) : NULL;
+    json_t *j = b.p ? json_loadb(b.p, b.len, 0, &jerr) : NULL;
     if (status != 200) {
         const char *msg = j ? json_string_value(json_object_get(j, "message")) : NULL;
         if (!msg && j)
@@ -196,7 +177,7 @@ static int etcd_post_one(CURL *curl, const char *endpoint, const char *path, con
     *resp = j;
 done:
     curl_slist_free_all(hdrs);
-    free(b.data);
+    oms_dynbuf_free(&b);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 
 #include "oms.pb-c.h"
 #include "oms/admin.h"
+#include "oms/dynbuf.h"
 #include "oms/order.h"
 #include "oms/order_pb.h"
 #include "oms/trace.h"
@@ -326,27 +327,6 @@ static void list_products(const oms_http_req *req, oms_http_resp *resp)
 #define KITCHEN_PROXY_TIMEOUT_MS 2000L
 #define KITCHEN_PROXY_MAX_BODY (4u << 20)
 
-typedef struct fetch_buf {
-    char *data;
-    size_t len, cap;
-} fetch_buf;
-
-static size_t fetch_write(char *data, size_t size, size_t n, void *ud)
-{
-    fetch_buf *b = ud;
-    size_t add = size * n;
-    if (add > KITCHEN_PROXY_MAX_BODY - b->len)
-        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-    if (b->len + add + 1 > b->cap) {
-        b->cap = (b->len + add + 1) * 2;
-        b->data = oms_xrealloc(b->data, b->cap);
-    }
-    memcpy(b->data + b->len, data, add);
-    b->len += add;
-    b->data[b->len] = '\0';
-    return add;
-}
-
 static void kitchen_unavailable(oms_http_resp *resp, const char *why)
 {
     oms_http_resp_error(resp, 503, "kitchen is unavailable: %s", why);
@@ -384,13 +364,14 @@ static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
         snprintf(tph, sizeof(tph), "traceparent: %s", tp);
         hdrs = curl_slist_append(NULL, tph);
     }
-    fetch_buf b = {0};
+    oms_dynbuf b; /* over the cap the transfer ends with CURLE_WRITE_ERROR */
+    oms_dynbuf_init(&b, KITCHEN_PROXY_MAX_BODY);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for timeouts */
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, KITCHEN_PROXY_TIMEOUT_MS);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, KITCHEN_PROXY_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, fetch_write);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, oms_dynbuf_curl_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "oms-gateway/1");
     if (hdrs)
@@ -409,7 +390,7 @@ static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
         char why[64];
         snprintf(why, sizeof(why), "it answered HTTP %ld", status);
         kitchen_unavailable(resp, why);
-    } else if (!(body = json_loadb(b.data ? b.data : "", b.len, 0, NULL)) ||
+    } else if (!(body = json_loadb(b.p ? b.p : "", b.len, 0, NULL)) ||
                !json_is_array(json_object_get(body, "tickets"))) {
         json_decref(body);
         oms_http_resp_error(resp, 502, "kitchen returned an invalid ticket listing");
@@ -421,7 +402,7 @@ static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
         oms_http_resp_json(resp, 200, body);
         oms_http_resp_header(resp, "Cache-Control", "no-store");
     }
-    free(b.data);
+    oms_dynbuf_free(&b);
 }
 
 /* GET /kitchen: the display page (kitchen.html from the pages directory). */

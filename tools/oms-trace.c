@@ -16,44 +16,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oms/dynbuf.h"
 #include "oms/util.h"
 
 #define MAX_RESPONSE (64u << 20)
 #define MAX_DEPTH 32
 
-typedef struct buf {
-    char *data;
-    size_t len;
-    int too_big;
-} buf;
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    buf *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n > MAX_RESPONSE) {
-        b->too_big = 1;
-        return 0; /* makes curl stop with an error */
-    }
-    b->data = oms_xrealloc(b->data, b->len + n + 1);
-    memcpy(b->data + b->len, ptr, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return n;
-}
-
 /* GETs url; on success *out is the parsed JSON (caller decrefs). Errors go to stderr. */
 static int fetch_json(const char *url, json_t **out)
 {
     int rc = 2;
-    buf b = {NULL, 0, 0};
+    oms_dynbuf b;
+    oms_dynbuf_init(&b, MAX_RESPONSE);
     CURL *curl = curl_easy_init();
     if (!curl) {
         fprintf(stderr, "oms-trace: cannot initialise libcurl\n");
         return 2;
     }
     curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, oms_dynbuf_curl_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
@@ -63,11 +44,11 @@ static int fetch_json(const char *url, json_t **out)
         cc = curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     if (cc != CURLE_OK) {
         fprintf(stderr, "oms-trace: %s: %s%s (is oms-tracestore running? make run starts it)\n",
-                url, curl_easy_strerror(cc), b.too_big ? " (response too large)" : "");
+                url, curl_easy_strerror(cc), b.refused ? " (response too large)" : "");
         goto done;
     }
     json_error_t jerr;
-    json_t *j = json_loadb(b.data ? b.data : "", b.len, 0, &jerr);
+    json_t *j = json_loadb(b.p ? b.p : "", b.len, 0, &jerr);
     if (status != 200 || !j) {
         const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
         fprintf(stderr, "oms-trace: %s: HTTP %ld%s%s\n", url, status, msg ? ": " : "",
@@ -78,7 +59,7 @@ static int fetch_json(const char *url, json_t **out)
     *out = j;
     rc = 0;
 done:
-    free(b.data);
+    oms_dynbuf_free(&b);
     curl_easy_cleanup(curl);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oms/dynbuf.h"
 #include "oms/log.h"
 #include "oms/tracer.h"
 #include "oms/util.h"
@@ -16,42 +17,28 @@
 #include "../urls.h"
 
 #define STRIPE_MAX_RESPONSE (1024 * 1024) /* a session object is a few KiB */
+#define STRIPE_MAX_FORM (1024 * 1024)     /* OMS_MAX_ITEMS line items are tens of KiB */
 #define STRIPE_CONNECT_TIMEOUT_MS 5000L
 #define STRIPE_TIMEOUT_MS 15000L
 
-/* A growable buffer with a hard cap (curl's dynbuf idea). */
-typedef struct form_buf {
-    char *p;
-    size_t len, cap;
-} form_buf;
-
-static void buf_add(form_buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 512;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->p = oms_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
 /* Appends "&key=<escaped value>". key is one of our literals (brackets are legal in
  * Stripe's form keys); the value is escaped with curl_easy_escape. */
-static int form_add(CURL *h, form_buf *b, const char *key, const char *value, oms_error *err)
+static int form_add(CURL *h, oms_dynbuf *b, const char *key, const char *value, oms_error *err)
 {
     char *esc = curl_easy_escape(h, value ? value : "", 0);
     if (!esc)
         return oms_error_set(err, OMS_ERR, "stripe: cannot encode %s", key);
-    if (b->len)
-        buf_add(b, "&", 1);
-    buf_add(b, key, strlen(key));
-    buf_add(b, "=", 1);
-    buf_add(b, esc, strlen(esc));
+    int rc = b->len ? oms_dynbuf_add(b, "&", 1) : OMS_OK;
+    if (rc == OMS_OK)
+        rc = oms_dynbuf_add(b, key, strlen(key));
+    if (rc == OMS_OK)
+        rc = oms_dynbuf_add(b, "=", 1);
+    if (rc == OMS_OK)
+        rc = oms_dynbuf_add(b, esc, strlen(esc));
     curl_free(esc);
+    if (rc != OMS_OK)
+        return oms_error_set(err, OMS_ERR, "stripe: request form larger than %zu bytes at %s",
+                             b->toobig, key);
     return OMS_OK;
 }
 
@@ -59,7 +46,7 @@ static int form_add(CURL *h, form_buf *b, const char *key, const char *value, om
  * never a Stripe priceID: what Stripe charges is what the order says, whatever a
  * price object in the Stripe account might have been changed to. */
 static int build_form(CURL *h, const payments_processor_config *cfg, const oms_order *o,
-                      long long expires_at_s, form_buf *b, oms_error *err)
+                      long long expires_at_s, oms_dynbuf *b, oms_error *err)
 {
     char *success =
         payments_status_url(cfg->gateway_url, "success.html", o->customer_id, o->order_id);
@@ -113,16 +100,6 @@ static int build_form(CURL *h, const payments_processor_config *cfg, const oms_o
     return rc;
 }
 
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    form_buf *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n > STRIPE_MAX_RESPONSE)
-        return 0; /* makes curl fail with CURLE_WRITE_ERROR: a bounded read */
-    buf_add(b, data, n);
-    return n;
-}
-
 static const char *json_str(const json_t *obj, const char *key)
 {
     const char *s = json_string_value(json_object_get(obj, key));
@@ -136,7 +113,7 @@ typedef struct stripe_error {
     const char *type, *code, *msg;
 } stripe_error;
 
-static void stripe_error_read(const form_buf *resp, stripe_error *e)
+static void stripe_error_read(const oms_dynbuf *resp, stripe_error *e)
 {
     e->j = resp->p ? json_loadb(resp->p, resp->len, 0, NULL) : NULL;
     const json_t *o = json_object_get(e->j, "error");
@@ -146,8 +123,8 @@ static void stripe_error_read(const form_buf *resp, stripe_error *e)
 }
 
 /* Maps a non-2xx answer to a status, logging Stripe's error object in one line. */
-static int stripe_failure(const char *what, long status, const form_buf *resp, const char *order_id,
-                          oms_error *err)
+static int stripe_failure(const char *what, long status, const oms_dynbuf *resp,
+                          const char *order_id, oms_error *err)
 {
     stripe_error e;
     stripe_error_read(resp, &e);
@@ -164,7 +141,7 @@ static int stripe_failure(const char *what, long status, const form_buf *resp, c
     return rc;
 }
 
-static int parse_session(const form_buf *resp, payments_session *out, oms_error *err)
+static int parse_session(const oms_dynbuf *resp, payments_session *out, oms_error *err)
 {
     json_error_t je;
     json_t *j = resp->p ? json_loadb(resp->p, resp->len, 0, &je) : NULL;
@@ -187,11 +164,11 @@ static int parse_session(const form_buf *resp, payments_session *out, oms_error 
 
 /* One POST to Stripe on handle h: form (may be empty) form-encoded, the secret key as
  * Bearer, an Idempotency-Key when idem is not NULL, inside a CLIENT span of the current
- * trace. OMS_OK when an answer came (*status, body in *resp: caller frees resp->p);
+ * trace. OMS_OK when an answer came (*status, body in *resp, which the caller frees);
  * OMS_AGAIN on network trouble, a timeout or an oversized answer. */
 static int stripe_post(CURL *h, const payments_processor_config *cfg, const char *path,
-                       const form_buf *form, const char *idem, const char *order_id, long *status,
-                       form_buf *resp, oms_error *err)
+                       const oms_dynbuf *form, const char *idem, const char *order_id, long *status,
+                       oms_dynbuf *resp, oms_error *err)
 {
     struct curl_slist *hdrs = NULL, *tmp;
     char *url = payments_join_url(cfg->stripe_api, path);
@@ -227,8 +204,8 @@ static int stripe_post(CURL *h, const payments_processor_config *cfg, const char
     SETOPT(CURLOPT_POSTFIELDSIZE, (long)form->len);
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS, STRIPE_CONNECT_TIMEOUT_MS);
     SETOPT(CURLOPT_TIMEOUT_MS, STRIPE_TIMEOUT_MS);
-    SETOPT(CURLOPT_NOSIGNAL, 1L); /* we are multi-threaded */
-    SETOPT(CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(CURLOPT_NOSIGNAL, 1L);                         /* we are multi-threaded */
+    SETOPT(CURLOPT_WRITEFUNCTION, oms_dynbuf_curl_write); /* over the cap: CURLE_WRITE_ERROR */
     SETOPT(CURLOPT_WRITEDATA, resp);
     SETOPT(CURLOPT_USERAGENT, "oms-payments/1.0");
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -270,7 +247,9 @@ static int stripe_create_session(const payments_processor_config *cfg, const oms
                                  long long expires_at_s, payments_session *out, oms_error *err)
 {
     memset(out, 0, sizeof(*out));
-    form_buf form = {0}, resp = {0};
+    oms_dynbuf form, resp;
+    oms_dynbuf_init(&form, STRIPE_MAX_FORM);
+    oms_dynbuf_init(&resp, STRIPE_MAX_RESPONSE);
     long status = 0;
     int rc;
     CURL *h = curl_easy_init();
@@ -297,8 +276,8 @@ static int stripe_create_session(const payments_processor_config *cfg, const oms
 done:
     if (h)
         curl_easy_cleanup(h);
-    free(form.p);
-    free(resp.p);
+    oms_dynbuf_free(&form);
+    oms_dynbuf_free(&resp);
     return rc;
 }
 
@@ -309,7 +288,9 @@ done:
 static int stripe_expire_session(const payments_processor_config *cfg, const char *session_id,
                                  const char *order_id, oms_error *err)
 {
-    form_buf form = {0}, resp = {0};
+    oms_dynbuf form, resp;
+    oms_dynbuf_init(&form, STRIPE_MAX_FORM);
+    oms_dynbuf_init(&resp, STRIPE_MAX_RESPONSE);
     long status = 0;
     int rc;
     char path[PAYMENTS_SESSION_ID_MAX * 3 + 64];
@@ -336,7 +317,7 @@ static int stripe_expire_session(const payments_processor_config *cfg, const cha
         json_decref(e.j);
     }
     curl_easy_cleanup(h);
-    free(resp.p);
+    oms_dynbuf_free(&resp);
     return rc;
 }
 
@@ -346,7 +327,9 @@ static int stripe_expire_session(const payments_processor_config *cfg, const cha
 static int stripe_refund(const payments_processor_config *cfg, const payments_refund_req *r,
                          char *refund_id, oms_error *err)
 {
-    form_buf form = {0}, resp = {0};
+    oms_dynbuf form, resp;
+    oms_dynbuf_init(&form, STRIPE_MAX_FORM);
+    oms_dynbuf_init(&resp, STRIPE_MAX_RESPONSE);
     long status = 0;
     int rc;
     if (!r->payment_intent || !r->payment_intent[0])
@@ -387,8 +370,8 @@ static int stripe_refund(const payments_processor_config *cfg, const payments_re
     rc = stripe_failure("refund", status, &resp, r->order_id, err);
 done:
     curl_easy_cleanup(h);
-    free(form.p);
-    free(resp.p);
+    oms_dynbuf_free(&form);
+    oms_dynbuf_free(&resp);
     return rc;
 }
 

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <pthread.h>
 
+#include "oms/dynbuf.h"
 #include "oms/http.h"
 #include "oms/metrics.h"
 #include "oms/status.h"
@@ -157,36 +158,20 @@ static int teardown(void **state)
 
 /* ---- a small curl client --------------------------------------------------------------- */
 
-typedef struct {
-    char *data;
-    size_t len;
-} buf;
-
-static size_t on_write(char *p, size_t size, size_t n, void *ud)
-{
-    buf *b = ud;
-    size_t add = size * n;
-    char *d = realloc(b->data, b->len + add + 1);
-    if (!d)
-        return 0;
-    memcpy(d + b->len, p, add);
-    b->data = d;
-    b->len += add;
-    b->data[b->len] = '\0';
-    return add;
-}
+/* Far more than any answer of the server under test (its bodies stop at MAX_BODY). */
+#define CLIENT_MAX_RESPONSE (16u << 20)
 
 typedef struct {
     long status;
-    buf body;
-    buf headers;
+    oms_dynbuf body;
+    oms_dynbuf headers;
     CURLcode rc;
 } result;
 
 static void result_free(result *r)
 {
-    free(r->body.data);
-    free(r->headers.data);
+    oms_dynbuf_free(&r->body);
+    oms_dynbuf_free(&r->headers);
     memset(r, 0, sizeof(*r));
 }
 
@@ -194,7 +179,7 @@ static void result_free(result *r)
 static void header_value(const result *r, const char *name, char *out, size_t outlen)
 {
     out[0] = '\0';
-    const char *p = r->headers.data;
+    const char *p = r->headers.p;
     size_t nl = strlen(name);
     while (p && *p) {
         const char *eol = strstr(p, "\r\n");
@@ -240,6 +225,8 @@ typedef struct {
 static void do_call(CURL *c, int port, const call *in, result *out)
 {
     memset(out, 0, sizeof(*out));
+    oms_dynbuf_init(&out->body, CLIENT_MAX_RESPONSE);
+    oms_dynbuf_init(&out->headers, CLIENT_MAX_RESPONSE);
     char url[512];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, in->path);
     struct curl_slist *hs = NULL;
@@ -254,9 +241,9 @@ static void do_call(CURL *c, int port, const call *in, result *out)
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* send "/../" as is */
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);   /* the deadline for every call */
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, oms_dynbuf_curl_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &out->body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_write);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, oms_dynbuf_curl_write);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &out->headers);
     if (in->chunked_len) {
         hs = curl_slist_append(hs, "Transfer-Encoding: chunked");
@@ -291,9 +278,9 @@ static void call_once(fixture *fx, const call *in, result *out)
 static void assert_json_error(const result *r, const char *want)
 {
     json_error_t e;
-    json_t *j = json_loads(r->body.data ? r->body.data : "", 0, &e);
+    json_t *j = json_loads(r->body.p ? r->body.p : "", 0, &e);
     if (!j)
-        fail_msg("not JSON: %s", r->body.data ? r->body.data : "(empty)");
+        fail_msg("not JSON: %s", r->body.p ? r->body.p : "(empty)");
     const char *msg = json_string_value(json_object_get(j, "error"));
     if (!msg || strcmp(msg, want) != 0)
         fail_msg("error %s, want %s", msg ? msg : "(none)", want);
@@ -309,7 +296,7 @@ static void test_params_decoded(void **state)
     call in = {.method = "GET", .path = "/api/customers/c%2F1%20x/orders/o%3A7?q=a%26b%20c"};
     call_once(fx, &in, &r);
     assert_int_equal(r.status, 200);
-    assert_string_equal(r.body.data,
+    assert_string_equal(r.body.p,
                         "{\"customer\":\"c/1 x\",\"order\":\"o:7\",\"n\":2,\"q\":\"a&b c\"}");
     char ct[128];
     header_value(&r, "Content-Type", ct, sizeof(ct));
@@ -367,7 +354,7 @@ static void test_post_body_echoed(void **state)
     call in = {.method = "POST", .path = "/api/echo", .body = body, .body_len = sizeof(body) - 1};
     call_once(fx, &in, &r);
     assert_int_equal(r.status, 200);
-    assert_string_equal(r.body.data, body);
+    assert_string_equal(r.body.p, body);
     char v[32];
     header_value(&r, "X-Body-Len", v, sizeof(v));
     assert_string_equal(v, "nonzero");
@@ -456,7 +443,7 @@ static void test_static_files(void **state)
         char ct[128];
         header_value(&r, "Content-Type", ct, sizeof(ct));
         assert_string_equal(ct, cases[i].type);
-        assert_string_equal(r.body.data, cases[i].body);
+        assert_string_equal(r.body.p, cases[i].body);
         result_free(&r);
     }
     result r;
@@ -487,7 +474,7 @@ static void test_traversal_refused(void **state)
         call_once(fx, &in, &r);
         if (r.status != 404)
             fail_msg("%s: status %ld", paths[i], r.status);
-        if (r.body.data && strstr(r.body.data, "SECRET"))
+        if (r.body.p && strstr(r.body.p, "SECRET"))
             fail_msg("%s: leaked the file", paths[i]);
         result_free(&r);
     }
@@ -500,7 +487,7 @@ static void test_error_escaped(void **state)
     call in = {.method = "GET", .path = "/api/quote"};
     call_once(fx, &in, &r);
     assert_int_equal(r.status, 400);
-    assert_string_equal(r.body.data, "{\"error\":\"field \\\"items\\\" is \\\\ bad\"}");
+    assert_string_equal(r.body.p, "{\"error\":\"field \\\"items\\\" is \\\\ bad\"}");
     assert_json_error(&r, "field \"items\" is \\ bad");
     result_free(&r);
 }
@@ -537,7 +524,7 @@ static void test_traceparent(void **state)
     assert_int_equal(oms_traceparent_parse(echoed, NULL), OMS_OK);
     char want[128];
     snprintf(want, sizeof(want), "{\"current\":\"%s\"}", echoed);
-    assert_string_equal(r.body.data, want); /* the handler saw its span as current */
+    assert_string_equal(r.body.p, want); /* the handler saw its span as current */
     result_free(&r);
 
     /* Invalid or absent: a fresh valid root, echoed. */
@@ -548,7 +535,7 @@ static void test_traceparent(void **state)
         header_value(&r, "traceparent", echoed, sizeof(echoed));
         assert_int_equal(oms_traceparent_parse(echoed, NULL), OMS_OK);
         snprintf(want, sizeof(want), "{\"current\":\"%s\"}", echoed);
-        assert_string_equal(r.body.data, want);
+        assert_string_equal(r.body.p, want);
         result_free(&r);
     }
     /* Echoed on error replies too. */
@@ -603,9 +590,9 @@ static void test_server_error_body_is_generic(void **state)
                        "00f067aa0ba902b7-01"};
     call_logged(fx, &in, &r, &log);
     assert_int_equal(r.status, 500);
-    assert_null(strstr(r.body.data, "10.9.8.7"));
-    assert_null(strstr(r.body.data, "secret_tab"));
-    json_t *j = json_loads(r.body.data, 0, NULL);
+    assert_null(strstr(r.body.p, "10.9.8.7"));
+    assert_null(strstr(r.body.p, "secret_tab"));
+    json_t *j = json_loads(r.body.p, 0, NULL);
     assert_non_null(j);
     assert_string_equal(json_string_value(json_object_get(j, "error")), "internal error");
     assert_string_equal(json_string_value(json_object_get(j, "traceID")),
@@ -624,8 +611,8 @@ static void test_server_error_body_is_generic(void **state)
     call busy = {.method = "GET", .path = "/api/busy"};
     call_logged(fx, &busy, &r, &log);
     assert_int_equal(r.status, 503);
-    assert_null(strstr(r.body.data, "10.9.8.7"));
-    j = json_loads(r.body.data, 0, NULL);
+    assert_null(strstr(r.body.p, "10.9.8.7"));
+    j = json_loads(r.body.p, 0, NULL);
     assert_non_null(j);
     assert_string_equal(json_string_value(json_object_get(j, "error")),
                         "service unavailable, retry later");
@@ -713,7 +700,7 @@ static void *worker(void *p)
         long nc = 0;
         curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &nc);
         a->connects += nc;
-        if (r.rc == CURLE_OK && r.status == 200 && r.body.data && strstr(r.body.data, "\"n\":2"))
+        if (r.rc == CURLE_OK && r.status == 200 && r.body.p && strstr(r.body.p, "\"n\":2"))
             a->ok++;
         result_free(&r);
     }
