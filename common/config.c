@@ -73,7 +73,7 @@ static int parse_bool(const oms_cfg_def *def, const char *value, char *want, siz
 {
     static const char *const yes[] = {"1", "true", "yes", "on"};
     static const char *const no[] = {"0", "false", "no", "off"};
-    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(yes); i++) {
         int b = -1;
         if (strcasecmp(value, yes[i]) == 0)
             b = 1;

@@ -254,7 +254,7 @@ int oms_db_open(oms_db **out, const char *url, const oms_db_migration *migs, siz
 
     size_t scheme = DB_DEFAULT_SCHEME;
     const char *target = url;
-    for (size_t i = 0; i < sizeof(db_schemes) / sizeof(db_schemes[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(db_schemes); i++) {
         size_t plen = strlen(db_schemes[i].prefix);
         if (strncmp(url, db_schemes[i].prefix, plen) == 0) {
             scheme = i;

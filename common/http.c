@@ -356,7 +356,7 @@ const char *oms_http_query(const oms_http_req *req, const char *name)
 static const char *method_label(const char *m)
 {
     static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
-    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(known); i++)
         if (m && strcmp(m, known[i]) == 0)
             return known[i];
     return "other";
@@ -442,7 +442,7 @@ static const char *content_type_for(const char *path)
     const char *dot = strrchr(path, '.');
     const char *slash = strrchr(path, '/');
     if (dot && (!slash || dot > slash))
-        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        for (size_t i = 0; i < OMS_NELEM(types); i++)
             if (strcasecmp(dot, types[i].ext) == 0)
                 return types[i].type;
     return "application/octet-stream";
@@ -530,7 +530,7 @@ static int method_matches(const char *route_method, const char *method)
 static int untraced_path(const char *path)
 {
     static const char *const paths[] = {"/healthz", "/readyz", "/metrics"};
-    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(paths); i++)
         if (strcmp(path, paths[i]) == 0)
             return 1;
     return 0;

@@ -28,7 +28,7 @@ static const char *const kind_names[] = {"counter", "gauge", "histogram"};
 /* Upper bounds in seconds; +Inf is implicit (the count). */
 static const double bucket_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                        0.1,    0.25,  0.5,    1,     2.5,  5,     10};
-#define NBUCKETS (sizeof(bucket_bounds) / sizeof(bucket_bounds[0]))
+#define NBUCKETS OMS_NELEM(bucket_bounds)
 
 typedef struct series {
     struct series *next_in_family; /* creation order */

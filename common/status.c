@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "oms/util.h"
+
 int oms_error_set(oms_error *err, int code, const char *fmt, ...)
 {
     if (err) {
@@ -93,7 +95,7 @@ const char *oms_grpc_code_name(int grpc_code)
         "DATA_LOSS",
         "UNAUTHENTICATED",
     };
-    if (grpc_code < 0 || (size_t)grpc_code >= sizeof(names) / sizeof(names[0]))
+    if (grpc_code < 0 || (size_t)grpc_code >= OMS_NELEM(names))
         return "UNKNOWN";
     return names[grpc_code];
 }

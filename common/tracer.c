@@ -133,7 +133,7 @@ static int64_t real_ns(void)
 
 int oms_sampler_parse(const char *s)
 {
-    for (size_t i = 0; s && i < sizeof(sampler_names) / sizeof(sampler_names[0]); i++)
+    for (size_t i = 0; s && i < OMS_NELEM(sampler_names); i++)
         if (strcmp(s, sampler_names[i]) == 0)
             return (int)i;
     return -1;
@@ -800,7 +800,7 @@ int oms_tracer_init(const oms_tracer_config *cfg, oms_error *err)
 
     /* Zero series, so a scrape shows them before anything happened. */
     static const char *const reasons[] = {"queue_full", "export_failed"};
-    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(reasons); i++) {
         char labels[64] = "";
         oms_metrics_label(labels, sizeof(labels), "reason", reasons[i]);
         oms_metrics_counter_add("otel_spans_dropped_total",

@@ -450,4 +450,4 @@ const oms_http_route gateway_http_routes[] = {
     {"GET", "/api/staff/me", gw_staff_me},
     OMS_ADMIN_ROUTES,
 };
-const size_t gateway_http_nroutes = sizeof(gateway_http_routes) / sizeof(gateway_http_routes[0]);
+const size_t gateway_http_nroutes = OMS_NELEM(gateway_http_routes);

@@ -1,5 +1,6 @@
 #include "consumer.h"
 
+#include "oms/util.h"
 #include "service.h"
 
 /* The verdict is the service's status: OMS_OK/OMS_DUPLICATE ack, OMS_INVALID
@@ -14,4 +15,4 @@ const oms_service_consumer kitchen_consumers[] = {
     {.event = OMS_EVENT_ORDER_PAID, .fn = on_paid},
 };
 
-const size_t kitchen_nconsumers = sizeof(kitchen_consumers) / sizeof(kitchen_consumers[0]);
+const size_t kitchen_nconsumers = OMS_NELEM(kitchen_consumers);

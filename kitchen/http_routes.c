@@ -123,4 +123,4 @@ const oms_http_route kitchen_http_routes[] = {
     {"GET", "/tickets/{}", ticket_get},
 };
 
-const size_t kitchen_http_nroutes = sizeof(kitchen_http_routes) / sizeof(kitchen_http_routes[0]);
+const size_t kitchen_http_nroutes = OMS_NELEM(kitchen_http_routes);

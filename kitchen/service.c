@@ -49,7 +49,7 @@ void kitchen_metrics_register(kitchen_service *s)
         oms_metrics_label(labels, sizeof(labels), "state", kitchen_state_str((kitchen_state)i));
         oms_metrics_counter_add(TICKETS_TOTAL, TICKETS_HELP, labels, 0);
     }
-    for (size_t i = 0; i < sizeof(results) / sizeof(results[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(results); i++) {
         char labels[64] = "";
         oms_metrics_label(labels, sizeof(labels), "result", results[i]);
         oms_metrics_counter_add(PAID_TOTAL, PAID_HELP, labels, 0);

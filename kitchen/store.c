@@ -60,7 +60,7 @@ int kitchen_store_open(oms_db **db, const char *url, oms_error *err)
 {
     const oms_db_migration migs[] = {tickets_v1, oms_outbox_migration, oms_inbox_migration,
                                      oms_retention_migration};
-    return oms_db_open(db, url, migs, sizeof(migs) / sizeof(migs[0]), err);
+    return oms_db_open(db, url, migs, OMS_NELEM(migs), err);
 }
 
 int kitchen_store_insert(oms_db_tx *tx, const kitchen_ticket *t, oms_error *err)

@@ -1,5 +1,6 @@
 #include "consumer.h"
 
+#include "oms/util.h"
 #include "service.h"
 
 /* Every event moves an order's status; orders_handle_event maps the exchange to the
@@ -18,4 +19,4 @@ const oms_service_consumer orders_consumers[] = {
     {.event = OMS_EVENT_ORDER_REFUNDED, .fn = on_order_event},
 };
 
-const size_t orders_nconsumers = sizeof(orders_consumers) / sizeof(orders_consumers[0]);
+const size_t orders_nconsumers = OMS_NELEM(orders_consumers);

@@ -108,5 +108,4 @@ const oms_grpc_method orders_grpc_methods[] = {
     {"/api.OrderService/ListOrders", &api__list_orders_request__descriptor, list_orders},
     {"/api.OrderService/CancelOrder", &api__cancel_order_request__descriptor, cancel_order},
 };
-const size_t orders_grpc_methods_count =
-    sizeof(orders_grpc_methods) / sizeof(orders_grpc_methods[0]);
+const size_t orders_grpc_methods_count = OMS_NELEM(orders_grpc_methods);

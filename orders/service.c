@@ -533,10 +533,10 @@ int orders_handle_event(orders_service *s, const char *queue, const char *messag
                         const char *exchange, const char *body, size_t len, oms_error *err)
 {
     size_t i = 0;
-    while (i < sizeof(event_moves) / sizeof(event_moves[0]) &&
+    while (i < OMS_NELEM(event_moves) &&
            strcmp(exchange, oms_event_exchanges[event_moves[i].event]) != 0)
         i++;
-    if (i == sizeof(event_moves) / sizeof(event_moves[0]))
+    if (i == OMS_NELEM(event_moves))
         return oms_error_set(err, OMS_INVALID, "unexpected event %s", exchange);
     oms_order evt;
     int rc = oms_order_from_json_str(body, len, &evt, err);

@@ -40,7 +40,7 @@ int orders_store_open(oms_db **db, const char *url, oms_error *err)
 {
     const oms_db_migration migs[] = {orders_v1, oms_outbox_migration, oms_inbox_migration,
                                      oms_retention_migration, orders_v2};
-    return oms_db_open(db, url, migs, sizeof(migs) / sizeof(migs[0]), err);
+    return oms_db_open(db, url, migs, OMS_NELEM(migs), err);
 }
 
 int orders_store_insert(oms_db_tx *tx, const oms_order *o, const char *idem_key, oms_error *err)

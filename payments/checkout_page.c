@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "oms/util.h"
+
 /* The rules of gateway/public/style.css that this page uses, inlined so it needs
  * nothing else (it is served by payments, on another origin than the gateway). */
 static const char page_css[] =
@@ -70,7 +72,7 @@ static void put_money(FILE *f, long long cents, const char *currency)
     } symbols[] = {{"usd", "$"}, {"eur", "\u20ac"}, {"gbp", "\u00a3"}};
     const char *sign = cents < 0 ? "-" : "";
     unsigned long long v = cents < 0 ? 0ULL - (unsigned long long)cents : (unsigned long long)cents;
-    for (size_t i = 0; currency && i < sizeof(symbols) / sizeof(symbols[0]); i++) {
+    for (size_t i = 0; currency && i < OMS_NELEM(symbols); i++) {
         if (strcasecmp(currency, symbols[i].code) == 0) {
             fprintf(f, "%s%s%llu.%02llu", sign, symbols[i].symbol, v / 100, v % 100);
             return;

@@ -1,5 +1,6 @@
 #include "consumer.h"
 
+#include "oms/util.h"
 #include "service.h"
 
 /* svc: the payments_service; the queue is the inbox consumer name. */
@@ -24,4 +25,4 @@ const oms_service_consumer payments_consumers[] = {
     {.event = OMS_EVENT_ORDER_REFUNDED, .fn = on_refunded},
 };
 
-const size_t payments_nconsumers = sizeof(payments_consumers) / sizeof(payments_consumers[0]);
+const size_t payments_nconsumers = OMS_NELEM(payments_consumers);

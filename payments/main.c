@@ -70,7 +70,7 @@ static void stripe_mode_check(void)
     if (!sec[0] || strncmp(sec, "whsec_", 6) != 0)
         oms_app_config_fail("payments", "STRIPE_WEBHOOK_SECRET: PAYMENT_PROCESSOR=stripe needs "
                                         "the endpoint's signing secret (whsec_...) from Stripe");
-    for (size_t i = 0; i < sizeof(public_secrets) / sizeof(public_secrets[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(public_secrets); i++)
         if (strcmp(sec, public_secrets[i]) == 0)
             oms_app_config_fail("payments",
                                 "STRIPE_WEBHOOK_SECRET: a published example secret; set the "

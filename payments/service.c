@@ -267,7 +267,7 @@ static const char *const refund_reasons[] = {"order_cancelled", "checkout_expire
 
 static const char *refund_label(const char *reason)
 {
-    for (size_t i = 0; i < sizeof(refund_reasons) / sizeof(refund_reasons[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(refund_reasons); i++) {
         size_t n = strlen(refund_reasons[i]);
         if (strncmp(reason, refund_reasons[i], n) == 0 && (reason[n] == '\0' || reason[n] == ':'))
             return refund_reasons[i];
@@ -508,7 +508,7 @@ static const webhook_action actions[] = {
 
 static const webhook_action *action_for(const char *type)
 {
-    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(actions); i++)
         if (strcmp(actions[i].type, type) == 0)
             return &actions[i];
     return NULL;

@@ -124,7 +124,7 @@ static payments_sig_result parse_header(const char *h, sig_header *out, oms_erro
                 if (!is_hex(v[i]))
                     return fail(PAYMENTS_SIG_MALFORMED, err,
                                 "malformed Stripe-Signature header: v1 is not a hex signature");
-            if (out->nv1 == (int)(sizeof(out->v1) / sizeof(out->v1[0])))
+            if (out->nv1 == (int)OMS_NELEM(out->v1))
                 return fail(PAYMENTS_SIG_MALFORMED, err,
                             "malformed Stripe-Signature header: too many v1 signatures");
             out->v1[out->nv1] = v;

@@ -14,7 +14,7 @@ static const char *const status_names[] = {
     PAYMENTS_SESSION_STATUS_MAP(PAYMENTS_SESSION_NAME)
 #undef PAYMENTS_SESSION_NAME
 };
-#define NSTATUS (sizeof(status_names) / sizeof(status_names[0]))
+#define NSTATUS OMS_NELEM(status_names)
 
 const char *payments_session_status_str(payments_session_status s)
 {
@@ -65,7 +65,7 @@ int payments_store_open(oms_db **db, const char *url, oms_error *err)
 {
     const oms_db_migration migs[] = {sessions_v1, oms_outbox_migration,    oms_inbox_migration,
                                      sessions_v2, oms_retention_migration, sessions_v3};
-    return oms_db_open(db, url, migs, sizeof(migs) / sizeof(migs[0]), err);
+    return oms_db_open(db, url, migs, OMS_NELEM(migs), err);
 }
 
 void payments_row_free(payments_row *r)

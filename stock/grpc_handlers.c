@@ -164,4 +164,4 @@ const oms_grpc_method stock_grpc_methods[] = {
     {"/api.StockService/CommitReservation", &api__reservation_request__descriptor, handle_commit},
 };
 
-const size_t stock_grpc_nmethods = sizeof(stock_grpc_methods) / sizeof(stock_grpc_methods[0]);
+const size_t stock_grpc_nmethods = OMS_NELEM(stock_grpc_methods);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "oms/admin.h"
+#include "oms/util.h"
 #include "service.h"
 
 /* GET /stock -> {"products":[{"productID","name","available","reserved","sold"}]} */
@@ -43,4 +44,4 @@ const oms_http_route stock_http_routes[] = {
     {"GET", "/stock", stock_levels},
 };
 
-const size_t stock_http_nroutes = sizeof(stock_http_routes) / sizeof(stock_http_routes[0]);
+const size_t stock_http_nroutes = OMS_NELEM(stock_http_routes);

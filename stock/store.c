@@ -40,8 +40,7 @@ static const oms_db_migration stock_migrations[] = {
 
 int stock_store_open(struct oms_db **out, const char *url, oms_error *err)
 {
-    return oms_db_open(out, url, stock_migrations,
-                       sizeof(stock_migrations) / sizeof(stock_migrations[0]), err);
+    return oms_db_open(out, url, stock_migrations, OMS_NELEM(stock_migrations), err);
 }
 
 void stock_store_close(struct oms_db *db)

@@ -62,7 +62,7 @@ static const oms_cfg_def config_table[] = {
     {"LOG_FORMAT", OMS_CFG_ENUM, "json", 0, 0, "json|console", &cfg.log_format, NULL,
      "json lines, or console for humans"},
 };
-#define CONFIG_COUNT (sizeof(config_table) / sizeof(config_table[0]))
+#define CONFIG_COUNT OMS_NELEM(config_table)
 
 static const oms_db_migration migrations[] = {
     {"spans_v1",
@@ -631,17 +631,14 @@ int main(int argc, char **argv)
     oms_http_server *http = NULL;
     oms_error err;
     oms_error_clear(&err);
-    if (oms_db_open(&db, cfg.db_url, migrations, sizeof(migrations) / sizeof(migrations[0]),
-                    &err) != OMS_OK) {
+    if (oms_db_open(&db, cfg.db_url, migrations, OMS_NELEM(migrations), &err) != OMS_OK) {
         char shown[512]; /* TRACESTORE_DB may be a postgres:// url with a password */
         oms_url_redact(cfg.db_url, shown, sizeof(shown));
         oms_log_error("cannot open the span database", "url", shown, "error", err.msg);
         goto out;
     }
-    oms_http_config hc = {.addr = cfg.addr,
-                          .routes = routes,
-                          .nroutes = sizeof(routes) / sizeof(routes[0]),
-                          .max_body = MAX_BODY};
+    oms_http_config hc = {
+        .addr = cfg.addr, .routes = routes, .nroutes = OMS_NELEM(routes), .max_body = MAX_BODY};
     char herr[256];
     if (oms_http_start(&http, &hc, herr, sizeof(herr)) != OMS_OK) {
         oms_log_error("cannot start HTTP", "addr", cfg.addr, "error", herr);

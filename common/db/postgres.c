@@ -180,7 +180,7 @@ static int pg_connect(const char *url, oms_db_conn **out, oms_error *err)
         {"keepalives_count", "3"},
         {"options", "-c statement_timeout=" PG_STR(PG_STATEMENT_TIMEOUT_MS)},
     };
-    enum { NDEFAULTS = sizeof(defaults) / sizeof(defaults[0]) };
+    enum { NDEFAULTS = OMS_NELEM(defaults) };
     const char *keys[NDEFAULTS + 2], *vals[NDEFAULTS + 2];
     for (size_t i = 0; i < NDEFAULTS; i++) {
         keys[i] = defaults[i][0];

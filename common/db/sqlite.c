@@ -354,7 +354,7 @@ static int sqlite_connect(const char *url, oms_db_conn **out, oms_error *err)
         "PRAGMA foreign_keys=ON",
     };
     int memory = strcmp(url, ":memory:") == 0;
-    for (size_t i = memory ? 1 : 0; i < sizeof(pragmas) / sizeof(pragmas[0]); i++) {
+    for (size_t i = memory ? 1 : 0; i < OMS_NELEM(pragmas); i++) {
         rc = sqlite3_exec(db, pragmas[i], NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
             rc = sqlite_error(db, rc, pragmas[i], err);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oms/util.h"
+
 static const payment_processor *const processors[] = {
     &payments_processor_local,
     &payments_processor_stripe,
@@ -11,7 +13,7 @@ static const payment_processor *const processors[] = {
 
 const payment_processor *payments_processor_find(const char *name)
 {
-    for (size_t i = 0; name && i < sizeof(processors) / sizeof(processors[0]); i++)
+    for (size_t i = 0; name && i < OMS_NELEM(processors); i++)
         if (strcmp(processors[i]->name, name) == 0)
             return processors[i];
     return NULL;

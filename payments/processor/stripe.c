@@ -182,7 +182,7 @@ static int stripe_post(CURL *h, const payments_processor_config *cfg, const char
                            "Accept: application/json", idem_line};
     int rc = OMS_OK;
     *status = 0;
-    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(lines); i++) {
         if (!lines[i][0])
             continue;
         tmp = curl_slist_append(hdrs, lines[i]);

@@ -15,6 +15,7 @@
 #include "oms/app.h"
 #include "oms/config.h"
 #include "oms/status.h"
+#include "oms/util.h"
 
 #define VAR "OMS_TEST_VAR"
 #define ALIAS "OMS_TEST_ALIAS"
@@ -135,7 +136,7 @@ static void set_or_unset(const char *name, const char *value)
 
 static void test_config_table(void **state)
 {
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(cases); i++) {
         const cfg_case *c = &cases[i];
         set_or_unset(VAR, c->env);
         set_or_unset(ALIAS, c->alias);
@@ -262,7 +263,7 @@ static const help_case help_cases[] = {
 
 static void test_print_help(void **state)
 {
-    for (size_t i = 0; i < sizeof(help_cases) / sizeof(help_cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(help_cases); i++) {
         const help_case *c = &help_cases[i];
         char *got = NULL;
         size_t len = 0;
@@ -309,7 +310,7 @@ static void test_row_macros(void **state)
          OMS_CFG_STR_ALIAS_ROW("S", "OLD", "", &str, "h"),
          {"S", OMS_CFG_STR, "", 0, 0, NULL, &str, "OLD", "h"}},
     };
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(rows); i++) {
         const oms_cfg_def *g = &rows[i].got, *w = &rows[i].want;
         if (strcmp(g->name, w->name) != 0 || g->type != w->type || strcmp(g->def, w->def) != 0 ||
             g->min != w->min || g->max != w->max || g->target != w->target ||
@@ -328,10 +329,10 @@ static void test_http_and_db_rows(void **state)
     oms_app_common c;
     memset(&c, 0, sizeof(c));
     const oms_cfg_def defs[] = {OMS_APP_HTTP_CONFIG(&c), OMS_APP_DB_CONFIG(&c)};
-    const size_t n = sizeof(defs) / sizeof(defs[0]);
+    const size_t n = OMS_NELEM(defs);
     const char *const vars[] = {"HTTP_TIMEOUT_S", "HTTP_CONN_LIMIT", "HTTP_PER_IP_LIMIT",
                                 "DB_POOL_SIZE", "DB_POOL_WAIT_MS"};
-    assert_int_equal(n, sizeof(vars) / sizeof(vars[0]));
+    assert_int_equal(n, OMS_NELEM(vars));
     for (size_t i = 0; i < n; i++)
         assert_int_equal(unsetenv(vars[i]), 0);
     char err[256];

@@ -149,8 +149,8 @@ static void server_start(test_server *ts, int threads)
     memset(ts, 0, sizeof(*ts));
     oms_error err;
     oms_error_clear(&err);
-    int rc = oms_grpc_server_start(&ts->srv, "127.0.0.1:0", methods,
-                                   sizeof(methods) / sizeof(methods[0]), threads, ts, &err);
+    int rc = oms_grpc_server_start(&ts->srv, "127.0.0.1:0", methods, OMS_NELEM(methods), threads,
+                                   ts, &err);
     if (rc != OMS_OK)
         fail_msg("server start: %s", err.msg);
     assert_true(oms_grpc_server_port(ts->srv) > 0);

@@ -125,7 +125,7 @@ static int setup(void **state)
     oms_http_config cfg = {
         .addr = "127.0.0.1:0",
         .routes = routes,
-        .nroutes = sizeof(routes) / sizeof(routes[0]),
+        .nroutes = OMS_NELEM(routes),
         .max_body = 0, /* default 64 KiB */
         .static_dir = fx->www,
         .threads = 2,
@@ -434,7 +434,7 @@ static void test_static_files(void **state)
         {"/app.js", "text/javascript; charset=utf-8", "let x=1;"},
         {"/app%2ejs", "text/javascript; charset=utf-8", "let x=1;"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(cases); i++) {
         result r;
         call in = {.method = "GET", .path = cases[i].path};
         call_once(fx, &in, &r);
@@ -468,7 +468,7 @@ static void test_traversal_refused(void **state)
         "/..%5csecret.txt",       "/www/../../secret.txt", "/style.css%00.txt",
         "/%252e%252e/secret.txt", "//../secret.txt",
     };
-    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(paths); i++) {
         result r;
         call in = {.method = "GET", .path = paths[i]};
         call_once(fx, &in, &r);
@@ -802,7 +802,7 @@ static void test_per_ip_limit(void **state)
     oms_http_limits limits = {.timeout_s = 30, .conn_limit = 512, .per_ip_limit = -1};
     oms_http_config cfg = {.addr = "127.0.0.1:0",
                            .routes = routes,
-                           .nroutes = sizeof(routes) / sizeof(routes[0]),
+                           .nroutes = OMS_NELEM(routes),
                            .threads = 2,
                            .limits = &limits};
     assert_int_not_equal(oms_http_start(&s, &cfg, err, sizeof(err)), OMS_OK);

@@ -14,6 +14,7 @@
 
 #include "oms/json_out.h"
 #include "oms/order.h"
+#include "oms/util.h"
 
 /* Writes s as a JSON string, parses it with jansson and returns the decoded text. */
 static char *round_trip(const char *s, char *written, size_t wsize)
@@ -59,7 +60,7 @@ static const str_case str_cases[] = {
 static void test_strings(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof(str_cases) / sizeof(str_cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(str_cases); i++) {
         char written[256];
         char *got = round_trip(str_cases[i].in, written, sizeof(written));
         if (strcmp(got, str_cases[i].decoded) != 0)

@@ -21,6 +21,7 @@
 #include "oms/db.h"
 #include "oms/log.h"
 #include "oms/trace.h"
+#include "oms/util.h"
 #include "../../kitchen/service.h" /* every core's folder is on the include path: be explicit */
 #include "../../kitchen/store.h"
 
@@ -237,7 +238,7 @@ static void test_invalid_bodies_rejected(void **state)
         "{\"orderID\":\"o1\",\"customerID\":\"c1\",\"status\":\"paid\"}",
         "{\"orderID\":\"../x\",\"customerID\":\"c1\",\"status\":\"paid\",\"items\":[]}",
     };
-    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(bodies); i++) {
         oms_error err;
         oms_error_clear(&err);
         int rc = kitchen_accept_paid(&f->svc, QUEUE, "bad", bodies[i], strlen(bodies[i]), &err);

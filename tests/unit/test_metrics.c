@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "oms/metrics.h"
+#include "oms/util.h"
 
 /* The block of one family in render output: from its "# HELP name " line up to the
  * next "# HELP" (or the end). Caller frees. */
@@ -98,7 +99,7 @@ static void test_gauge(void **state)
 static void test_histogram(void **state)
 {
     const double obs[] = {0.0004, 0.0005, 0.003, 0.2, 0.2, 7, 11};
-    for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(obs); i++)
         oms_metrics_observe("t_latency_seconds", "Latency.", "route=\"/x\"", obs[i]);
     oms_metrics_observe("t_bare_seconds", "Bare.", NULL, 1);
     expect_block("t_latency_seconds", "# HELP t_latency_seconds Latency.\n"

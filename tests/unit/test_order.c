@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "oms/order.h"
+#include "oms/util.h"
 
 typedef struct {
     const char *body;
@@ -53,7 +54,7 @@ static const request_case request_cases[] = {
 
 static void test_request_cases(void **state)
 {
-    for (size_t i = 0; i < sizeof(request_cases) / sizeof(request_cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(request_cases); i++) {
         const request_case *c = &request_cases[i];
         oms_order o;
         oms_error err;
@@ -158,7 +159,7 @@ static const move_case moves[] = {
 
 static void test_transition_table(void **state)
 {
-    for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(moves); i++)
         if (oms_order_can_move(moves[i].from, moves[i].to) != moves[i].ok)
             fail_msg("%s -> %s: expected %d", oms_order_status_str(moves[i].from),
                      oms_order_status_str(moves[i].to), moves[i].ok);
@@ -251,7 +252,7 @@ static void test_json_rejects_bad_events(void **state)
         "}",
         "{\"orderID\":\"../x\",\"customerID\":\"2\",\"status\":\"paid\",\"items\":[]}",
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(bad); i++) {
         oms_order o;
         oms_error err;
         if (oms_order_from_json_str(bad[i], strlen(bad[i]), &o, &err) != OMS_INVALID)

@@ -29,6 +29,7 @@
 #include "oms/events.h"
 #include "oms/log.h"
 #include "oms/order.h"
+#include "oms/util.h"
 #include "../../orders/service.h" /* every core's folder is on the include path: be explicit */
 #include "../../orders/store.h"
 
@@ -71,7 +72,7 @@ static const struct {
 
 static const char *rc_name(int rc)
 {
-    for (size_t i = 0; i < sizeof(rc_names) / sizeof(rc_names[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(rc_names); i++)
         if (rc_names[i].code == rc)
             return rc_names[i].name;
     return "?";
@@ -79,7 +80,7 @@ static const char *rc_name(int rc)
 
 static int rc_parse(const char *s)
 {
-    for (size_t i = 0; i < sizeof(rc_names) / sizeof(rc_names[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(rc_names); i++)
         if (strcmp(rc_names[i].name, s) == 0)
             return rc_names[i].code;
     fail_msg("unknown status name '%s' in a table", s);
@@ -754,9 +755,9 @@ static void run_steps(fixture *f, const char *row, const char *steps)
         } else if (hash) {
             *hash = '\0';
             size_t e = 0;
-            while (e < sizeof(events) / sizeof(events[0]) && strcmp(events[e].name, t) != 0)
+            while (e < OMS_NELEM(events) && strcmp(events[e].name, t) != 0)
                 e++;
-            if (e == sizeof(events) / sizeof(events[0]))
+            if (e == OMS_NELEM(events))
                 fail_msg("%s: unknown event '%s'", row, t);
             rc = deliver(f, (ev)e, hash + 1, &err);
         } else {
@@ -1165,8 +1166,6 @@ static void test_list(void **state)
 
 /* ---- the list of tests --------------------------------------------------------------- */
 
-#define ROWS(t) (sizeof(t) / sizeof((t)[0]))
-
 typedef void (*row_name_fn)(const void *row, char *out, size_t n);
 
 static void name_transition(const void *row, char *out, size_t n)
@@ -1222,7 +1221,7 @@ static int run_table(const char *group, const void *rows, size_t size, size_t n,
 }
 
 #define RUN_TABLE(group, table, fn, name)                                                          \
-    run_table(group, table, sizeof(table[0]), ROWS(table), fn, name)
+    run_table(group, table, sizeof(table[0]), OMS_NELEM(table), fn, name)
 
 int main(void)
 {

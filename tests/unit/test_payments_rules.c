@@ -63,7 +63,7 @@ static const struct {
 
 static const char *rc_name(int rc)
 {
-    for (size_t i = 0; i < sizeof(rc_names) / sizeof(rc_names[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(rc_names); i++)
         if (rc_names[i].code == rc)
             return rc_names[i].name;
     return "?";
@@ -71,7 +71,7 @@ static const char *rc_name(int rc)
 
 static int rc_parse(const char *s)
 {
-    for (size_t i = 0; i < sizeof(rc_names) / sizeof(rc_names[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(rc_names); i++)
         if (strcmp(rc_names[i].name, s) == 0)
             return rc_names[i].code;
     fail_msg("unknown status name '%s' in a table", s);
@@ -385,7 +385,7 @@ static const struct {
 
 static int find_webhook(const char *name)
 {
-    for (size_t i = 0; i < sizeof(webhooks_sent) / sizeof(webhooks_sent[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(webhooks_sent); i++)
         if (strcmp(webhooks_sent[i].name, name) == 0)
             return (int)i;
     return -1;
@@ -459,9 +459,9 @@ static const struct {
 static int deliver(fixture *f, const char *what, const char *message_id, oms_error *err)
 {
     size_t i = 0;
-    while (i < sizeof(consumed) / sizeof(consumed[0]) && strcmp(consumed[i].name, what) != 0)
+    while (i < OMS_NELEM(consumed) && strcmp(consumed[i].name, what) != 0)
         i++;
-    if (i == sizeof(consumed) / sizeof(consumed[0]))
+    if (i == OMS_NELEM(consumed))
         return -100; /* not a consumed event */
     const char *body = consumed[i].body;
     size_t len = strlen(body);
@@ -897,7 +897,7 @@ static int run_table(const char *group, const row *rows, size_t n)
     return failed;
 }
 
-#define RUN_TABLE(group, table) run_table(group, table, sizeof(table) / sizeof(table[0]))
+#define RUN_TABLE(group, table) run_table(group, table, OMS_NELEM(table))
 
 int main(void)
 {

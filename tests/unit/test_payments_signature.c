@@ -12,6 +12,7 @@
 
 #include "../../payments/event.h" /* every core folder is on the include path: be explicit */
 #include "../../payments/signature.h"
+#include "oms/util.h"
 
 #define SECRET "whsec_test_secret"
 #define NOW 1700000000LL
@@ -111,7 +112,7 @@ static void expand(const sig_case *c, char *out, size_t n)
 
 static void test_signature_cases(void **state)
 {
-    for (size_t i = 0; i < sizeof(sig_cases) / sizeof(sig_cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(sig_cases); i++) {
         const sig_case *c = &sig_cases[i];
         char header[1024];
         expand(c, header, sizeof(header));
@@ -250,7 +251,7 @@ static const event_case event_cases[] = {
 
 static void test_event_cases(void **state)
 {
-    for (size_t i = 0; i < sizeof(event_cases) / sizeof(event_cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(event_cases); i++) {
         const event_case *c = &event_cases[i];
         payments_event ev;
         oms_error err;

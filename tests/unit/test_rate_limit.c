@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "rate_limit.h"
+#include "oms/util.h"
 
 static struct sockaddr_storage addr(const char *ip)
 {
@@ -90,7 +91,7 @@ static void test_bad_exempt_list_named(void **state)
     gw_rate_limit *rl = NULL;
     oms_error err;
     const char *bad[] = {"10.0.0.0/33", "nonsense", "::1/129", "1.2.3.4/", "/8"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(bad); i++) {
         oms_error_clear(&err);
         assert_int_equal(gw_rate_limit_new(&rl, 1, 1, bad[i], &err), OMS_INVALID);
         assert_null(rl);

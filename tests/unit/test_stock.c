@@ -20,6 +20,7 @@
 #include "../../stock/service.h"
 #include "../../stock/store.h"
 #include "oms/log.h"
+#include "oms/util.h"
 
 #define T0 1700000000000LL /* an arbitrary wall-clock instant, ms */
 #define TTL_MS 1000
@@ -83,7 +84,7 @@ static int teardown(void **state)
     stock_store_close(fx->db);
     static const char *const files[] = {"stock.db", "stock.db-wal", "stock.db-shm", "catalog.json",
                                         "bad.json", "fresh.db",     "fresh.db-wal", "fresh.db-shm"};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+    for (size_t i = 0; i < OMS_NELEM(files); i++)
         remove_if_present(fx->dir, files[i]);
     assert_int_equal(rmdir(fx->dir), 0);
     free(fx);

@@ -10,6 +10,7 @@
 
 #include "oms/status.h"
 #include "oms/trace.h"
+#include "oms/util.h"
 
 #define TID "4bf92f3577b34da6a3ce929d0e0e4736"
 #define SID "00f067aa0ba902b7"
@@ -64,7 +65,7 @@ static const tp_case cases[] = {
 
 static void test_traceparent_table(void **state)
 {
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(cases); i++) {
         const tp_case *c = &cases[i];
         oms_trace_ctx ctx;
         memset(&ctx, 0xaa, sizeof(ctx)); /* parse must reset it on failure */

@@ -67,7 +67,7 @@ static void hex_to_bytes(const char *hex, uint8_t *out, size_t n)
 
 static void test_sampler_table(void **state)
 {
-    for (size_t i = 0; i < sizeof(sample_cases) / sizeof(sample_cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(sample_cases); i++) {
         const sample_case *c = &sample_cases[i];
         int s = oms_sampler_parse(c->sampler);
         assert_true(s >= 0);
@@ -104,7 +104,7 @@ static void test_endpoint_table(void **state)
         {NULL, NULL, "", OMS_OK},
         {"", "grpc://collector:4317", "", OMS_INVALID},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(cases); i++) {
         char out[256];
         assert_int_equal(oms_tracer_endpoint_url(cases[i].traces, cases[i].base, out, sizeof(out)),
                          cases[i].rc);

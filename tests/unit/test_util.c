@@ -32,7 +32,7 @@ static void test_rfc3339(void **state)
         {253402300800000LL, "9999-12-31T23:59:59.999Z"}, /* year 10000: clamped */
         {INT64_MAX, "9999-12-31T23:59:59.999Z"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(cases); i++) {
         char out[32];
         memset(out, 'X', sizeof(out));
         oms_format_rfc3339(cases[i].ms, out);
@@ -134,7 +134,7 @@ static void test_url_redact(void **state)
         {"invalid URI \"postgres://u:pw@[::1/x\" and http://a:b@etcd:2379 down",
          "invalid URI \"postgres://u:***@[::1/x\" and http://a:***@etcd:2379 down"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < OMS_NELEM(cases); i++) {
         char out[256];
         size_t n = oms_url_redact(cases[i].in, out, sizeof(out));
         assert_string_equal(out, cases[i].want);
