@@ -72,7 +72,7 @@ static const oms_cfg_def otel_defs[] = {
     OMS_CFG_INT_ROW("OTEL_EXPORTER_OTLP_TIMEOUT", "10000", 1, 600000, &otel.timeout_ms,
                     "ms one export request may take"),
 };
-#define OTEL_COUNT (sizeof(otel_defs) / sizeof(otel_defs[0]))
+#define OTEL_COUNT OMS_NELEM(otel_defs)
 
 /* Loads the OTEL_* table and starts the tracer; exits 2 on a bad value like any other
  * configuration error. A tracer that cannot start is logged and the service runs
@@ -246,6 +246,8 @@ static void amqp_config(const oms_app_common *common, oms_amqp_config *out)
     out->user = common->rabbitmq_user;
     out->password = common->rabbitmq_password;
     out->vhost = common->rabbitmq_vhost;
+    out->addrs = common->rabbitmq_addrs;
+    out->queue_type = common->rabbitmq_queue_type;
 }
 
 /* The relay's retention from OUTBOX_RETENTION_S / INBOX_RETENTION_S. */
@@ -462,8 +464,10 @@ static int service_start(const oms_service_def *def)
     oms_service_rt *rt = &run.rt;
     oms_error err;
     oms_error_clear(&err);
-    oms_amqp_config amqp;
+    oms_amqp_config amqp = {0};
     amqp_config(&run.common, &amqp);
+    if ((def->outbox || def->consumes) && oms_amqp_config_check(&amqp, &err) != OMS_OK)
+        oms_app_config_fail(def->name, "%s", err.msg); /* a bad RABBITMQ_ADDRS: exit 2 */
     rt->routes = def->http.routes ? def->http.routes : admin_routes;
     rt->nroutes = def->http.routes ? *def->http.nroutes : OMS_NELEM(admin_routes);
 

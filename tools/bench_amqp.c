@@ -84,7 +84,8 @@ int main(int argc, char **argv)
     if (!sink_queue(host, port, vhost, queue, 0))
         return 1;
 
-    oms_amqp_config cfg = {host, port, "guest", "guest", vhost};
+    oms_amqp_config cfg = {
+        .host = host, .port = port, .user = "guest", .password = "guest", .vhost = vhost};
     oms_amqp_publisher *pub = NULL;
     if (oms_amqp_publisher_new(&pub, &cfg) != OMS_OK) {
         fprintf(stderr, "bench_amqp: cannot create a publisher\n");

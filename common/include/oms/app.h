@@ -28,6 +28,8 @@ typedef struct oms_app_common {
     char *rabbitmq_user;
     char *rabbitmq_password;
     char *rabbitmq_vhost;
+    char *rabbitmq_addrs;      /* RABBITMQ_ADDRS: cluster nodes, "" = host/port */
+    char *rabbitmq_queue_type; /* RABBITMQ_QUEUE_TYPE: classic | quorum */
     long long max_retries;
     long long retry_delay_ms;
     long long consumer_workers;
@@ -52,6 +54,10 @@ typedef struct oms_app_common {
     OMS_CFG_STR_ROW("RABBITMQ_PASSWORD", "guest", &(c)->rabbitmq_password, \
         "RabbitMQ password (never logged)"), \
     OMS_CFG_STR_ROW("RABBITMQ_VHOST", "/", &(c)->rabbitmq_vhost, "RabbitMQ virtual host"), \
+    OMS_CFG_STR_ROW("RABBITMQ_ADDRS", "", &(c)->rabbitmq_addrs, \
+        "cluster nodes host:port,...; a lost connection moves to the next (default: HOST:PORT)"), \
+    OMS_CFG_ENUM_ROW("RABBITMQ_QUEUE_TYPE", "classic", "classic|quorum", &(c)->rabbitmq_queue_type, \
+        "quorum: every consumer queue is replicated on the cluster's nodes"), \
     OMS_CFG_INT_ROW("MAX_RETRIES", "5", 0, 100, &(c)->max_retries, \
         "deliveries of a failing message before it goes to <queue>.dlq"), \
     OMS_CFG_INT_ROW("RETRY_DELAY_MS", "1000", 1, 3600000, &(c)->retry_delay_ms, \
