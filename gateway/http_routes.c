@@ -12,10 +12,12 @@
 #include "oms/admin.h"
 #include "oms/dynbuf.h"
 #include "oms/order.h"
+#include "oms/log.h"
 #include "oms/order_pb.h"
 #include "oms/trace.h"
 #include "oms/tracer.h"
 #include "oms/util.h"
+#include "jwt.h"
 #include "staff_auth.h"
 
 static const char id_rule[] = "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
@@ -50,6 +52,30 @@ static int require_staff(const oms_http_req *req, oms_http_resp *resp)
     else
         reply_status(resp, rc, err.msg);
     return 0;
+}
+
+/* 1 when the caller is customer cid (a verified bearer token whose sub is cid) or a
+ * member of staff; otherwise the answer is written: 401 for no or a bad token (one
+ * message: never which check failed; the reason goes to the log), 404 for another
+ * customer's token (never confirm that someone else exists). */
+static int customer_or_staff(const oms_http_req *req, oms_http_resp *resp, const char *cid)
+{
+    gateway_ctx *g = req->ud;
+    const char *token = gw_jwt_bearer(oms_http_header(req, "Authorization"));
+    if (!token || !g->customers)
+        return require_staff(req, resp);
+    char sub[GW_JWT_SUB_MAX + 1], why[160];
+    if (gw_jwt_verify(g->customers, token, oms_now_ms() / 1000, sub, why, sizeof(why)) != OMS_OK) {
+        oms_log_info("customer token refused", "reason", why);
+        oms_http_resp_error(resp, 401, "sign in again: the token is not accepted");
+        oms_http_resp_header(resp, "WWW-Authenticate", "Bearer");
+        return 0;
+    }
+    if (strcmp(sub, cid) != 0) {
+        oms_http_resp_error(resp, 404, "customer %s not found", cid);
+        return 0;
+    }
+    return 1;
 }
 
 static int check_id(oms_http_resp *resp, const char *field, const char *v)
@@ -242,9 +268,9 @@ static void list_orders(const oms_http_req *req, oms_http_resp *resp)
     const char *cid = req->params[0];
     if (!check_id(resp, "customerID", cid))
         return;
-    /* Who ordered what is not public: a customer's list needs staff (or, with an
-     * identity provider, that customer's own token). */
-    if (!require_staff(req, resp))
+    /* Who ordered what is not public: a customer's list needs that customer's own
+     * token (with an identity provider configured) or staff. */
+    if (!customer_or_staff(req, resp, cid))
         return;
     Api__ListOrdersRequest m = API__LIST_ORDERS_REQUEST__INIT;
     m.customerid = (char *)cid;

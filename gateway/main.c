@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "http_routes.h"
+#include "jwt.h"
 #include "login_throttle.h"
 #include "oms/app.h"
 #include "oms/log.h"
@@ -28,6 +29,11 @@ static struct {
     long long staff_idle_s;
     long long session_prune_ms;
     char *admin_password;
+    char *auth_issuer;
+    char *auth_audience;
+    char *auth_jwks_file;
+    char *auth_jwks_url;
+    long long auth_refresh_s;
 } cfg;
 
 static const oms_cfg_def config[] = {
@@ -59,6 +65,17 @@ static const oms_cfg_def config[] = {
     OMS_CFG_STR_ROW("OMS_ADMIN_PASSWORD", "", &cfg.admin_password,
                     "password of the first staff account \"admin\", created when there is none"
                     " (never logged; make run prints a random one)"),
+    OMS_CFG_STR_ROW("AUTH_ISSUER", "", &cfg.auth_issuer,
+                    "OIDC issuer of customer tokens (iss); empty: no customer sign-in"),
+    OMS_CFG_STR_ROW("AUTH_AUDIENCE", "", &cfg.auth_audience,
+                    "audience customer tokens must name (aud); required with AUTH_ISSUER"),
+    OMS_CFG_STR_ROW("AUTH_JWKS_FILE", "", &cfg.auth_jwks_file,
+                    "the issuer's signing keys as a JWKS file (or AUTH_JWKS_URL)"),
+    OMS_CFG_STR_ROW("AUTH_JWKS_URL", "", &cfg.auth_jwks_url,
+                    "the issuer's JWKS URL, fetched at start, every AUTH_JWKS_REFRESH_S and"
+                    " once more for an unknown key id"),
+    OMS_CFG_INT_ROW("AUTH_JWKS_REFRESH_S", "3600", 0, 86400, &cfg.auth_refresh_s,
+                    "seconds between JWKS reloads (0: only on an unknown key id)"),
 };
 
 static gateway_ctx gw;
@@ -91,11 +108,29 @@ static int gateway_prepare(oms_service_rt *rt, oms_error *err)
         gw_rate_limit_free(gw.create_limit);
         return oms_error_set(err, OMS_ERR, "curl_global_init failed");
     }
+    if (cfg.auth_issuer[0]) {
+        gw_jwt_config jc = {.issuer = cfg.auth_issuer,
+                            .audience = cfg.auth_audience,
+                            .jwks_file = cfg.auth_jwks_file[0] ? cfg.auth_jwks_file : NULL,
+                            .jwks_url = cfg.auth_jwks_url[0] ? cfg.auth_jwks_url : NULL,
+                            .refresh_s = cfg.auth_refresh_s,
+                            .leeway_s = 60};
+        if (gw_jwt_verifier_new(&gw.customers, &jc, &e) != OMS_OK)
+            oms_app_config_fail("gateway", "%s", e.msg);
+        gw_jwt_stats st;
+        gw_jwt_stats_get(gw.customers, &st);
+        if (st.keys == 0)
+            oms_log_warn("customer tokens: no signing key loaded yet; tokens are refused until"
+                         " the JWKS loads",
+                         "url", cfg.auth_jwks_url);
+    }
     return OMS_OK;
 }
 
 static void gateway_unprepare(oms_service_rt *rt)
 {
+    gw_jwt_verifier_free(gw.customers); /* the HTTP server has stopped: no verify runs */
+    gw.customers = NULL;
     gw_rate_limit_free(gw.create_limit);
     curl_global_cleanup();
 }

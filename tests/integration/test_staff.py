@@ -1,11 +1,13 @@
-"""Staff sign-in on one shop: who may see the kitchen display and a customer's order
-list, the session cookie, sign-out, cross-site requests, brute force, and oms-staff
-managing accounts in the gateway's own database (SQLite or PostgreSQL)."""
+"""Who may see what, on one shop: staff sign-in (the kitchen display, any customer's
+order list, the session cookie, sign-out, cross-site requests, brute force, oms-staff
+managing accounts in the gateway's own database, SQLite or PostgreSQL) and customers'
+bearer tokens from an OIDC issuer (a JWKS file; tokens minted here with python3-jwt)."""
 import http.client as httpclient
 import json
 import os
 import re
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -13,11 +15,36 @@ import pytest
 from oms_harness import BUILD, http, serve_shop, wait_for
 
 ADMIN_PW = "staff-test-admin-pw"
+ISSUER, AUDIENCE = "https://id.shop.test/", "oms-shop"
 
 
 @pytest.fixture(scope="module")
-def shop(rabbit, workdir):
-    yield from serve_shop(rabbit, workdir, env={"OMS_ADMIN_PASSWORD": ADMIN_PW})
+def issuer(workdir):
+    """An RSA signing key of the 'identity provider' and its JWKS file."""
+    jwt = pytest.importorskip("jwt")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    path = os.path.join(workdir, "jwks.json")
+    with open(path, "w") as f:
+        json.dump({"keys": [jwk]}, f)
+
+    def token(sub, **over):
+        now = int(time.time())
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 300}
+        claims.update(over)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+    token.jwt, token.path = jwt, path
+    return token
+
+
+@pytest.fixture(scope="module")
+def shop(rabbit, workdir, issuer):
+    yield from serve_shop(rabbit, workdir, env={
+        "OMS_ADMIN_PASSWORD": ADMIN_PW, "AUTH_ISSUER": ISSUER, "AUTH_AUDIENCE": AUDIENCE,
+        "AUTH_JWKS_FILE": issuer.path})
 
 
 def request(shop, method, path, body=None, headers=None):
@@ -171,3 +198,35 @@ def test_brute_force_is_slowed_down(shop):
     assert int(header(limited[1], "Retry-After")[0]) >= 1
     # Even the right password waits its turn now.
     assert request(shop, "POST", "/staff/login", {"name": "target", "password": "target-password-1"})[0] == 429
+
+
+def test_customer_token_lists_only_its_own_orders(shop, issuer):
+    st, _, body = shop.create("cust-tok", [{"productID": "1", "quantity": 1}])
+    oid = body["order"]["orderID"]
+
+    def listing(token, cid="cust-tok"):
+        return request(shop, "GET", f"/api/customers/{cid}/orders",
+                       headers={"Authorization": f"Bearer {token}"} if token else {})
+    st, _, body = listing(issuer("cust-tok"))
+    assert st == 200 and [o["orderID"] for o in body["orders"]] == [oid], (st, body)
+    # Another customer's token: 404, as if the customer did not exist.
+    st, _, body = listing(issuer("someone-else"))
+    assert st == 404, (st, body)
+    refused = {
+        "none": None,
+        "expired": issuer("cust-tok", exp=int(time.time()) - 120),
+        "wrong issuer": issuer("cust-tok", iss="https://evil.example/"),
+        "wrong audience": issuer("cust-tok", aud="another-app"),
+        "alg none": issuer.jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "cust-tok",
+                                       "exp": int(time.time()) + 300}, None, algorithm="none"),
+        "tampered": issuer("cust-tok")[:-4] + "AAAA",
+        "oversized": issuer("cust-tok", pad="x" * 9000),
+    }
+    for what, tok in refused.items():
+        st, hdrs, body = listing(tok)
+        assert st == 401, (what, st, body)
+        # One answer whatever was wrong with it.
+        assert body["error"] in ("sign in again: the token is not accepted", "sign in as staff first"), body
+    log = open(shop.svc["gateway"].log_path, errors="replace").read()
+    for check in ("exp", "iss", "aud", "signature", "format"):  # the reason is in the log only
+        assert f'"reason":"{check}' in log, check
