@@ -123,8 +123,12 @@ static char *rsa_pub_pem(const cjose_jwk_t *k)
     char *data = NULL;
     long len = BIO_get_mem_data(bio, &data);
     assert_true(len > 0);
-    char *pem = strndup(data, (size_t)len);
+    /* The BIO's bytes are not NUL-terminated: copy exactly len (strndup may read on,
+     * and does under ASan's strict_string_checks). */
+    char *pem = malloc((size_t)len + 1);
     assert_non_null(pem);
+    memcpy(pem, data, (size_t)len);
+    pem[len] = '\0';
     BIO_free(bio);
     EVP_PKEY_free(pkey);
     EVP_PKEY_CTX_free(ctx);
