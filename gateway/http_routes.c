@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "oms.pb-c.h"
 #include "oms/admin.h"
@@ -17,42 +16,9 @@
 #include "oms/trace.h"
 #include "oms/tracer.h"
 #include "oms/util.h"
+#include "http_util.h"
 #include "jwt.h"
 #include "staff_auth.h"
-
-static const char id_rule[] = "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
-
-/* Writes an error reply for an OMS_* code: 503 and 429 get Retry-After (a customer
- * at the unpaid-orders limit waits for a payment, a cancel or a checkout deadline). */
-static void reply_status(oms_http_resp *resp, int rc, const char *msg)
-{
-    int http = oms_status_to_http(rc);
-    if (rc == OMS_DUPLICATE)
-        http = 409;
-    oms_http_resp_error(resp, http, "%s", msg && msg[0] ? msg : oms_status_text(rc));
-    if (http == 503)
-        oms_http_resp_header(resp, "Retry-After", "1");
-    else if (http == 429)
-        oms_http_resp_header(resp, "Retry-After", "60");
-}
-
-/* 1 when a signed-in member of staff calls; otherwise the answer (401, a redirect to
- * the sign-in page, or 503) is written and 0 returned. */
-static int require_staff(const oms_http_req *req, oms_http_resp *resp)
-{
-    gateway_ctx *g = req->ud;
-    char name[GW_STAFF_NAME_MAX + 1];
-    oms_error err;
-    oms_error_clear(&err);
-    int rc = gw_staff_of(g->staff, req, name, &err);
-    if (rc == OMS_OK)
-        return 1;
-    if (rc == OMS_INVALID)
-        gw_staff_deny(req, resp);
-    else
-        reply_status(resp, rc, err.msg);
-    return 0;
-}
 
 /* 1 when the caller is customer cid (a verified bearer token whose sub is cid) or a
  * member of staff; otherwise the answer is written: 401 for no or a bad token (one
@@ -63,7 +29,7 @@ static int customer_or_staff(const oms_http_req *req, oms_http_resp *resp, const
     gateway_ctx *g = req->ud;
     const char *token = gw_jwt_bearer(oms_http_header(req, "Authorization"));
     if (!token || !g->customers)
-        return require_staff(req, resp);
+        return gw_require_staff(req, resp, NULL);
     char sub[GW_JWT_SUB_MAX + 1], why[160];
     if (gw_jwt_verify(g->customers, token, oms_now_ms() / 1000, sub, why, sizeof(why)) != OMS_OK) {
         oms_log_info("customer token refused", "reason", why);
@@ -76,26 +42,6 @@ static int customer_or_staff(const oms_http_req *req, oms_http_resp *resp, const
         return 0;
     }
     return 1;
-}
-
-static int check_id(oms_http_resp *resp, const char *field, const char *v)
-{
-    if (oms_valid_id(v))
-        return 1;
-    oms_http_resp_error(resp, 400, "%s: %s", field, id_rule);
-    return 0;
-}
-
-static int check_json_type(const oms_http_req *req, oms_http_resp *resp)
-{
-    const char *ct = oms_http_header(req, "Content-Type");
-    /* No Content-Type: the original accepted such clients. A prefix alone is not
-     * enough ("application/jsonx", "application/json-seq" are other types). */
-    if (!ct || (strncasecmp(ct, "application/json", 16) == 0 &&
-                (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ')))
-        return 1;
-    oms_http_resp_error(resp, 415, "Content-Type must be application/json (got %.60s)", ct);
-    return 0;
 }
 
 /* Appends the order as its JSON shape; 0 (nothing appended) when orders sent a
@@ -140,10 +86,10 @@ static void create_order(const oms_http_req *req, oms_http_resp *resp)
 {
     gateway_ctx *g = req->ud;
     const char *cid = req->params[0];
-    if (!check_id(resp, "customerID", cid) || !check_json_type(req, resp))
+    if (!gw_check_id(resp, "customerID", cid) || !gw_check_json_type(req, resp))
         return;
     const char *key = oms_http_header(req, "Idempotency-Key");
-    if (key && !check_id(resp, "Idempotency-Key", key))
+    if (key && !gw_check_id(resp, "Idempotency-Key", key))
         return;
     int retry_s = 1;
     if (g->create_limit &&
@@ -159,7 +105,7 @@ static void create_order(const oms_http_req *req, oms_http_resp *resp)
     oms_error_clear(&err);
     int rc = oms_order_parse_request(req->body, req->body_len, &items, &err);
     if (rc != OMS_OK) {
-        reply_status(resp, rc, err.msg);
+        gw_reply_status(resp, rc, err.msg);
         return;
     }
     Api__CreateOrderRequest m = API__CREATE_ORDER_REQUEST__INIT;
@@ -177,7 +123,7 @@ static void create_order(const oms_http_req *req, oms_http_resp *resp)
     free(m.items);
     oms_order_free(&items);
     if (rc != OMS_OK) {
-        reply_status(resp, rc, err.msg);
+        gw_reply_status(resp, rc, err.msg);
         return;
     }
     const Api__Order *o = (const Api__Order *)out;
@@ -208,7 +154,7 @@ static Api__Order *get_owned(const oms_http_req *req, oms_http_resp *resp, const
                              const char *oid)
 {
     gateway_ctx *g = req->ud;
-    if (!check_id(resp, "customerID", cid) || !check_id(resp, "orderID", oid))
+    if (!gw_check_id(resp, "customerID", cid) || !gw_check_id(resp, "orderID", oid))
         return NULL;
     oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, oid);
     Api__GetOrderRequest m = API__GET_ORDER_REQUEST__INIT;
@@ -218,7 +164,7 @@ static Api__Order *get_owned(const oms_http_req *req, oms_http_resp *resp, const
     int rc =
         call_orders(g, "/api.OrderService/GetOrder", &m.base, &api__order__descriptor, &out, &err);
     if (rc != OMS_OK) {
-        reply_status(resp, rc, err.msg);
+        gw_reply_status(resp, rc, err.msg);
         return NULL;
     }
     Api__Order *o = (Api__Order *)out;
@@ -244,7 +190,7 @@ static void cancel_order(const oms_http_req *req, oms_http_resp *resp)
 {
     gateway_ctx *g = req->ud;
     const char *cid = req->params[0], *oid = req->params[1];
-    if (!check_id(resp, "customerID", cid) || !check_id(resp, "orderID", oid))
+    if (!gw_check_id(resp, "customerID", cid) || !gw_check_id(resp, "orderID", oid))
         return;
     oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, oid);
     Api__CancelOrderRequest m = API__CANCEL_ORDER_REQUEST__INIT;
@@ -255,7 +201,7 @@ static void cancel_order(const oms_http_req *req, oms_http_resp *resp)
     int rc = call_orders(g, "/api.OrderService/CancelOrder", &m.base, &api__order__descriptor, &out,
                          &err);
     if (rc != OMS_OK) {
-        reply_status(resp, rc, err.msg);
+        gw_reply_status(resp, rc, err.msg);
         return;
     }
     reply_order(resp, 200, (const Api__Order *)out);
@@ -266,7 +212,7 @@ static void list_orders(const oms_http_req *req, oms_http_resp *resp)
 {
     gateway_ctx *g = req->ud;
     const char *cid = req->params[0];
-    if (!check_id(resp, "customerID", cid))
+    if (!gw_check_id(resp, "customerID", cid))
         return;
     /* Who ordered what is not public: a customer's list needs that customer's own
      * token (with an identity provider configured) or staff. */
@@ -295,7 +241,7 @@ static void list_orders(const oms_http_req *req, oms_http_resp *resp)
     int rc = call_orders(g, "/api.OrderService/ListOrders", &m.base,
                          &api__list_orders_response__descriptor, &out, &err);
     if (rc != OMS_OK) {
-        reply_status(resp, rc, err.msg);
+        gw_reply_status(resp, rc, err.msg);
         return;
     }
     const Api__ListOrdersResponse *r = (const Api__ListOrdersResponse *)out;
@@ -330,7 +276,7 @@ static void list_products(const oms_http_req *req, oms_http_resp *resp)
     int rc = oms_grpc_call(g->stock, "/api.StockService/ListItems", &m.base,
                            &api__list_items_response__descriptor, &out, g->timeout_ms, &err);
     if (rc != OMS_OK) {
-        reply_status(resp, rc, err.msg);
+        gw_reply_status(resp, rc, err.msg);
         return;
     }
     const Api__ListItemsResponse *r = (const Api__ListItemsResponse *)out;
@@ -370,7 +316,7 @@ static void strip_customers(json_t *tickets)
 static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
 {
     gateway_ctx *g = req->ud;
-    if (!require_staff(req, resp))
+    if (!gw_require_staff(req, resp, NULL))
         return;
     char url[512];
     int un = snprintf(url, sizeof(url), "%s/tickets", g->kitchen_admin_url);
@@ -435,7 +381,7 @@ static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
 static void kitchen_page(const oms_http_req *req, oms_http_resp *resp)
 {
     gateway_ctx *g = req->ud;
-    if (!require_staff(req, resp))
+    if (!gw_require_staff(req, resp, NULL))
         return;
     char path[PATH_MAX];
     int pn = snprintf(path, sizeof(path), "%s/kitchen.html", g->public_dir ? g->public_dir : ".");

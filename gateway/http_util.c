@@ -1,0 +1,71 @@
+#include "http_util.h"
+
+#include <string.h>
+#include <strings.h>
+
+#include "http_routes.h"
+#include "oms/status.h"
+#include "oms/util.h"
+#include "staff_auth.h"
+
+static const char id_rule[] = "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
+
+/* A customer at the unpaid-orders limit waits for a payment, a cancel or a checkout
+ * deadline: 60 s; a service that is down: 1 s. */
+void gw_reply_status(oms_http_resp *resp, int rc, const char *msg)
+{
+    int http = oms_status_to_http(rc);
+    if (rc == OMS_DUPLICATE)
+        http = 409;
+    oms_http_resp_error(resp, http, "%s", msg && msg[0] ? msg : oms_status_text(rc));
+    if (http == 503)
+        oms_http_resp_header(resp, "Retry-After", "1");
+    else if (http == 429)
+        oms_http_resp_header(resp, "Retry-After", "60");
+}
+
+int gw_check_id(oms_http_resp *resp, const char *field, const char *v)
+{
+    if (oms_valid_id(v))
+        return 1;
+    oms_http_resp_error(resp, 400, "%s: %s", field, id_rule);
+    return 0;
+}
+
+int gw_check_json_type(const oms_http_req *req, oms_http_resp *resp)
+{
+    const char *ct = oms_http_header(req, "Content-Type");
+    /* No Content-Type: the original accepted such clients. A prefix alone is not
+     * enough ("application/jsonx", "application/json-seq" are other types). */
+    if (!ct || (strncasecmp(ct, "application/json", 16) == 0 &&
+                (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ')))
+        return 1;
+    oms_http_resp_error(resp, 415, "Content-Type must be application/json (got %.60s)", ct);
+    return 0;
+}
+
+int gw_require_staff(const oms_http_req *req, oms_http_resp *resp, char *name)
+{
+    gateway_ctx *g = req->ud;
+    char own[GW_STAFF_NAME_MAX + 1];
+    oms_error err;
+    oms_error_clear(&err);
+    int rc = gw_staff_of(g->staff, req, name ? name : own, &err);
+    if (rc == OMS_OK)
+        return 1;
+    if (rc == OMS_INVALID)
+        gw_staff_deny(req, resp);
+    else
+        gw_reply_status(resp, rc, err.msg);
+    return 0;
+}
+
+int gw_require_staff_change(const oms_http_req *req, oms_http_resp *resp, char *name)
+{
+    gateway_ctx *g = req->ud;
+    if (!gw_staff_origin_ok(g->staff, req)) {
+        oms_http_resp_error(resp, 403, "cross-site request refused");
+        return 0;
+    }
+    return gw_require_staff(req, resp, name);
+}
