@@ -15,6 +15,25 @@ await scenario('out_of_stock', async t => {
   assert(await page.getByRole('button', {name: 'Add one Truffle cake'}).isDisabled(), 'sold-out + is disabled');
   assert((await page.locator('#menu li', {hasText: 'Chocolate'}).innerText()).includes('7 left'), 'Chocolate: 7 left');
 
+  // Keyboard only: nine Enters on "+" for the seven Chocolates on the shelf put seven in
+  // the cart; "+" keeps the focus at the limit (aria-disabled, not disabled) and says why.
+  await addChoc.focus();
+  for (let i = 0; i < 9; i++) await page.keyboard.press('Enter');
+  const inCart = () => page.getByLabel('Chocolate in cart').innerText();
+  assert((await inCart()) === '7', `7 Chocolate in the cart after 9 presses, got ${await inCart()}`);
+  const focused = await page.evaluate(() => document.activeElement.getAttribute('aria-label'));
+  assert(focused === 'Add one Chocolate', `the focus stays on + at the limit (on ${focused})`);
+  assert((await addChoc.getAttribute('aria-disabled')) === 'true', '+ is aria-disabled at the limit');
+  assert((await text(page, '#stepper-status')).includes('Only 7 Chocolate left'), 'the limit is said');
+  assert((await page.locator('#menu li[data-product="2"]').innerText()).includes('Only 7 left'), 'and shown');
+  await t.shot(page, 'stepper-limit.png');
+  const less = page.getByRole('button', {name: 'Remove one Chocolate'});
+  await less.focus();
+  for (let i = 0; i < 8; i++) await page.keyboard.press('Enter');
+  assert((await page.locator('#menu li[data-product="2"] output').innerText()) === '0', 'emptied by keyboard');
+  assert((await page.evaluate(() => document.activeElement.getAttribute('aria-label'))) === 'Remove one Chocolate',
+         'the focus stays on − at zero');
+
   // The customer id is checked like the API checks it.
   await page.getByLabel('Your customer id').fill('not valid!');
   await addChoc.click();
