@@ -58,10 +58,15 @@ static json_t *ticket_json(const kitchen_ticket *t)
     json_t *items = items_json(t);
     if (!items)
         return NULL;
-    return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o}", "orderID", t->order_id, "customerID",
+    int bit = t->state == KITCHEN_QUEUED    ? KITCHEN_LATE_QUEUED
+              : t->state == KITCHEN_COOKING ? KITCHEN_LATE_COOKING
+              : t->state == KITCHEN_READY   ? KITCHEN_LATE_READY
+                                            : 0;
+    return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:b,s:b}", "orderID", t->order_id, "customerID",
                      t->customer_id, "items", items, "state", kitchen_state_str(t->state),
                      "queuedAt", time_json(t->queued_at), "startedAt", time_json(t->started_at),
-                     "readyAt", time_json(t->ready_at));
+                     "readyAt", time_json(t->ready_at), "late", (t->late_mask & bit) != 0,
+                     "wasLate", t->late_mask != 0);
 }
 
 /* GET /tickets -> {"tickets":[...]}, newest first. */
@@ -88,7 +93,12 @@ static void tickets_list(const oms_http_req *req, oms_http_resp *resp)
     for (size_t i = 0; i < n; i++)
         kitchen_ticket_free(&v[i]);
     free(v);
-    json_t *body = list ? json_pack("{s:o}", "tickets", list) : NULL;
+    const kitchen_service *svc = req->ud;
+    /* The limits go with the tickets so the display colours ages by the same rule. */
+    json_t *body =
+        list ? json_pack("{s:o,s:I,s:I}", "tickets", list, "slaMs", (json_int_t)svc->sla_ms,
+                         "pickupWindowMs", (json_int_t)svc->pickup_window_ms)
+             : NULL;
     if (!body)
         oms_http_resp_error(resp, 500, "out of memory building the ticket listing");
     else
@@ -117,10 +127,41 @@ static void ticket_get(const oms_http_req *req, oms_http_resp *resp)
     allow_any_origin(resp);
 }
 
+/* A query parameter as milliseconds since the epoch; -1 when absent or malformed. */
+static long long query_ms(const oms_http_req *req, const char *name)
+{
+    const char *v = oms_http_query(req, name);
+    if (!v || !v[0] || strlen(v) > 15)
+        return -1;
+    char *end;
+    long long ms = strtoll(v, &end, 10);
+    return *end || ms < 0 ? -1 : ms;
+}
+
+/* GET /late?from=<ms>&to=<ms> -> {"late":n}: tickets queued then that turned late in
+ * some stage (the back office's day summary). */
+static void late_count(const oms_http_req *req, oms_http_resp *resp)
+{
+    long long from = query_ms(req, "from"), to = query_ms(req, "to"), n = 0;
+    oms_error err;
+    oms_error_clear(&err);
+    if (from < 0 || to < 0) {
+        oms_http_resp_error(resp, 400, "from, to: milliseconds since the epoch are required");
+        return;
+    }
+    int rc = kitchen_count_late(req->ud, from, to, &n, &err);
+    if (rc != OMS_OK) {
+        oms_http_resp_error(resp, oms_status_to_http(rc), "%s", err.msg);
+        return;
+    }
+    oms_http_resp_json(resp, 200, json_pack("{s:I}", "late", (json_int_t)n));
+}
+
 const oms_http_route kitchen_http_routes[] = {
     OMS_ADMIN_ROUTES,
     {"GET", "/tickets", tickets_list},
     {"GET", "/tickets/{}", ticket_get},
+    {"GET", "/late", late_count},
 };
 
 const size_t kitchen_http_nroutes = OMS_NELEM(kitchen_http_routes);

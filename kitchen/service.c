@@ -19,6 +19,17 @@
 #define PAID_HELP "order.paid deliveries by outcome (new ticket, duplicate, invalid)"
 #define COOK_SECONDS "kitchen_cook_seconds"
 #define COOK_HELP "Time from a station taking a ticket to the order being ready"
+#define LATE_TOTAL "kitchen_late_tickets_total"
+#define LATE_HELP                                                                                  \
+    "Tickets that turned late, by stage (queued or cooking past KITCHEN_SLA_MS, ready and"         \
+    " not collected past PICKUP_WINDOW)"
+
+static const struct {
+    kitchen_state state;
+    int bit;
+} late_stages[] = {{KITCHEN_QUEUED, KITCHEN_LATE_QUEUED},
+                   {KITCHEN_COOKING, KITCHEN_LATE_COOKING},
+                   {KITCHEN_READY, KITCHEN_LATE_READY}};
 
 void kitchen_service_init(kitchen_service *s, oms_db *db)
 {
@@ -53,6 +64,11 @@ void kitchen_metrics_register(kitchen_service *s)
         char labels[64] = "";
         oms_metrics_label(labels, sizeof(labels), "result", results[i]);
         oms_metrics_counter_add(PAID_TOTAL, PAID_HELP, labels, 0);
+    }
+    for (size_t i = 0; i < OMS_NELEM(late_stages); i++) {
+        char labels[64] = "";
+        oms_metrics_label(labels, sizeof(labels), "stage", kitchen_state_str(late_stages[i].state));
+        oms_metrics_counter_add(LATE_TOTAL, LATE_HELP, labels, 0);
     }
     oms_metrics_gauge_fn("kitchen_queue_depth", "Tickets waiting for a free station", NULL,
                          kitchen_queue_depth, s);
@@ -353,6 +369,103 @@ int kitchen_list_tickets(kitchen_service *s, int limit, kitchen_ticket **out, si
     if (rc != OMS_OK)
         return rc;
     rc = kitchen_store_list(tx, limit, out, n, err);
+    oms_db_rollback(tx); /* read only */
+    return rc;
+}
+
+int kitchen_withdraw(kitchen_service *s, const char *queue, const char *message_id,
+                     const char *body, size_t len, oms_error *err)
+{
+    oms_order o;
+    kitchen_ticket t;
+    oms_db_tx *tx = NULL;
+    long long depth = -1;
+    int changed = 0;
+
+    kitchen_ticket_init(&t);
+    if (oms_order_from_json_str(body, len, &o, err) != OMS_OK)
+        return OMS_INVALID; /* no retry can fix it: dead-letter */
+    snprintf(t.order_id, sizeof(t.order_id), "%s", o.order_id);
+    snprintf(t.customer_id, sizeof(t.customer_id), "%s", o.customer_id);
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, t.order_id);
+    t.order_json = oms_order_to_json_str(&o);
+    oms_order_free(&o);
+    t.state = KITCHEN_WITHDRAWN;
+    t.queued_at = oms_now_ms();
+
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        goto out;
+    if (message_id && message_id[0]) {
+        rc = kitchen_store_claim_message(tx, queue, message_id, err);
+        if (rc != OMS_OK)
+            goto rollback; /* OMS_DUPLICATE: applied before */
+    }
+    rc = kitchen_store_withdraw(tx, &t, &changed, err);
+    if (rc != OMS_OK)
+        goto rollback;
+    refresh_depth(tx, &depth);
+    rc = oms_db_commit(tx, err);
+    if (rc != OMS_OK)
+        goto out;
+    publish_depth(s, depth);
+    if (changed) {
+        count_state(KITCHEN_WITHDRAWN);
+        oms_log_info("ticket withdrawn: the order was refunded", "order_id", t.order_id);
+    }
+    goto out;
+rollback:
+    oms_db_rollback(tx);
+out:
+    kitchen_ticket_free(&t);
+    return rc;
+}
+
+int kitchen_mark_late(kitchen_service *s, long long now_ms, long long *marked, oms_error *err)
+{
+    oms_db_tx *tx = NULL;
+    long long n[OMS_NELEM(late_stages)] = {0};
+    *marked = 0;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    for (size_t i = 0; i < OMS_NELEM(late_stages) && rc == OMS_OK; i++) {
+        long long limit = late_stages[i].state == KITCHEN_READY ? s->pickup_window_ms : s->sla_ms;
+        if (limit > 0)
+            rc = kitchen_store_mark_late(tx, late_stages[i].state, late_stages[i].bit,
+                                         now_ms - limit, &n[i], err);
+    }
+    if (rc != OMS_OK) {
+        oms_db_rollback(tx);
+        return rc;
+    }
+    rc = oms_db_commit(tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    for (size_t i = 0; i < OMS_NELEM(late_stages); i++) {
+        if (n[i] == 0)
+            continue;
+        char labels[64] = "";
+        oms_metrics_label(labels, sizeof(labels), "stage", kitchen_state_str(late_stages[i].state));
+        oms_metrics_counter_add(LATE_TOTAL, LATE_HELP, labels, n[i]);
+        *marked += n[i];
+    }
+    if (*marked > 0)
+        oms_log_infof("%lld ticket(s) turned late", *marked);
+    return OMS_OK;
+}
+
+int kitchen_count_late(kitchen_service *s, long long from_ms, long long to_ms, long long *n,
+                       oms_error *err)
+{
+    oms_db_tx *tx = NULL;
+    *n = 0;
+    if (from_ms < 0 || to_ms <= from_ms)
+        return oms_error_set(err, OMS_INVALID, "since/until: until must be after since");
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = kitchen_store_count_late(tx, from_ms, to_ms, n, err);
     oms_db_rollback(tx); /* read only */
     return rc;
 }

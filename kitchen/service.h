@@ -24,6 +24,8 @@ typedef struct kitchen_service {
      * callbacks run under the metrics lock, and a station may be waiting for that lock
      * while it holds the only SQLite connection. */
     atomic_llong queue_depth;
+    long long sla_ms;           /* KITCHEN_SLA_MS: longest a ticket should stay queued or cooking */
+    long long pickup_window_ms; /* PICKUP_WINDOW: longest a ready order should wait */
 } kitchen_service;
 
 /* db is borrowed and must outlive s; the callbacks start unset. */
@@ -71,6 +73,21 @@ int kitchen_requeue_cooking(kitchen_service *s, long long started_before, long l
  * it; when instances share the database only tickets too old to be another live
  * instance's (cook_ms + KITCHEN_STALE_GRACE_MS), so none is cooked twice. */
 long long kitchen_stale_cutoff(const kitchen_service *s, long long cook_ms, long long now_ms);
+
+/* Handles one order.refunded delivery: the order's ticket is withdrawn (a queued one
+ * is never cooked; a cooking one is not announced ready), or a withdrawn ticket is
+ * recorded when none exists yet so a later order.paid cooks nothing. Verdicts as
+ * kitchen_accept_paid. */
+int kitchen_withdraw(kitchen_service *s, const char *queue, const char *message_id,
+                     const char *body, size_t len, oms_error *err);
+
+/* Marks tickets that turned late at now_ms (queued or cooking longer than sla_ms,
+ * ready longer than pickup_window_ms; 0 disables a limit), each once per stage, and
+ * counts them in kitchen_late_tickets_total{stage}. *marked = how many this time. */
+int kitchen_mark_late(kitchen_service *s, long long now_ms, long long *marked, oms_error *err);
+/* Tickets queued in [from_ms, to_ms) that were late in some stage. */
+int kitchen_count_late(kitchen_service *s, long long from_ms, long long to_ms, long long *n,
+                       oms_error *err);
 
 /* Read side for the admin routes. Same ownership as kitchen_store_get/_list. */
 int kitchen_get_ticket(kitchen_service *s, const char *order_id, kitchen_ticket *out,

@@ -1,4 +1,5 @@
-/* Persistence of kitchen tickets: one row per order, moving queued -> cooking -> ready.
+/* Persistence of kitchen tickets: one row per order, moving queued -> cooking -> ready
+ * (or to withdrawn from any of them when the order is refunded).
  * Every function except kitchen_store_open runs inside the caller's transaction; SQL
  * lives only here (the outbox and inbox are reached through here too, so the rules in
  * service.c never see a storage or broker header). */
@@ -14,7 +15,8 @@
 #define KITCHEN_STATE_MAP(XX)                                                                      \
     XX(QUEUED, "queued")                                                                           \
     XX(COOKING, "cooking")                                                                         \
-    XX(READY, "ready")
+    XX(READY, "ready")                                                                             \
+    XX(WITHDRAWN, "withdrawn")
 
 typedef enum {
 #define KITCHEN_STATE_ENUM(name, str) KITCHEN_##name,
@@ -35,7 +37,13 @@ typedef struct kitchen_ticket {
     kitchen_state state;
     int cooking_published; /* 1 once an order.cooking event was written for it */
     long long queued_at, started_at, ready_at; /* ms since the epoch; 0 = not yet */
+    int late_mask; /* KITCHEN_LATE_* bits: the stages in which it turned late */
 } kitchen_ticket;
+
+/* A ticket turns late in a stage once; each bit is set (and counted) once. */
+#define KITCHEN_LATE_QUEUED 1
+#define KITCHEN_LATE_COOKING 2
+#define KITCHEN_LATE_READY 4
 
 void kitchen_ticket_init(kitchen_ticket *t);
 /* Frees what t owns and re-initialises it. */
@@ -69,6 +77,18 @@ int kitchen_store_get(oms_db_tx *tx, const char *order_id, kitchen_ticket *out, 
 /* Up to limit tickets, newest first. *out: heap array of *n tickets (caller frees each
  * with kitchen_ticket_free, then the array); NULL when none. */
 int kitchen_store_list(oms_db_tx *tx, int limit, kitchen_ticket **out, size_t *n, oms_error *err);
+
+/* The order's ticket -> withdrawn (from queued, cooking or ready); without a ticket
+ * yet, t (state withdrawn) is inserted so a later order.paid finds it and cooks
+ * nothing. *changed = 1 when something changed, 0 when it was withdrawn already. */
+int kitchen_store_withdraw(oms_db_tx *tx, const kitchen_ticket *t, int *changed, oms_error *err);
+/* Sets late bit on every ticket in state whose time column (queued_at, started_at or
+ * ready_at, by state) is at or before since_ms and which lacks the bit; *n = how many. */
+int kitchen_store_mark_late(oms_db_tx *tx, kitchen_state state, int bit, long long since_ms,
+                            long long *n, oms_error *err);
+/* Tickets queued in [from_ms, to_ms) that turned late in any stage. */
+int kitchen_store_count_late(oms_db_tx *tx, long long from_ms, long long to_ms, long long *n,
+                             oms_error *err);
 
 /* Records a consumed message id (oms_inbox_claim): OMS_OK the first time,
  * OMS_DUPLICATE when seen before. */

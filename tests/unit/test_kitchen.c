@@ -375,6 +375,91 @@ static void test_list_and_get(void **state)
     assert_int_equal(kitchen_get_ticket(&f->svc, "../etc", &t, &err), OMS_INVALID);
 }
 
+static int withdraw(fixture *f, const char *message_id, const char *order_id)
+{
+    char *body = paid_body(order_id, "cust-1"); /* order.refunded carries the same shape */
+    oms_error err;
+    oms_error_clear(&err);
+    int rc =
+        kitchen_withdraw(&f->svc, "kitchen.order.refunded", message_id, body, strlen(body), &err);
+    free(body);
+    return rc;
+}
+
+static long long in_state(fixture *f, const char *order_id, const char *state)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM tickets WHERE order_id = $1 AND state = '%s'",
+             state);
+    return count(f, sql, order_id);
+}
+
+/* A refunded order is never cooked: queued -> withdrawn and skipped by the stations;
+ * a refund that overtakes its order.paid leaves a withdrawn ticket the paid event
+ * cannot revive; a cooking ticket withdrawn is not announced ready. */
+static void test_refund_withdraws_the_ticket(void **state)
+{
+    fixture *f = *state;
+    kitchen_ticket t;
+    oms_error err;
+    assert_int_equal(accept(f, "m1", "o-1"), OMS_OK);
+    assert_int_equal(accept(f, "m2", "o-2"), OMS_OK);
+    assert_int_equal(withdraw(f, "r1", "o-1"), OMS_OK);
+    assert_int_equal(in_state(f, "o-1", "withdrawn"), 1);
+    assert_int_equal(withdraw(f, "r1", "o-1"), OMS_DUPLICATE); /* same message again */
+    assert_int_equal(withdraw(f, "r1b", "o-1"), OMS_OK);       /* another: no change */
+    start_expect(f, "o-2", &t);                                /* o-1 is skipped */
+    assert_int_equal(withdraw(f, "r2", "o-2"), OMS_OK);
+    oms_error_clear(&err);
+    assert_int_equal(kitchen_finish(&f->svc, &t, &err), OMS_CONFLICT);
+    kitchen_ticket_free(&t);
+    assert_int_equal(events(f, "order.ready"), 0);
+    assert_int_equal(kitchen_start_next(&f->svc, &t, &err), OMS_NOTFOUND);
+
+    assert_int_equal(withdraw(f, "r3", "o-3"), OMS_OK); /* refund first */
+    assert_int_equal(accept(f, "m3", "o-3"), OMS_DUPLICATE);
+    assert_int_equal(tickets_for(f, "o-3"), 1);
+    assert_int_equal(in_state(f, "o-3", "withdrawn"), 1);
+    assert_int_equal(kitchen_start_next(&f->svc, &t, &err), OMS_NOTFOUND);
+}
+
+/* Lateness by stage, counted once per ticket and stage, with the clock passed in. */
+static void test_late_tickets_marked_once_per_stage(void **state)
+{
+    fixture *f = *state;
+    kitchen_ticket t;
+    oms_error err;
+    long long marked = -1, n = -1;
+    f->svc.sla_ms = 60000;
+    f->svc.pickup_window_ms = 3600000;
+    long long t0 = oms_now_ms();
+    assert_int_equal(accept(f, "m1", "o-1"), OMS_OK);
+    assert_int_equal(accept(f, "m2", "o-2"), OMS_OK);
+    assert_int_equal(kitchen_mark_late(&f->svc, t0 + 59000, &marked, &err), OMS_OK);
+    assert_int_equal(marked, 0);
+    assert_int_equal(kitchen_mark_late(&f->svc, t0 + 61000, &marked, &err), OMS_OK);
+    assert_int_equal(marked, 2); /* both queued past the SLA */
+    assert_int_equal(kitchen_mark_late(&f->svc, t0 + 62000, &marked, &err), OMS_OK);
+    assert_int_equal(marked, 0); /* once */
+    start_expect(f, "o-1", &t);
+    assert_int_equal(kitchen_finish(&f->svc, &t, &err), OMS_OK);
+    long long ready = t.ready_at;
+    kitchen_ticket_free(&t);
+    assert_int_equal(kitchen_mark_late(&f->svc, ready + 3599000, &marked, &err), OMS_OK);
+    assert_int_equal(marked, 0); /* o-2 was counted late while queued already */
+    assert_int_equal(kitchen_mark_late(&f->svc, ready + 3601000, &marked, &err), OMS_OK);
+    assert_int_equal(marked, 1); /* o-1 waited past the pick-up window */
+    assert_int_equal(kitchen_count_late(&f->svc, t0 - 1000, t0 + 10000, &n, &err), OMS_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(kitchen_count_late(&f->svc, t0 + 10000, t0 + 20000, &n, &err), OMS_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(kitchen_count_late(&f->svc, 10, 5, &n, &err), OMS_INVALID);
+    f->svc.sla_ms = 0; /* 0: never late */
+    assert_int_equal(accept(f, "m4", "o-4"), OMS_OK);
+    assert_int_equal(kitchen_mark_late(&f->svc, t0 + 86400000, &marked, &err), OMS_OK);
+    assert_int_equal(marked, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +471,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_requeues_without_second_cooking, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_list_and_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refund_withdraws_the_ticket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_tickets_marked_once_per_stage, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
