@@ -50,6 +50,7 @@ def shop():
     try:
         rabbit.start()
         s = Shop(rabbit, workdir, catalog=CATALOG, env={"KITCHEN_COOK_MS": 1500, "LOG_LEVEL": "info",
+                                                     "KITCHEN_SLA_MS": 20000, "PICKUP_WINDOW": 4,
                                                      "OMS_ADMIN_PASSWORD": STAFF_PASSWORD})
         missing = [n for n in Shop.SERVICES if n not in s.wanted]
         if missing:

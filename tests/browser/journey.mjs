@@ -71,4 +71,19 @@ await scenario('journey', async t => {
          ticket.includes('1 × Sourdough bread'), `ticket shows number and items: ${ticket}`);
   assert(/ready \d+ s ago/.test(ticket), `ticket shows its age: ${ticket}`);
   await t.shot(kitchen, 'journey-4-kitchen.png');
+
+  // Nobody collects it: past the pick-up window (PICKUP_WINDOW in this shop) the ticket
+  // turns late: another colour and the words "Not collected".
+  const sel = `#col-ready [data-order="${orderID}"]`;
+  const normal = await kitchen.evaluate(() => {   // a ready ticket that is not late
+    const e = document.createElement('li'); e.className = 'ticket ready';
+    document.body.append(e); const c = getComputedStyle(e).backgroundColor; e.remove(); return c;
+  });
+  await until(kitchen, s => !!document.querySelector(s + '.late'), sel);
+  const lateCard = kitchen.locator(sel);
+  assert((await lateCard.innerText()).includes('Not collected'), 'a late ready ticket says Not collected');
+  assert((await lateCard.getAttribute('aria-label')).endsWith(', late'), 'and is announced late');
+  const after = await lateCard.evaluate(e => getComputedStyle(e).backgroundColor);
+  assert(after !== normal && after === 'rgb(253, 236, 234)', `a late ticket changes colour (${normal} -> ${after})`);
+  await t.shot(kitchen, 'journey-5-kitchen-late.png');
 });
