@@ -6,7 +6,10 @@
 #
 #   scripts/chaos.sh            ~150 s of load                         (make chaos)
 #   scripts/chaos.sh --short    ~40 s of load, about a minute in all   (make test; SQLite only)
-#   extra arguments go to chaos.py (--seed N, --rate R, --seconds S)
+#   scripts/chaos.sh --cluster  the broker is a 3-node cluster with quorum queues and a
+#                               node is kill -9'd instead of a broker restart (make chaos
+#                               runs it after the single-node runs; CHAOS_CLUSTER=0 skips)
+#   extra arguments go to chaos.py (--seed N, --rate R, --seconds S, --cluster)
 #
 # Uses the service binaries in OMS_BUILD_DIR (default build/). When scripts/postgres.sh
 # exists, a second run puts every service on PostgreSQL and restarts the database too
@@ -36,6 +39,9 @@ cleanup() {
     for d in "$dir"/*/rabbitmq "$dir"/rabbitmq; do
         if [ -f "$d/env" ]; then scripts/rabbitmq.sh stop "$d" >/dev/null 2>&1 || true; fi
     done
+    for d in "$dir"/*/cluster*; do
+        if [ -d "$d/node1" ]; then scripts/rabbitmq.sh cluster-stop "$d" >/dev/null 2>&1 || true; fi
+    done
     for d in "$dir"/oms-pg-*/pg; do
         if [ -d "$d" ]; then scripts/postgres.sh stop "$d" >/dev/null 2>&1 || true; fi
     done
@@ -53,11 +59,20 @@ run() {
     return "$rc"
 }
 
+short=0
+cluster=0
+for a in "$@"; do
+    [ "$a" = --short ] && short=1
+    [ "$a" = --cluster ] && cluster=1
+done
+if [ "$cluster" -eq 1 ]; then
+    echo "== chaos (3-node RabbitMQ cluster, quorum queues, SQLite): binaries from $OMS_BUILD_DIR"
+    run --dir "$dir/cluster" "$@"
+    exit 0
+fi
+
 echo "== chaos (SQLite): binaries from $OMS_BUILD_DIR"
 run --dir "$dir/sqlite" "$@"
-
-short=0
-for a in "$@"; do [ "$a" = --short ] && short=1; done
 # The short run (make test) keeps to SQLite, the default deployment, to stay near a
 # minute; CHAOS_PG=1 adds the PostgreSQL run to it, CHAOS_PG=0 drops it from make chaos.
 if [ ! -x scripts/postgres.sh ]; then
@@ -68,4 +83,10 @@ else
     echo "== chaos (PostgreSQL): the database restarts too"
     # TMPDIR: the harness makes the server's directory there, where cleanup finds it.
     TMPDIR=$dir run --dir "$dir/pgmode" --postgres "$@"
+fi
+
+# make chaos (not --short): the cluster variant too.
+if [ "$short" -eq 0 ] && [ "${CHAOS_CLUSTER:-1}" != 0 ]; then
+    echo "== chaos (3-node RabbitMQ cluster, quorum queues): a node is killed"
+    run --dir "$dir/cluster" --cluster "$@"
 fi

@@ -16,6 +16,11 @@ broker, and publishes a few deliberately poisoned messages. Afterwards it checks
   * the dead-letter queues hold the poisoned messages and nothing else;
   * every service exits 0 on SIGTERM at the end.
 
+With --cluster the broker is a 3-node RabbitMQ cluster with quorum queues (the
+services list every node in RABBITMQ_ADDRS): instead of a broker restart, the node the
+services are connected to is kill -9'd in the middle of the stream and later brought
+back (it rejoins); the same invariants must hold: nothing lost, nothing applied twice.
+
 It prints what it injected and the tallies, and exits non-zero on any violation.
 """
 import argparse
@@ -38,7 +43,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import oms_harness  # noqa: E402
-from oms_harness import RabbitMQ, Shop, http, wait_for  # noqa: E402
+from oms_harness import RabbitCluster, RabbitMQ, Shop, http, wait_for  # noqa: E402
 
 PRODUCTS = {"1": 5000, "2": 5000, "3": 5000, "4": 5000}
 CATALOG = {"currency": "usd", "products": [
@@ -198,6 +203,18 @@ def restart_broker(shop, injected):
     shop.rabbit.stop()
     shop.rabbit.start()
     injected.append(f"RabbitMQ restarted in {time.monotonic() - t0:.1f}s")
+    log(injected[-1])
+
+
+def kill_broker_node(shop, injected, down_s):
+    """kill -9 of the node the services use first (node 1), a pause, then the node is
+    started again and rejoins; quorum queues keep serving from the other two."""
+    cluster = shop.rabbit
+    t0 = time.monotonic()
+    pid = cluster.kill_node(1)
+    time.sleep(down_s)
+    cluster.start()
+    injected.append(f"kill -9 RabbitMQ node 1 (pid {pid}), back and rejoined {time.monotonic() - t0:.1f}s later")
     log(injected[-1])
 
 
@@ -373,6 +390,8 @@ def main():
     ap.add_argument("--down", type=float, default=2.0, help="seconds a killed service stays down")
     ap.add_argument("--postgres", action="store_true", help="services on PostgreSQL; the database restarts too")
     ap.add_argument("--dir", help="state directory (default: a new temporary one)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="a 3-node RabbitMQ cluster with quorum queues; a node is killed instead of a broker restart")
     args = ap.parse_args()
     # SIGTERM (Ctrl-C or the wrapper's trap) unwinds through the finally below, which
     # stops every service and the broker.
@@ -383,7 +402,7 @@ def main():
     os.makedirs(root, exist_ok=True)
     log(f"seed {args.seed}; state in {root}; load {seconds:.0f}s at {args.rate}/s; binaries in "
         f"{os.environ.get('OMS_BUILD_DIR', 'build')}")
-    rabbit = RabbitMQ(root)
+    rabbit = RabbitCluster(root) if args.cluster else RabbitMQ(root)
     shop = None
     violations, tallies, injected = [], {}, []
     ok = False
@@ -394,8 +413,8 @@ def main():
             try:
                 rabbit.start()
                 break
-            except subprocess.CalledProcessError:
-                if attempt == 2:
+            except (subprocess.CalledProcessError, RuntimeError):
+                if attempt == 2 or args.cluster:   # the cluster tries fresh ports itself
                     raise
                 rabbit.port = oms_harness.free_broker_port()
                 log(f"broker did not start; trying port {rabbit.port}")
@@ -410,7 +429,8 @@ def main():
         load = Load(shop, seconds, workers=3, rate=args.rate)
         load.start()
         # Faults spread over the load: each service once, the broker once, the poison.
-        faults = [("kill", n) for n in ("stock", "orders", "payments", "kitchen", "gateway")] + [("broker", None)]
+        faults = [("kill", n) for n in ("stock", "orders", "payments", "kitchen", "gateway")]
+        faults.append(("node", None) if args.cluster else ("broker", None))
         if args.postgres:
             faults.append(("database", None))
         random.shuffle(faults)
@@ -426,6 +446,8 @@ def main():
                 kill_and_restart(shop, name, injected, args.down)
             elif kind == "broker":
                 restart_broker(shop, injected)
+            elif kind == "node":
+                kill_broker_node(shop, injected, args.down)
             elif kind == "database":
                 restart_database(injected)
             else:

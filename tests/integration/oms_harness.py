@@ -179,6 +179,134 @@ class RabbitMQ:
                         "POST", {"count": count, "ackmode": "ack_requeue_true", "encoding": "auto"})
 
 
+def free_cluster_port(n):
+    """A base port P for cluster-start with every port it derives free: AMQP P..P+n-1,
+    management P+10000.., Erlang distribution P+20000.. and the epmd P+20000+n, all
+    below the kernel's ephemeral range (32768+). P is drawn from 3000..9000, away from
+    the single brokers' ranges (free_broker_port, tests/unit/rmq_helper.h)."""
+    import random
+    for _ in range(500):
+        p = random.randrange(3000, 9000)
+        ports = [p + off + i for off in (0, 10000, 20000) for i in range(n)] + [p + 20000 + n]
+        ok = True
+        for q in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", q))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return p
+    raise RuntimeError("no free cluster port")
+
+
+class RabbitCluster(RabbitMQ):
+    """An n-node cluster (scripts/rabbitmq.sh cluster-start) in its own directory, used
+    where a RabbitMQ is: a shop on it gets RABBITMQ_ADDRS (every node) and quorum
+    queues; port, mgmt_port and api() go to the first live node. stop() is safe to call
+    always and kills by pid whatever cluster-stop left."""
+
+    def __init__(self, root, nodes=3):
+        self.top = root
+        self.nodes = nodes
+        self.dir = None
+        self.base = None
+        self.addrs = None
+        self.start_s = None
+        self.running = self.started = False
+
+    def _script(self, *args, **kw):
+        return subprocess.run([os.path.join(SRC, "scripts", "rabbitmq.sh"), *args], capture_output=True, text=True,
+                              env=dict(os.environ, NODES=str(self.nodes)), timeout=300, **kw)
+
+    def start(self):
+        """Boots the cluster (up to three tries on fresh ports, each in a fresh
+        directory); on a started cluster, restarts the nodes that died (they rejoin)."""
+        if self.started:
+            p = self._script("cluster-start", self.dir, str(self.base))
+            if p.returncode != 0:
+                raise RuntimeError(f"cluster restart failed:\n{(p.stdout + p.stderr)[-3000:]}")
+            self.running = True
+            return
+        out = ""
+        for attempt in range(3):
+            self.base = free_cluster_port(self.nodes)
+            self.dir = os.path.join(self.top, f"cluster{attempt + 1}")
+            t0 = time.monotonic()
+            p = self._script("cluster-start", self.dir, str(self.base))
+            out = p.stdout + p.stderr
+            if p.returncode == 0:
+                self.start_s = time.monotonic() - t0
+                lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RABBITMQ_ADDRS=")]
+                self.addrs = lines[-1].split("=", 1)[1]
+                self.running = self.started = True
+                return
+            self.dir_stop()
+        raise RuntimeError(f"cluster did not start:\n{out[-3000:]}")
+
+    def node_pids(self):
+        """{node number: beam pid} for the nodes whose pid file names a live beam of
+        this cluster (the script's own check: the command line names the node's HOME)."""
+        pids = {}
+        for i in range(1, self.nodes + 1):
+            try:
+                with open(os.path.join(self.dir, f"node{i}", "rabbit.pid")) as f:
+                    pid = int(f.read().strip())
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError):
+                continue
+            if os.path.join(self.dir, f"node{i}", "home") in cmd:
+                pids[i] = pid
+        return pids
+
+    def kill_node(self, i):
+        """kill -9 of node i's beam; returns its pid."""
+        pid = self.node_pids()[i]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: i not in self.node_pids(), 30, f"node {i} gone")
+        return pid
+
+    def dir_stop(self):
+        if not self.dir or not os.path.isdir(self.dir):
+            return
+        self._script("cluster-stop", self.dir, check=False)
+        for pid in self.node_pids().values():
+            os.kill(pid, signal.SIGKILL)
+
+    def stop(self):
+        self.dir_stop()
+        self.running = False
+
+    def live_node(self):
+        live = sorted(self.node_pids())
+        return live[0] if live else 1
+
+    @property
+    def port(self):
+        return self.base + self.live_node() - 1
+
+    @property
+    def mgmt_port(self):
+        return self.base + 10000 + self.live_node() - 1
+
+    def node_mgmt_port(self, node):
+        return self.base + 10000 + node - 1
+
+    def api(self, path, method="GET", body=None, node=None):
+        """A call on a node's management API (default: the first live node)."""
+        import base64
+        port = self.node_mgmt_port(node) if node else self.mgmt_port
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}", data=data, method=method,
+                                     headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+
 class Postgres:
     """A private PostgreSQL server (scripts/postgres.sh) shared by a test session; each
     service of each shop gets its own database in it. The server runs as the postgres
@@ -432,6 +560,8 @@ class Shop:
             # The gateway's first staff account (listing a customer's orders needs it).
             "OMS_ADMIN_PASSWORD": STAFF_PASSWORD,
         }
+        if getattr(self.rabbit, "addrs", None):   # a RabbitCluster: every node, replicated queues
+            env.update(RABBITMQ_ADDRS=self.rabbit.addrs, RABBITMQ_QUEUE_TYPE="quorum")
         if self.discovery == "etcd":
             env.update(DISCOVERY="etcd", ETCD_ENDPOINTS=etcd().url, ETCD_PREFIX=self.etcd_prefix,
                        DISCOVERY_TTL=2, DISCOVERY_POLL_MS=200)

@@ -6,120 +6,27 @@ node of RABBITMQ_ADDRS when the first is dead.
 The clients are the cluster group of the cmocka test (tests/unit/test_amqp.c), run
 with RABBITMQ_ADDRS, RABBITMQ_QUEUE_TYPE=quorum and OMS_TEST_RMQ_CLUSTER_DIR; this file
 owns the cluster: it starts it in a temp dir and always stops it, by pid."""
-import base64
-import json
 import os
-import random
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 
 import pytest
 
-from oms_harness import BUILD, SRC, db_backend
+from oms_harness import BUILD, RabbitCluster, db_backend
 
 # No database is involved: the SQLite pass runs it, the PostgreSQL pass would only
 # repeat it (a 3-node cluster costs half a minute to start).
 pytestmark = pytest.mark.skipif(db_backend() == "postgres", reason="runs in the SQLite pass")
 
-SCRIPT = os.path.join(SRC, "scripts", "rabbitmq.sh")
 NODES = 3
-
-
-def free_cluster_port(n):
-    """A base port P for cluster-start with every port it derives free: AMQP P..P+n-1,
-    management P+10000.., Erlang distribution P+20000.. and the epmd P+20000+n, all
-    below the kernel's ephemeral range (32768+). P is drawn from 3000..9000, away from
-    the single brokers' ranges (oms_harness.free_broker_port, tests/unit/rmq_helper.h)."""
-    for _ in range(500):
-        p = random.randrange(3000, 9000)
-        ports = [p + off + i for off in (0, 10000, 20000) for i in range(n)] + [p + 20000 + n]
-        ok = True
-        for q in ports:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", q))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return p
-    raise RuntimeError("no free cluster port")
-
-
-class Cluster:
-    """The cluster's directory, ports and addresses; stop() is safe to call always."""
-
-    def __init__(self, top):
-        self.top = top
-        self.dir = None
-        self.port = None
-        self.addrs = None
-        self.start_s = None
-
-    def start(self):
-        """Up to three tries on fresh ports (another process may take one between the
-        check and the boot), each in a fresh directory."""
-        out = ""
-        for attempt in range(3):
-            self.port = free_cluster_port(NODES)
-            self.dir = os.path.join(self.top, f"cluster{attempt + 1}")
-            t0 = time.monotonic()
-            p = subprocess.run([SCRIPT, "cluster-start", self.dir, str(self.port)], capture_output=True,
-                               text=True, env=dict(os.environ, NODES=str(NODES)), timeout=300)
-            out = p.stdout + p.stderr
-            if p.returncode == 0:
-                self.start_s = time.monotonic() - t0
-                lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RABBITMQ_ADDRS=")]
-                self.addrs = lines[-1].split("=", 1)[1]
-                return
-            self.stop()
-        raise RuntimeError(f"cluster did not start:\n{out[-3000:]}")
-
-    def node_pids(self):
-        """{node number: beam pid} for the nodes whose pid file names a live beam of
-        this cluster (the script's own check: the command line names the node's HOME)."""
-        pids = {}
-        for i in range(1, NODES + 1):
-            try:
-                with open(os.path.join(self.dir, f"node{i}", "rabbit.pid")) as f:
-                    pid = int(f.read().strip())
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except (OSError, ValueError):
-                continue
-            if os.path.join(self.dir, f"node{i}", "home") in cmd:
-                pids[i] = pid
-        return pids
-
-    def stop(self):
-        """cluster-stop (each node by its pid, then the epmd); a beam still alive after
-        that is killed by its pid, so a failed test leaves nothing behind."""
-        if not self.dir or not os.path.isdir(self.dir):
-            return
-        subprocess.run([SCRIPT, "cluster-stop", self.dir], stdout=subprocess.DEVNULL, timeout=300, check=False)
-        for pid in self.node_pids().values():
-            os.kill(pid, signal.SIGKILL)
-
-    def mgmt_port(self, node):
-        return self.port + 10000 + node - 1
-
-    def api(self, path, node):
-        """GET on node's management API (guest/guest from loopback); parsed JSON."""
-        req = urllib.request.Request(f"http://127.0.0.1:{self.mgmt_port(node)}/api/{path}",
-                                     headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
 
 
 @pytest.fixture(scope="module")
 def cluster():
     top = tempfile.mkdtemp(prefix="oms-cluster-")
-    c = Cluster(top)
+    c = RabbitCluster(top, NODES)
     try:
         c.start()
         yield c
