@@ -59,6 +59,15 @@ int oms_order_can_move(oms_order_status from, oms_order_status to)
     return status_ranks[to] > status_ranks[from];
 }
 
+int oms_pickup_code_valid(const char *s)
+{
+    size_t n = 0;
+    for (; s && s[n]; n++)
+        if (!((s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9')))
+            return 0;
+    return n >= 1 && n <= OMS_PICKUP_CODE_MAX;
+}
+
 /* ---- model ---------------------------------------------------------------------- */
 
 void oms_order_init(oms_order *o)
@@ -298,6 +307,10 @@ void oms_order_write_json(oms_jbuf *b, const oms_order *o)
         oms_jbuf_lit(b, ",\"reason\":");
         oms_jbuf_str(b, o->reason);
     }
+    if (o->pickup_code[0]) {
+        oms_jbuf_lit(b, ",\"pickupCode\":");
+        oms_jbuf_str(b, o->pickup_code);
+    }
     oms_jbuf_lit(b, "}");
 }
 
@@ -375,6 +388,9 @@ int oms_order_from_json(const json_t *j, oms_order *out, oms_error *err)
     const json_t *why = json_object_get(j, "reason");
     if (json_is_string(why)) /* truncated to fit: it is a note for the history */
         snprintf(out->reason, sizeof(out->reason), "%s", json_string_value(why));
+    const json_t *code = json_object_get(j, "pickupCode");
+    if (json_is_string(code) && oms_pickup_code_valid(json_string_value(code)))
+        snprintf(out->pickup_code, sizeof(out->pickup_code), "%s", json_string_value(code));
     const json_t *items = json_object_get(j, "items");
     if (!json_is_array(items)) {
         oms_order_free(out);

@@ -42,6 +42,7 @@ Api__Order *oms_order_to_pb(const oms_order *o)
     m->createdat = pb_str(ts);
     oms_format_rfc3339(o->updated_ms ? o->updated_ms : o->created_ms, ts);
     m->updatedat = pb_str(ts);
+    m->pickupcode = pb_str(o->pickup_code);
     if (o->nitems) {
         m->items = oms_xcalloc(o->nitems, sizeof(*m->items));
         m->n_items = o->nitems;
@@ -118,6 +119,8 @@ int oms_order_from_pb(const Api__Order *m, oms_order *out, oms_error *err)
     out->total = m->total;
     out->created_ms = parse_rfc3339(m->createdat);
     out->updated_ms = parse_rfc3339(m->updatedat);
+    if (m->pickupcode && oms_pickup_code_valid(m->pickupcode))
+        snprintf(out->pickup_code, sizeof(out->pickup_code), "%s", m->pickupcode);
     int rc = oms_order_items_from_pb(m->items, m->n_items, out, err);
     if (rc != OMS_OK)
         oms_order_free(out);

@@ -14,15 +14,11 @@
 
 #include "oms/status.h"
 
-int oms_random_hex(char *out, size_t nbytes)
+int oms_random_bytes(unsigned char *buf, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char buf[64];
-    if (nbytes > sizeof(buf))
-        return OMS_ERR;
     size_t got = 0;
-    while (got < nbytes) {
-        ssize_t r = getrandom(buf + got, nbytes - got, 0);
+    while (got < n) {
+        ssize_t r = getrandom(buf + got, n - got, 0);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -30,6 +26,15 @@ int oms_random_hex(char *out, size_t nbytes)
         }
         got += (size_t)r;
     }
+    return OMS_OK;
+}
+
+int oms_random_hex(char *out, size_t nbytes)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char buf[64];
+    if (nbytes > sizeof(buf) || oms_random_bytes(buf, nbytes) != OMS_OK)
+        return OMS_ERR;
     for (size_t i = 0; i < nbytes; i++) {
         out[2 * i] = hex[buf[i] >> 4];
         out[2 * i + 1] = hex[buf[i] & 15];

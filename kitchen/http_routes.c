@@ -26,10 +26,12 @@ static json_t *time_json(long long ms)
     return json_string(buf);
 }
 
-/* The items of a ticket's stored order as [{productName, quantity}]. A stored order
- * that no longer parses shows no items rather than failing the whole listing. */
-static json_t *items_json(const kitchen_ticket *t)
+/* The items of a ticket's stored order as [{productName, quantity}], and its pickup
+ * code into code ("" when it has none). A stored order that no longer parses shows no
+ * items rather than failing the whole listing. */
+static json_t *items_json(const kitchen_ticket *t, char code[OMS_PICKUP_CODE_MAX + 1])
 {
+    code[0] = '\0';
     json_t *items = json_array();
     oms_order o;
     oms_error err;
@@ -37,6 +39,7 @@ static json_t *items_json(const kitchen_ticket *t)
         return NULL;
     if (oms_order_from_json_str(t->order_json, strlen(t->order_json), &o, &err) != OMS_OK)
         return items;
+    memcpy(code, o.pickup_code, sizeof(o.pickup_code));
     for (size_t i = 0; i < o.nitems; i++) {
         const oms_order_item *it = &o.items[i];
         json_t *j = json_pack("{s:s,s:i}", "productName", it->product_name ? it->product_name : "",
@@ -55,7 +58,8 @@ static json_t *items_json(const kitchen_ticket *t)
  * references it is given, also when it fails. */
 static json_t *ticket_json(const kitchen_ticket *t)
 {
-    json_t *items = items_json(t);
+    char code[OMS_PICKUP_CODE_MAX + 1];
+    json_t *items = items_json(t, code);
     if (!items)
         return NULL;
     int bit = t->state == KITCHEN_QUEUED    ? KITCHEN_LATE_QUEUED

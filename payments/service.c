@@ -286,7 +286,8 @@ static void count_refund(const char *reason)
 /* Adds the order event for the session's order, inside tx: the stored order with the
  * new status, the payment link and the reason. */
 static int add_order_event(oms_db_tx *tx, const payments_row *row, oms_event ev,
-                           oms_order_status st, const char *reason, oms_error *err)
+                           oms_order_status st, const char *reason, const char *pickup_code,
+                           oms_error *err)
 {
     oms_order o;
     int rc = oms_order_from_json_str(row->order_json, strlen(row->order_json), &o, err);
@@ -298,6 +299,7 @@ static int add_order_event(oms_db_tx *tx, const payments_row *row, oms_event ev,
     o.payment_link = oms_strdup(row->url);
     o.updated_ms = oms_now_ms();
     snprintf(o.reason, sizeof(o.reason), "%s", reason ? reason : "");
+    snprintf(o.pickup_code, sizeof(o.pickup_code), "%s", pickup_code ? pickup_code : "");
     char *body = oms_order_to_json_str(&o);
     rc = oms_outbox_add(tx, oms_event_exchanges[ev], body, NULL, err);
     free(body);
@@ -432,7 +434,7 @@ static int session_end(payments_service *s, const char *order_id, payments_sessi
         rc = add_order_event(tx, &row, OMS_EVENT_ORDER_CANCELLED,
                              st == PAYMENTS_SESSION_FAILED ? OMS_ORDER_PAYMENT_FAILED
                                                            : OMS_ORDER_CANCELLED,
-                             reason, err);
+                             reason, NULL, err);
     if (rc != OMS_OK) {
         oms_db_rollback(tx);
         goto done;
@@ -606,8 +608,12 @@ static int settle_payment(oms_db_tx *tx, const payments_event *ev, payments_row 
         if (rc != OMS_OK)
             return rc;
         if (changed) {
+            char code[OMS_PICKUP_CODE_MAX + 1];
             *result = "applied";
-            return add_order_event(tx, row, OMS_EVENT_ORDER_PAID, OMS_ORDER_PAID, NULL, err);
+            rc = payments_store_assign_pickup(tx, row->session_id, oms_now_ms(), code, err);
+            if (rc != OMS_OK)
+                return rc;
+            return add_order_event(tx, row, OMS_EVENT_ORDER_PAID, OMS_ORDER_PAID, NULL, code, err);
         }
         /* Closed since our read (another event for it): stay out of its way. */
         *result = "noop";
@@ -619,7 +625,8 @@ static int settle_payment(oms_db_tx *tx, const payments_event *ev, payments_row 
         return rc;
     }
     *result = "refunded";
-    return add_order_event(tx, row, OMS_EVENT_ORDER_REFUNDED, OMS_ORDER_REFUNDED, refund, err);
+    return add_order_event(tx, row, OMS_EVENT_ORDER_REFUNDED, OMS_ORDER_REFUNDED, refund, NULL,
+                           err);
 }
 
 /* The span of applying a checkout event, in the order's trace: a child of the context

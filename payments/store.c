@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "oms/inbox.h"
 #include "oms/retention.h"
@@ -61,10 +62,21 @@ static const oms_db_migration sessions_v3 = {
     NULL,
 };
 
+/* The pickup code of a paid order, unique within its day (the unique index is the
+ * last word when two instances pick the same code at once). */
+static const oms_db_migration sessions_v4 = {
+    "checkout_sessions_v4_pickup_code",
+    "ALTER TABLE checkout_sessions ADD COLUMN pickup_code TEXT;"
+    "ALTER TABLE checkout_sessions ADD COLUMN pickup_day TEXT;"
+    "CREATE UNIQUE INDEX checkout_sessions_pickup ON checkout_sessions(pickup_day, pickup_code);",
+    NULL,
+};
+
 int payments_store_open(oms_db **db, const char *url, oms_error *err)
 {
     const oms_db_migration migs[] = {sessions_v1, oms_outbox_migration,    oms_inbox_migration,
-                                     sessions_v2, oms_retention_migration, sessions_v3};
+                                     sessions_v2, oms_retention_migration, sessions_v3,
+                                     sessions_v4};
     return oms_db_open(db, url, migs, OMS_NELEM(migs), err);
 }
 
@@ -205,6 +217,57 @@ int payments_store_mark_paid(oms_db_tx *tx, const char *session_id, const char *
                      "UPDATE checkout_sessions SET status = 'paid', payment_intent = $2,"
                      " updated_at = $3 WHERE session_id = $1 AND status = 'open'",
                      session_id, payment_intent, now_ms, changed, err);
+}
+
+static int count_one(const oms_db_row *row, void *ud)
+{
+    *(long long *)ud = oms_db_row_int(row, 0);
+    return OMS_OK;
+}
+
+/* Letters and digits nobody confuses when read aloud or off a screen (no 0/O, 1/I/L,
+ * 2/Z, 5/S, 8/B): 25 symbols, so 4 of them give 390,625 codes a day. */
+static const char code_symbols[] = "ACDEFGHJKMNPQRTUVWXY34679";
+
+int payments_store_assign_pickup(oms_db_tx *tx, const char *session_id, long long now_ms,
+                                 char *code, oms_error *err)
+{
+    char day[11];
+    time_t t = (time_t)(now_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+    for (int attempt = 0; attempt < 64; attempt++) {
+        /* A crowded day (half the 4-symbol codes taken) moves on to 5 and 6. */
+        size_t len = attempt < 32 ? 4 : attempt < 48 ? 5 : 6;
+        unsigned char r[8];
+        if (oms_random_bytes(r, len) != OMS_OK)
+            return oms_error_set(err, OMS_ERR, "no randomness for a pickup code");
+        int biased = 0;
+        for (size_t i = 0; i < len; i++) { /* bytes under 250 = 10 x 25 map evenly */
+            biased |= r[i] >= 250;
+            code[i] = code_symbols[r[i] % 25];
+        }
+        code[len] = '\0';
+        if (biased)
+            continue;
+        long long taken = 0;
+        oms_db_param q[] = {OMS_DB_S(day), OMS_DB_S(code)};
+        int rc = oms_db_query(tx,
+                              "SELECT COUNT(*) FROM checkout_sessions"
+                              " WHERE pickup_day = $1 AND pickup_code = $2",
+                              q, 2, count_one, &taken, NULL, err);
+        if (rc != OMS_OK)
+            return rc;
+        if (taken)
+            continue;
+        oms_db_param p[] = {OMS_DB_S(session_id), OMS_DB_S(code), OMS_DB_S(day)};
+        return oms_db_exec(tx,
+                           "UPDATE checkout_sessions SET pickup_code = $2, pickup_day = $3"
+                           " WHERE session_id = $1",
+                           p, 3, NULL, err);
+    }
+    return oms_error_set(err, OMS_AGAIN, "no free pickup code found for %s", day);
 }
 
 int payments_store_mark_refunded(oms_db_tx *tx, const char *session_id, const char *payment_intent,

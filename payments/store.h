@@ -61,6 +61,10 @@ int payments_store_close_by_order(oms_db_tx *tx, const char *order_id, payments_
 /* Open -> paid with the payment's intent; *changed = 0 when it was not open. */
 int payments_store_mark_paid(oms_db_tx *tx, const char *session_id, const char *payment_intent,
                              long long now_ms, int *changed, oms_error *err);
+/* Gives the session a pickup code unique within the UTC day of now_ms (4 symbols, 5
+ * or 6 on a crowded day) into code (>= OMS_PICKUP_CODE_MAX + 1 bytes). */
+int payments_store_assign_pickup(oms_db_tx *tx, const char *session_id, long long now_ms,
+                                 char *code, oms_error *err);
 /* Any status but refunded -> refunded; payment_intent kept when NULL. *changed = 0 when
  * it was refunded already. */
 int payments_store_mark_refunded(oms_db_tx *tx, const char *session_id, const char *payment_intent,

@@ -148,7 +148,8 @@ def test_restart_resumes_a_ticket_left_cooking(make_shop):
 def test_garbage_order_paid_goes_to_dead_letter_queue(make_shop):
     shop = make_shop()
     dlq = "kitchen.order.paid.dlq"
-    before = shop.queue(dlq).get("messages") or 0
+    # The management API may list a queue declared a moment ago only a little later.
+    before = wait_for(lambda: shop.queue(dlq), 30, f"{dlq} listed").get("messages") or 0
     invalid0 = metric(shop, "kitchen_paid_events_total", result="invalid")
     publish_paid(shop, "this is not an order")
     wait_for(lambda: metric(shop, "kitchen_paid_events_total", result="invalid") > invalid0, 30,

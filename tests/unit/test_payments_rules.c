@@ -317,6 +317,12 @@ static void outbox_summary(fixture *f, summary *out)
             fail_msg("outbox event for an unexpected order %s", oid ? oid : "(none)");
         if (!link || strncmp(link, "https://pay.example/cs_test_", 28) != 0)
             fail_msg("outbox event without the session's link: %s", link ? link : "(none)");
+        /* A paid order carries its pickup code; nothing else does. */
+        const char *code = json_string_value(json_object_get(j, "pickupCode"));
+        int paid = strcmp(t.text[i][0], "order.paid") == 0;
+        if (paid != (code != NULL) ||
+            (code && (strlen(code) != 4 || strspn(code, "ACDEFGHJKMNPQRTUVWXY34679") != 4)))
+            fail_msg("%s with pickupCode %s", t.text[i][0], code ? code : "(none)");
         if (json_integer_value(json_object_get(j, "total")) != TOTAL ||
             json_array_size(json_object_get(j, "items")) != 2)
             fail_msg("outbox event with another order's total or items: %s", t.text[i][1]);
@@ -883,6 +889,64 @@ static void test_row(void **state)
         fail_msg("%s: relay woken %d times for %d events", r->name, f->notifies, got.n);
 }
 
+/* A day's load of pickup codes: 3,000 paid sessions on one day all get different
+ * codes of 4 unambiguous symbols; the next day may use them again; the unique index
+ * refuses a second session with a code taken that day. */
+static void test_pickup_codes_unique_within_a_day(void **state)
+{
+    enum { N = 3000 };
+    oms_db *db;
+    oms_db_tx *tx;
+    oms_error err;
+    static char codes[N][OMS_PICKUP_CODE_MAX + 1];
+    assert_int_equal(payments_store_open(&db, ":memory:", &err), OMS_OK);
+    assert_int_equal(oms_db_begin(db, &tx, &err), OMS_OK);
+    long long day = 1796083200000LL; /* 2026-12-01T00:00:00Z */
+    for (int i = 0; i < N + 1; i++) {
+        char sid[32], oid[32];
+        snprintf(sid, sizeof(sid), "cs_%d", i);
+        snprintf(oid, sizeof(oid), "o-%d", i);
+        payments_row r = {.session_id = sid,
+                          .order_id = oid,
+                          .customer_id = "c",
+                          .url = "u",
+                          .status = PAYMENTS_SESSION_PAID,
+                          .amount = 1,
+                          .currency = "usd",
+                          .order_json = "{}",
+                          .created_ms = day,
+                          .updated_ms = day};
+        assert_int_equal(payments_store_insert(tx, &r, &err), OMS_OK);
+        if (i == N)
+            break;
+        /* spread over the day, the last one a millisecond before midnight */
+        long long at = day + (long long)i * (86400000LL - 1) / (N - 1);
+        if (payments_store_assign_pickup(tx, sid, at, codes[i], &err) != OMS_OK)
+            fail_msg("code %d: %s", i, err.msg);
+        assert_int_equal(strlen(codes[i]), 4);
+        assert_int_equal(strspn(codes[i], "ACDEFGHJKMNPQRTUVWXY34679"), 4);
+        for (int k = 0; k < i; k++)
+            if (strcmp(codes[k], codes[i]) == 0)
+                fail_msg("code %s given twice in one day (%d and %d)", codes[i], k, i);
+    }
+    oms_db_param same[] = {OMS_DB_S(codes[0]), OMS_DB_S("2026-12-01"), OMS_DB_S("cs_3000")};
+    assert_int_not_equal(oms_db_exec(tx,
+                                     "UPDATE checkout_sessions SET pickup_code = $1,"
+                                     " pickup_day = $2 WHERE session_id = $3",
+                                     same, 3, NULL, &err),
+                         OMS_OK);
+    oms_db_rollback(tx);
+    assert_int_equal(oms_db_begin(db, &tx, &err), OMS_OK);
+    oms_db_param next[] = {OMS_DB_S(codes[0]), OMS_DB_S("2026-12-02"), OMS_DB_S("cs_1")};
+    assert_int_equal(oms_db_exec(tx,
+                                 "UPDATE checkout_sessions SET pickup_code = $1, pickup_day = $2"
+                                 " WHERE session_id = $3",
+                                 next, 3, NULL, &err),
+                     OMS_OK);
+    oms_db_rollback(tx);
+    oms_db_close(db);
+}
+
 /* ---- the list of tests --------------------------------------------------------------- */
 
 /* Runs one table as a cmocka group: a test per row, named after the row. */
@@ -910,5 +974,7 @@ int main(void)
     failed += RUN_TABLE("payments.sequences", sequences);
     failed += RUN_TABLE("payments.deadline", deadline);
     failed += RUN_TABLE("payments.consumers", consumers);
+    const struct CMUnitTest pickup[] = {cmocka_unit_test(test_pickup_codes_unique_within_a_day)};
+    failed += cmocka_run_group_tests_name("payments.pickup", pickup, NULL, NULL);
     return failed ? 1 : 0;
 }

@@ -50,6 +50,10 @@ int oms_order_status_terminal(oms_order_status s);
 #define OMS_MAX_QUANTITY 1000
 #define OMS_MAX_BODY (64 * 1024)
 #define OMS_ID_MAX 64
+#define OMS_PICKUP_CODE_MAX 7
+
+/* 1 when s looks like a pickup code: 1..OMS_PICKUP_CODE_MAX of A-Z and 0-9. */
+int oms_pickup_code_valid(const char *s);
 
 typedef struct oms_order_item {
     char product_id[OMS_ID_MAX + 1];
@@ -70,6 +74,9 @@ typedef struct oms_order {
     /* Why the order reached its status ("checkout expired", "amount_mismatch"); carried
      * by events only, as "reason", so the consumer can record it. "" when unset. */
     char reason[128];
+    /* The short code shown at the counter once paid ("" before): assigned by payments,
+     * carried by order.paid and kept by orders. */
+    char pickup_code[OMS_PICKUP_CODE_MAX + 1];
     oms_order_item *items; /* heap array of nitems */
     size_t nitems;
 } oms_order;
@@ -95,7 +102,7 @@ int oms_order_normalize_items(oms_order *o, oms_error *err);
 
 /* The HTTP/event JSON shape: orderID, customerID, items[{productID, productName,
  * quantity, priceID, unitPrice}], status, PaymentLink, total, currency, createdAt,
- * updatedAt, and reason when set; appended to b as compact JSON text. */
+ * updatedAt, and reason and pickupCode when set; appended to b as compact JSON text. */
 void oms_order_write_json(oms_jbuf *b, const oms_order *o);
 /* Parses the JSON shape back (events). Unknown fields ignored; missing required fields
  * (orderID, customerID, status, items) -> OMS_INVALID naming the field. */

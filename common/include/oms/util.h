@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <time.h>
 
+/* Fills buf with n bytes from getrandom(2): OMS_OK or OMS_ERR. */
+int oms_random_bytes(unsigned char *buf, size_t n);
 /* Writes 2*nbytes lowercase hex chars plus NUL into out (size >= 2*nbytes+1), from
  * getrandom(2). Returns OMS_OK or OMS_ERR. */
 int oms_random_hex(char *out, size_t nbytes);
