@@ -3,6 +3,8 @@ them, cross-site requests), a restock seen by the storefront, a count below what
 reserved refused, a new dish ordered at its price, a price change that leaves an
 existing order alone, a dish sold out, bad input refused with nothing changed, and an
 audit row in stock's database for every change and none for a refusal."""
+import re
+
 import grpc
 import pytest
 
@@ -114,6 +116,9 @@ def test_new_dish_orderable_at_its_price(shop):
     st, _, body = staff(shop, "POST", "/api/staff/products/soup/stock", {"delta": 10, "reason": "cooked"})
     assert st == 200 and body["available"] == 10, body
     assert storefront(shop)["soup"]["unitPrice"] == 650
+    # A dish created after the start has its gauge too.
+    st, _, metrics = http("GET", shop.stock_admin + "/metrics")
+    assert st == 200 and re.search(r'^stock_available\{product="soup"\} 10(\.0+)?$', metrics, re.M), metrics
 
     st, _, body = shop.create("bo-soup", [{"productID": "soup", "quantity": 3}])
     assert st == 201, body
