@@ -104,6 +104,7 @@ static int parse_product(const char *name, const json_t *p, size_t idx, const ch
     it->unit_price = unit_price;
     it->quantity = quantity;
     it->available = quantity;
+    it->on_sale = 1;
     return OMS_OK;
 }
 

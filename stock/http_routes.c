@@ -7,14 +7,15 @@
 #include "oms/util.h"
 #include "service.h"
 
-/* GET /stock -> {"products":[{"productID","name","available","reserved","sold"}]} */
+/* GET /stock -> {"products":[{"productID","name","available","reserved","sold","onSale"}]}:
+ * every product, off sale too (its units are still counted). */
 static void stock_levels(const oms_http_req *req, oms_http_resp *resp)
 {
     stock_items items;
     oms_error err;
     stock_items_init(&items);
     oms_error_clear(&err);
-    int rc = stock_list_items(req->ud, &items, &err);
+    int rc = stock_list_products(req->ud, &items, &err);
     if (rc != OMS_OK) {
         oms_http_resp_error(resp, oms_status_to_http(rc), "%s", err.msg);
         return;
@@ -22,9 +23,10 @@ static void stock_levels(const oms_http_req *req, oms_http_resp *resp)
     json_t *list = json_array();
     for (size_t i = 0; list && i < items.n; i++) {
         const stock_item *it = &items.v[i];
-        json_t *p = json_pack("{s:s,s:s,s:I,s:I,s:I}", "productID", it->product_id, "name",
+        json_t *p = json_pack("{s:s,s:s,s:I,s:I,s:I,s:b}", "productID", it->product_id, "name",
                               it->name ? it->name : "", "available", (json_int_t)it->available,
-                              "reserved", (json_int_t)it->reserved, "sold", (json_int_t)it->sold);
+                              "reserved", (json_int_t)it->reserved, "sold", (json_int_t)it->sold,
+                              "onSale", it->on_sale);
         if (!p || json_array_append_new(list, p) != 0) {
             json_decref(list);
             list = NULL;

@@ -82,3 +82,37 @@ void stock_reservation_free(stock_reservation *r)
     stock_items_free(&r->items);
     stock_reservation_init(r);
 }
+
+void stock_audit_list_init(stock_audit_list *l)
+{
+    l->v = NULL;
+    l->n = 0;
+    l->cap = 0;
+}
+
+void stock_audit_list_free(stock_audit_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        stock_audit_entry *e = &l->v[i];
+        free(e->staff);
+        free(e->action);
+        free(e->subject);
+        free(e->before);
+        free(e->after);
+        free(e->reason);
+    }
+    free(l->v);
+    stock_audit_list_init(l);
+}
+
+stock_audit_entry *stock_audit_list_push(stock_audit_list *l)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        l->v = oms_xrealloc(l->v, cap * sizeof(*l->v));
+        l->cap = cap;
+    }
+    stock_audit_entry *e = &l->v[l->n++];
+    memset(e, 0, sizeof(*e));
+    return e;
+}

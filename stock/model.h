@@ -22,6 +22,7 @@ typedef struct stock_item {
     long long unit_price; /* cents */
     long long quantity;
     long long available, reserved, sold;
+    int on_sale; /* 0: sold out / off the menu (not listed, not reservable) */
 } stock_item;
 
 /* A growable array of items; owns them. */
@@ -69,5 +70,26 @@ typedef struct stock_reservation {
 
 void stock_reservation_init(stock_reservation *r);
 void stock_reservation_free(stock_reservation *r);
+
+/* One staff change as recorded in stock_audit. before/after are compact JSON objects
+ * (before "" for a created product). */
+typedef struct stock_audit_entry {
+    long long id;
+    int64_t at_ms;
+    char *staff, *action, *subject, *before, *after, *reason; /* heap; owned by the entry */
+} stock_audit_entry;
+
+/* A growable array of audit entries; owns them. */
+typedef struct stock_audit_list {
+    stock_audit_entry *v;
+    size_t n, cap;
+} stock_audit_list;
+
+void stock_audit_list_init(stock_audit_list *l);
+/* Frees every entry's strings and the array, then re-initialises l. */
+void stock_audit_list_free(stock_audit_list *l);
+/* Appends a zeroed entry and returns it (owned by l, valid until the next push or
+ * free). Aborts on OOM. */
+stock_audit_entry *stock_audit_list_push(stock_audit_list *l);
 
 #endif

@@ -36,6 +36,31 @@ static const oms_db_migration stock_migrations[] = {
      " quantity INTEGER NOT NULL CHECK (quantity > 0),"
      " PRIMARY KEY (order_id, product_id));",
      NULL},
+    /* The back office: products can go off sale, and every staff change is recorded
+     * with the change itself (README "Back office: menu and stock"). */
+    {"stock_0002_backoffice",
+     "ALTER TABLE products ADD COLUMN on_sale INTEGER NOT NULL DEFAULT 1;"
+     "CREATE TABLE stock_audit("
+     " id INTEGER PRIMARY KEY,"
+     " at_ms BIGINT NOT NULL,"
+     " staff TEXT NOT NULL,"
+     " action TEXT NOT NULL,"
+     " subject TEXT NOT NULL,"
+     " before_json TEXT NOT NULL,"
+     " after_json TEXT NOT NULL,"
+     " reason TEXT NOT NULL);"
+     "CREATE INDEX stock_audit_at ON stock_audit(at_ms, id);",
+     "ALTER TABLE products ADD COLUMN on_sale INTEGER NOT NULL DEFAULT 1;"
+     "CREATE TABLE stock_audit("
+     " id BIGSERIAL PRIMARY KEY,"
+     " at_ms BIGINT NOT NULL,"
+     " staff TEXT NOT NULL,"
+     " action TEXT NOT NULL,"
+     " subject TEXT NOT NULL,"
+     " before_json TEXT NOT NULL,"
+     " after_json TEXT NOT NULL,"
+     " reason TEXT NOT NULL);"
+     "CREATE INDEX stock_audit_at ON stock_audit(at_ms, id);"},
 };
 
 int stock_store_open(struct oms_db **out, const char *url, oms_error *err)
@@ -65,16 +90,40 @@ int stock_store_count_products(struct oms_db_tx *tx, long long *n, oms_error *er
 int stock_store_insert_product(struct oms_db_tx *tx, const stock_item *it, long long position,
                                oms_error *err)
 {
-    oms_db_param p[7] = {OMS_DB_S(it->product_id), OMS_DB_S(it->name),     OMS_DB_S(it->price_id),
-                         OMS_DB_I(it->unit_price), OMS_DB_S(it->currency), OMS_DB_I(it->available),
-                         OMS_DB_I(position)};
+    oms_db_param p[8] = {OMS_DB_S(it->product_id), OMS_DB_S(it->name),
+                         OMS_DB_S(it->price_id),   OMS_DB_I(it->unit_price),
+                         OMS_DB_S(it->currency),   OMS_DB_I(it->available),
+                         OMS_DB_I(position),       OMS_DB_I(it->on_sale ? 1 : 0)};
     return oms_db_exec(tx,
                        "INSERT INTO products(id, name, price_id, unit_price, currency, available,"
-                       " reserved, sold, position) VALUES($1, $2, $3, $4, $5, $6, 0, 0, $7)",
-                       p, 7, NULL, err);
+                       " reserved, sold, position, on_sale)"
+                       " VALUES($1, $2, $3, $4, $5, $6, 0, 0, $7, $8)",
+                       p, 8, NULL, err);
 }
 
-#define PRODUCT_COLS "id, name, price_id, unit_price, currency, available, reserved, sold"
+int stock_store_next_position(struct oms_db_tx *tx, long long *position, oms_error *err)
+{
+    *position = 0;
+    return oms_db_query(tx, "SELECT COALESCE(MAX(position) + 1, 0) FROM products", NULL, 0,
+                        count_row, position, NULL, err);
+}
+
+int stock_store_update_product(struct oms_db_tx *tx, const stock_item *it, oms_error *err)
+{
+    long long changes = 0;
+    oms_db_param p[6] = {OMS_DB_S(it->product_id), OMS_DB_S(it->name),
+                         OMS_DB_S(it->price_id),   OMS_DB_I(it->unit_price),
+                         OMS_DB_S(it->currency),   OMS_DB_I(it->on_sale ? 1 : 0)};
+    int rc = oms_db_exec(tx,
+                         "UPDATE products SET name = $2, price_id = $3, unit_price = $4,"
+                         " currency = $5, on_sale = $6 WHERE id = $1",
+                         p, 6, &changes, err);
+    if (rc != OMS_OK)
+        return rc;
+    return changes == 1 ? OMS_OK : OMS_NOTFOUND;
+}
+
+#define PRODUCT_COLS "id, name, price_id, unit_price, currency, available, reserved, sold, on_sale"
 
 /* Fills it from a row laid out as PRODUCT_COLS starting at column `first`; quantity
  * is not touched. */
@@ -87,6 +136,7 @@ static void product_from_row(const oms_db_row *row, int first, stock_item *it)
     it->available = oms_db_row_int(row, first + 5);
     it->reserved = oms_db_row_int(row, first + 6);
     it->sold = oms_db_row_int(row, first + 7);
+    it->on_sale = oms_db_row_int(row, first + 8) != 0;
 }
 
 static int product_one_row(const oms_db_row *row, void *ud)
@@ -101,6 +151,23 @@ int stock_store_get_product(struct oms_db_tx *tx, const char *id, stock_item *ou
     oms_db_param p = OMS_DB_S(id);
     int rc = oms_db_query(tx, "SELECT " PRODUCT_COLS " FROM products WHERE id = $1", &p, 1,
                           product_one_row, out, &n, err);
+    if (rc != OMS_OK)
+        return rc;
+    return n == 1 ? OMS_OK : OMS_NOTFOUND;
+}
+
+int stock_store_lock_product(struct oms_db_tx *tx, const char *id, stock_item *out, oms_error *err)
+{
+    long long n = 0;
+    oms_db_param p = OMS_DB_S(id);
+    /* PostgreSQL: a staff change and a reservation of the same product run one after the
+     * other, so the levels read here are the ones the change and its audit row see.
+     * SQLite runs one writer at a time already. */
+    int rc = oms_db_query(tx,
+                          oms_db_tx_locks_rows(tx)
+                              ? "SELECT " PRODUCT_COLS " FROM products WHERE id = $1 FOR UPDATE"
+                              : "SELECT " PRODUCT_COLS " FROM products WHERE id = $1",
+                          &p, 1, product_one_row, out, &n, err);
     if (rc != OMS_OK)
         return rc;
     return n == 1 ? OMS_OK : OMS_NOTFOUND;
@@ -141,6 +208,69 @@ int stock_store_move(struct oms_db_tx *tx, stock_move move, const char *id, long
     if (rc != OMS_OK)
         return rc;
     return changes == 1 ? OMS_OK : OMS_CONFLICT;
+}
+
+/* Indexed by stock_level_op. Guarded like move_sql: the count on hand never drops
+ * below what is reserved (available >= 0) whatever ran since the caller's read. */
+static const char *const level_sql[STOCK_LEVEL__COUNT] = {
+    [STOCK_LEVEL_ADD] = "UPDATE products SET available = available + $2"
+                        " WHERE id = $1 AND available + $2 >= 0",
+    [STOCK_LEVEL_SET_ON_HAND] = "UPDATE products SET available = $2 - reserved"
+                                " WHERE id = $1 AND reserved <= $2",
+};
+
+int stock_store_set_level(struct oms_db_tx *tx, stock_level_op op, const char *id, long long n,
+                          oms_error *err)
+{
+    if ((int)op < 0 || op >= STOCK_LEVEL__COUNT)
+        return oms_error_set(err, OMS_ERR, "stock level change %d: invalid", (int)op);
+    long long changes = 0;
+    oms_db_param p[2] = {OMS_DB_S(id), OMS_DB_I(n)};
+    int rc = oms_db_exec(tx, level_sql[op], p, 2, &changes, err);
+    if (rc != OMS_OK)
+        return rc;
+    return changes == 1 ? OMS_OK : OMS_CONFLICT;
+}
+
+/* ---- audit ------------------------------------------------------------------------- */
+
+int stock_store_insert_audit(struct oms_db_tx *tx, const stock_audit_entry *e, oms_error *err)
+{
+    oms_db_param p[7] = {OMS_DB_I(e->at_ms),
+                         OMS_DB_S(e->staff),
+                         OMS_DB_S(e->action),
+                         OMS_DB_S(e->subject),
+                         OMS_DB_S(e->before ? e->before : ""),
+                         OMS_DB_S(e->after ? e->after : ""),
+                         OMS_DB_S(e->reason ? e->reason : "")};
+    return oms_db_exec(tx,
+                       "INSERT INTO stock_audit(at_ms, staff, action, subject, before_json,"
+                       " after_json, reason) VALUES($1, $2, $3, $4, $5, $6, $7)",
+                       p, 7, NULL, err);
+}
+
+static int audit_row(const oms_db_row *row, void *ud)
+{
+    stock_audit_entry *e = stock_audit_list_push(ud);
+    e->id = oms_db_row_int(row, 0);
+    e->at_ms = oms_db_row_int(row, 1);
+    e->staff = oms_strdup(oms_db_row_text(row, 2));
+    e->action = oms_strdup(oms_db_row_text(row, 3));
+    e->subject = oms_strdup(oms_db_row_text(row, 4));
+    e->before = oms_strdup(oms_db_row_text(row, 5));
+    e->after = oms_strdup(oms_db_row_text(row, 6));
+    e->reason = oms_strdup(oms_db_row_text(row, 7));
+    return OMS_OK;
+}
+
+int stock_store_list_audit(struct oms_db_tx *tx, int64_t before_ms, long long limit,
+                           stock_audit_list *out, oms_error *err)
+{
+    oms_db_param p[2] = {OMS_DB_I(before_ms), OMS_DB_I(limit)};
+    return oms_db_query(tx,
+                        "SELECT id, at_ms, staff, action, subject, before_json, after_json, reason"
+                        " FROM stock_audit WHERE at_ms < $1 ORDER BY at_ms DESC, id DESC LIMIT $2",
+                        p, 2, audit_row, out, NULL, err);
 }
 
 /* ---- reservations ---------------------------------------------------------------- */
@@ -200,7 +330,7 @@ int stock_store_get_reservation(struct oms_db_tx *tx, const char *order_id, stoc
     snprintf(out->order_id, sizeof(out->order_id), "%s", order_id);
     rc = oms_db_query(tx,
                       "SELECT ri.quantity, p.id, p.name, p.price_id, p.unit_price, p.currency,"
-                      " p.available, p.reserved, p.sold FROM reservation_items ri"
+                      " p.available, p.reserved, p.sold, p.on_sale FROM reservation_items ri"
                       " JOIN products p ON p.id = ri.product_id WHERE ri.order_id = $1"
                       " ORDER BY p.position, p.id",
                       &p, 1, reservation_item_row, &out->items, NULL, err);

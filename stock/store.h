@@ -22,13 +22,22 @@ void stock_store_close(struct oms_db *db);
 /* ---- products ------------------------------------------------------------------ */
 
 int stock_store_count_products(struct oms_db_tx *tx, long long *n, oms_error *err);
-/* Inserts a catalog product (available = it->available, reserved = sold = 0). */
+/* Inserts a product (available = it->available, reserved = sold = 0, on_sale =
+ * it->on_sale). OMS_CONFLICT when the id exists. */
 int stock_store_insert_product(struct oms_db_tx *tx, const stock_item *it, long long position,
                                oms_error *err);
+/* *position = one past the last product's position (0 for an empty table): where a
+ * new product goes so that it is listed last. */
+int stock_store_next_position(struct oms_db_tx *tx, long long *position, oms_error *err);
+/* Writes it's catalog data (name, price id, unit price, currency, on_sale; levels are
+ * left alone). OMS_NOTFOUND (no message) when the product does not exist. */
+int stock_store_update_product(struct oms_db_tx *tx, const stock_item *it, oms_error *err);
 /* Fills *out (zeroed by the caller; strings owned by out afterwards) with the product's
  * catalog data and levels; quantity is left alone. OMS_NOTFOUND (no message) when the
  * product does not exist. */
 int stock_store_get_product(struct oms_db_tx *tx, const char *id, stock_item *out, oms_error *err);
+/* As stock_store_get_product, and on PostgreSQL locks the row until tx ends. */
+int stock_store_lock_product(struct oms_db_tx *tx, const char *id, stock_item *out, oms_error *err);
 /* Appends every product, in catalog order, to out (owned by the caller). */
 int stock_store_list_products(struct oms_db_tx *tx, stock_items *out, oms_error *err);
 
@@ -46,6 +55,27 @@ typedef enum {
  * product); other codes with a message on database errors. */
 int stock_store_move(struct oms_db_tx *tx, stock_move move, const char *id, long long quantity,
                      oms_error *err);
+
+/* Staff changes to the count of a product. */
+typedef enum {
+    STOCK_LEVEL_ADD,         /* available += n (n may be negative) */
+    STOCK_LEVEL_SET_ON_HAND, /* available = n - reserved */
+    STOCK_LEVEL__COUNT
+} stock_level_op;
+
+/* Applies op with n to product id. OMS_OK when one row changed; OMS_CONFLICT (no
+ * message) when available would go below zero or there is no such product. */
+int stock_store_set_level(struct oms_db_tx *tx, stock_level_op op, const char *id, long long n,
+                          oms_error *err);
+
+/* ---- audit ------------------------------------------------------------------------- */
+
+/* Inserts e (id ignored: the database numbers rows in increasing order). */
+int stock_store_insert_audit(struct oms_db_tx *tx, const stock_audit_entry *e, oms_error *err);
+/* Appends (to out, owned by the caller) at most limit entries with at_ms < before_ms,
+ * newest first. */
+int stock_store_list_audit(struct oms_db_tx *tx, int64_t before_ms, long long limit,
+                           stock_audit_list *out, oms_error *err);
 
 /* ---- reservations ---------------------------------------------------------------- */
 

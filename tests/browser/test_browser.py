@@ -46,6 +46,15 @@ def test_pages_at_phone_width(shop, shots):
     run("phone", shop, shots)
 
 
+def test_backoffice_menu_and_stock(shop, shots):
+    run("backoffice_stock", shop, shots)
+    # What the pages did is what stock recorded: one audit row per change, none for
+    # the refused dish or the refused count.
+    actions = [shop.scalar("stock", "SELECT action FROM stock_audit WHERE subject = ? ORDER BY id LIMIT 1 OFFSET ?",
+                           ("pea-soup", i)) for i in range(5)]
+    assert actions == ["product.create", "stock.adjust", "product.update", "product.update", None], actions
+
+
 def staff_cookie(shop):
     """A staff session for API calls from the test (the display's data is staff-only)."""
     from conftest import STAFF_PASSWORD
