@@ -373,8 +373,8 @@ int kitchen_list_tickets(kitchen_service *s, int limit, kitchen_ticket **out, si
     return rc;
 }
 
-int kitchen_withdraw(kitchen_service *s, const char *queue, const char *message_id,
-                     const char *body, size_t len, oms_error *err)
+int kitchen_close_ticket(kitchen_service *s, kitchen_state final, const char *queue,
+                         const char *message_id, const char *body, size_t len, oms_error *err)
 {
     oms_order o;
     kitchen_ticket t;
@@ -390,7 +390,7 @@ int kitchen_withdraw(kitchen_service *s, const char *queue, const char *message_
     oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, t.order_id);
     t.order_json = oms_order_to_json_str(&o);
     oms_order_free(&o);
-    t.state = KITCHEN_WITHDRAWN;
+    t.state = final;
     t.queued_at = oms_now_ms();
 
     int rc = oms_db_begin(s->db, &tx, err);
@@ -401,7 +401,7 @@ int kitchen_withdraw(kitchen_service *s, const char *queue, const char *message_
         if (rc != OMS_OK)
             goto rollback; /* OMS_DUPLICATE: applied before */
     }
-    rc = kitchen_store_withdraw(tx, &t, &changed, err);
+    rc = kitchen_store_close(tx, &t, &changed, err);
     if (rc != OMS_OK)
         goto rollback;
     refresh_depth(tx, &depth);
@@ -410,8 +410,9 @@ int kitchen_withdraw(kitchen_service *s, const char *queue, const char *message_
         goto out;
     publish_depth(s, depth);
     if (changed) {
-        count_state(KITCHEN_WITHDRAWN);
-        oms_log_info("ticket withdrawn: the order was refunded", "order_id", t.order_id);
+        count_state(final);
+        oms_log_info(final == KITCHEN_COLLECTED ? "ticket collected" : "ticket withdrawn: refunded",
+                     "order_id", t.order_id);
     }
     goto out;
 rollback:

@@ -74,12 +74,13 @@ int kitchen_requeue_cooking(kitchen_service *s, long long started_before, long l
  * instance's (cook_ms + KITCHEN_STALE_GRACE_MS), so none is cooked twice. */
 long long kitchen_stale_cutoff(const kitchen_service *s, long long cook_ms, long long now_ms);
 
-/* Handles one order.refunded delivery: the order's ticket is withdrawn (a queued one
- * is never cooked; a cooking one is not announced ready), or a withdrawn ticket is
- * recorded when none exists yet so a later order.paid cooks nothing. Verdicts as
- * kitchen_accept_paid. */
-int kitchen_withdraw(kitchen_service *s, const char *queue, const char *message_id,
-                     const char *body, size_t len, oms_error *err);
+/* Handles one order.refunded (final = KITCHEN_WITHDRAWN) or order.collected
+ * (KITCHEN_COLLECTED) delivery: the order's ticket leaves the display for good (a
+ * withdrawn queued ticket is never cooked; a cooking one is not announced ready), or
+ * such a ticket is recorded when none exists yet so a later order.paid cooks nothing.
+ * Verdicts as kitchen_accept_paid. */
+int kitchen_close_ticket(kitchen_service *s, kitchen_state final, const char *queue,
+                         const char *message_id, const char *body, size_t len, oms_error *err);
 
 /* Marks tickets that turned late at now_ms (queued or cooking longer than sla_ms,
  * ready longer than pickup_window_ms; 0 disables a limit), each once per stage, and

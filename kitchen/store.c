@@ -259,13 +259,17 @@ int kitchen_store_add_event(oms_db_tx *tx, const char *exchange, const char *bod
     return oms_outbox_add(tx, exchange, body, NULL, err);
 }
 
-int kitchen_store_withdraw(oms_db_tx *tx, const kitchen_ticket *t, int *changed, oms_error *err)
+int kitchen_store_close(oms_db_tx *tx, const kitchen_ticket *t, int *changed, oms_error *err)
 {
-    oms_db_param p[] = {OMS_DB_S(t->order_id), OMS_DB_S(kitchen_state_str(KITCHEN_WITHDRAWN))};
+    oms_db_param p[] = {OMS_DB_S(t->order_id), OMS_DB_S(kitchen_state_str(t->state)),
+                        OMS_DB_S(kitchen_state_str(KITCHEN_WITHDRAWN)),
+                        OMS_DB_S(kitchen_state_str(KITCHEN_COLLECTED))};
     long long n = 0;
     *changed = 0;
-    int rc = oms_db_exec(tx, "UPDATE tickets SET state = $2 WHERE order_id = $1 AND state <> $2", p,
-                         2, &n, err);
+    int rc = oms_db_exec(tx,
+                         "UPDATE tickets SET state = $2 WHERE order_id = $1"
+                         " AND state <> $3 AND state <> $4",
+                         p, 4, &n, err);
     if (rc != OMS_OK)
         return rc;
     if (n > 0) {
@@ -273,7 +277,7 @@ int kitchen_store_withdraw(oms_db_tx *tx, const kitchen_ticket *t, int *changed,
         return OMS_OK;
     }
     rc = kitchen_store_insert(tx, t, err);
-    if (rc == OMS_DUPLICATE) { /* already withdrawn */
+    if (rc == OMS_DUPLICATE) { /* already in a final state */
         oms_error_clear(err);
         return OMS_OK;
     }

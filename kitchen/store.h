@@ -1,5 +1,6 @@
 /* Persistence of kitchen tickets: one row per order, moving queued -> cooking -> ready
- * (or to withdrawn from any of them when the order is refunded).
+ * -> collected when the customer takes it, or to withdrawn from any of them when the
+ * order is refunded).
  * Every function except kitchen_store_open runs inside the caller's transaction; SQL
  * lives only here (the outbox and inbox are reached through here too, so the rules in
  * service.c never see a storage or broker header). */
@@ -16,7 +17,8 @@
     XX(QUEUED, "queued")                                                                           \
     XX(COOKING, "cooking")                                                                         \
     XX(READY, "ready")                                                                             \
-    XX(WITHDRAWN, "withdrawn")
+    XX(WITHDRAWN, "withdrawn")                                                                     \
+    XX(COLLECTED, "collected")
 
 typedef enum {
 #define KITCHEN_STATE_ENUM(name, str) KITCHEN_##name,
@@ -78,10 +80,10 @@ int kitchen_store_get(oms_db_tx *tx, const char *order_id, kitchen_ticket *out, 
  * with kitchen_ticket_free, then the array); NULL when none. */
 int kitchen_store_list(oms_db_tx *tx, int limit, kitchen_ticket **out, size_t *n, oms_error *err);
 
-/* The order's ticket -> withdrawn (from queued, cooking or ready); without a ticket
- * yet, t (state withdrawn) is inserted so a later order.paid finds it and cooks
- * nothing. *changed = 1 when something changed, 0 when it was withdrawn already. */
-int kitchen_store_withdraw(oms_db_tx *tx, const kitchen_ticket *t, int *changed, oms_error *err);
+/* The order's ticket -> t->state (withdrawn or collected: a final state) unless it is
+ * in a final state already; without a ticket yet, t is inserted so a later order.paid
+ * finds it and cooks nothing. *changed = 1 when something changed. */
+int kitchen_store_close(oms_db_tx *tx, const kitchen_ticket *t, int *changed, oms_error *err);
 /* Sets late bit on every ticket in state whose time column (queued_at, started_at or
  * ready_at, by state) is at or before since_ms and which lacks the bit; *n = how many. */
 int kitchen_store_mark_late(oms_db_tx *tx, kitchen_state state, int bit, long long since_ms,

@@ -380,8 +380,8 @@ static int withdraw(fixture *f, const char *message_id, const char *order_id)
     char *body = paid_body(order_id, "cust-1"); /* order.refunded carries the same shape */
     oms_error err;
     oms_error_clear(&err);
-    int rc =
-        kitchen_withdraw(&f->svc, "kitchen.order.refunded", message_id, body, strlen(body), &err);
+    int rc = kitchen_close_ticket(&f->svc, KITCHEN_WITHDRAWN, "kitchen.order.refunded", message_id,
+                                  body, strlen(body), &err);
     free(body);
     return rc;
 }
@@ -454,6 +454,16 @@ static void test_late_tickets_marked_once_per_stage(void **state)
     assert_int_equal(kitchen_count_late(&f->svc, t0 + 10000, t0 + 20000, &n, &err), OMS_OK);
     assert_int_equal(n, 0);
     assert_int_equal(kitchen_count_late(&f->svc, 10, 5, &n, &err), OMS_INVALID);
+    /* Collected: off the display, never flagged again, not revived by a late paid. */
+    char *body = paid_body("o-1", "cust-1");
+    oms_error_clear(&err);
+    assert_int_equal(kitchen_close_ticket(&f->svc, KITCHEN_COLLECTED, "kitchen.order.collected",
+                                          "c1", body, strlen(body), &err),
+                     OMS_OK);
+    free(body);
+    assert_int_equal(in_state(f, "o-1", "collected"), 1);
+    assert_int_equal(withdraw(f, "r9", "o-1"), OMS_OK); /* final: stays collected */
+    assert_int_equal(in_state(f, "o-1", "collected"), 1);
     f->svc.sla_ms = 0; /* 0: never late */
     assert_int_equal(accept(f, "m4", "o-4"), OMS_OK);
     assert_int_equal(kitchen_mark_late(&f->svc, t0 + 86400000, &marked, &err), OMS_OK);

@@ -9,7 +9,8 @@
     XX(ORDER_COOKING, "order.cooking")                                                             \
     XX(ORDER_READY, "order.ready")                                                                 \
     XX(ORDER_CANCELLED, "order.cancelled")                                                         \
-    XX(ORDER_REFUNDED, "order.refunded")
+    XX(ORDER_REFUNDED, "order.refunded")                                                           \
+    XX(ORDER_COLLECTED, "order.collected")
 
 typedef enum {
 #define OMS_EVENT_ENUM(name, ex) OMS_EVENT_##name,
