@@ -42,7 +42,7 @@ int oms_order_status_parse(const char *s)
 
 int oms_order_status_terminal(oms_order_status s)
 {
-    return s == OMS_ORDER_READY || s == OMS_ORDER_CANCELLED || s == OMS_ORDER_PAYMENT_FAILED ||
+    return s == OMS_ORDER_COLLECTED || s == OMS_ORDER_CANCELLED || s == OMS_ORDER_PAYMENT_FAILED ||
            s == OMS_ORDER_REFUNDED;
 }
 
@@ -54,6 +54,8 @@ int oms_order_can_move(oms_order_status from, oms_order_status to)
         return from != OMS_ORDER_REFUNDED;
     if (from == to || oms_order_status_terminal(from))
         return 0;
+    if (to == OMS_ORDER_COLLECTED) /* handed over: only what the kitchen made ready */
+        return from == OMS_ORDER_READY;
     if (status_ranks[to] < 0) /* side exit: only before payment */
         return from == OMS_ORDER_PENDING || from == OMS_ORDER_WAITING_PAYMENT;
     return status_ranks[to] > status_ranks[from];

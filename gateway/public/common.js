@@ -11,6 +11,7 @@ const OMS = (() => {
     'paid': 'Paid',
     'cooking': 'Cooking',
     'ready for pick-up': 'Ready for pick-up',
+    'collected': 'Collected',
     'cancelled': 'Cancelled',
     'payment_failed': 'Payment failed',
     'refunded': 'Refunded',

@@ -21,6 +21,7 @@ typedef struct json_t json_t;
     XX(PAID, "paid", 2)                                                                            \
     XX(COOKING, "cooking", 3)                                                                      \
     XX(READY, "ready for pick-up", 4)                                                              \
+    XX(COLLECTED, "collected", 5)                                                                  \
     XX(CANCELLED, "cancelled", -1)                                                                 \
     XX(PAYMENT_FAILED, "payment_failed", -1)                                                       \
     XX(REFUNDED, "refunded", -1)
@@ -38,7 +39,8 @@ int oms_order_status_parse(const char *s);
 /* 1 when an order in `from` may move to `to`: forward along the main chain (skips
  * allowed: events travel on separate queues and may arrive out of order), or to a
  * side exit from pending/waiting_payment. Never backwards, never out of a terminal
- * status (ready, cancelled, payment_failed, refunded), never to itself. The one
+ * status (collected, cancelled, payment_failed, refunded), never to itself; collected
+ * only from ready. The one
  * exception is refunded: money can come back from any status but refunded itself (a
  * payment that arrived for a cancelled order, a staff refund of a ready one). */
 int oms_order_can_move(oms_order_status from, oms_order_status to);
