@@ -826,9 +826,9 @@ int orders_summary_get(orders_service *s, const char *day, int tz_minutes, order
         return rc;
     rc = orders_store_created_per_hour(tx, start, out->orders_per_hour, err);
     if (rc == OMS_OK)
-        rc = orders_store_money(tx, OMS_ORDER_PAID, start, end, 0, &paid, &npaid, err);
+        rc = orders_store_money(tx, OMS_ORDER_PAID, start, end, &paid, &npaid, err);
     if (rc == OMS_OK)
-        rc = orders_store_money(tx, OMS_ORDER_REFUNDED, start, end, 1, &refunded, &nrefunded, err);
+        rc = orders_store_money(tx, OMS_ORDER_REFUNDED, start, end, &refunded, &nrefunded, err);
     if (rc == OMS_OK)
         rc = orders_store_units_paid(tx, start, end, &out->units, &out->nunits, err);
     if (rc == OMS_OK)

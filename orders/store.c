@@ -490,23 +490,31 @@ static int money_row(const oms_db_row *row, void *ud)
     return OMS_OK;
 }
 
+/* Events travel on separate queues and an order may skip a status (cooking can arrive
+ * before paid, and paid is then never recorded), so "paid at" is the first time the
+ * order reached paid, cooking or ready. $1, $2: the window. */
+#define PAID_LIKE "('paid', 'cooking', 'ready for pick-up')"
+#define PAID_IN_WINDOW                                                                             \
+    "SELECT h.order_id FROM order_history h WHERE h.status IN " PAID_LIKE                          \
+    " AND h.at >= $1 AND h.at < $2 AND NOT EXISTS (SELECT 1 FROM order_history e"                  \
+    " WHERE e.order_id = h.order_id AND e.status IN " PAID_LIKE " AND e.at < $1)"
+
 int orders_store_money(oms_db_tx *tx, oms_order_status status, long long start_ms, long long end_ms,
-                       int was_paid, orders_money **out, size_t *n, oms_error *err)
+                       orders_money **out, size_t *n, oms_error *err)
 {
     money_list l = {NULL, 0};
-    oms_db_param p[] = {OMS_DB_S(oms_order_status_str(status)), OMS_DB_I(start_ms),
-                        OMS_DB_I(end_ms)};
+    oms_db_param p[] = {OMS_DB_I(start_ms), OMS_DB_I(end_ms)};
     int rc = oms_db_query(
         tx,
-        was_paid ? "SELECT o.currency, COUNT(*), SUM(o.total) FROM orders o WHERE o.id IN"
-                   " (SELECT order_id FROM order_history WHERE status = $1 AND at >= $2"
-                   " AND at < $3) AND EXISTS (SELECT 1 FROM order_history h"
-                   " WHERE h.order_id = o.id AND h.status = 'paid')"
-                   " GROUP BY o.currency ORDER BY 2 DESC, 1"
-                 : "SELECT o.currency, COUNT(*), SUM(o.total) FROM orders o WHERE o.id IN"
-                   " (SELECT order_id FROM order_history WHERE status = $1 AND at >= $2"
-                   " AND at < $3) GROUP BY o.currency ORDER BY 2 DESC, 1",
-        p, 3, money_row, &l, NULL, err);
+        status == OMS_ORDER_REFUNDED
+            ? "SELECT o.currency, COUNT(*), SUM(o.total) FROM orders o WHERE o.id IN"
+              " (SELECT order_id FROM order_history WHERE status = 'refunded' AND at >= $1"
+              " AND at < $2) AND EXISTS (SELECT 1 FROM order_history h"
+              " WHERE h.order_id = o.id AND h.status IN " PAID_LIKE ")"
+              " GROUP BY o.currency ORDER BY 2 DESC, 1"
+            : "SELECT o.currency, COUNT(*), SUM(o.total) FROM orders o WHERE o.id IN"
+              " (" PAID_IN_WINDOW ") GROUP BY o.currency ORDER BY 2 DESC, 1",
+        p, 2, money_row, &l, NULL, err);
     if (rc != OMS_OK) {
         free(l.v);
         return rc;
@@ -561,8 +569,7 @@ int orders_store_units_paid(oms_db_tx *tx, long long start_ms, long long end_ms,
     oms_db_param p[] = {OMS_DB_I(start_ms), OMS_DB_I(end_ms)};
     int rc = oms_db_query(tx,
                           "SELECT product_id, MAX(product_name), SUM(quantity) FROM order_items"
-                          " WHERE order_id IN (SELECT order_id FROM order_history"
-                          " WHERE status = 'paid' AND at >= $1 AND at < $2)"
+                          " WHERE order_id IN (" PAID_IN_WINDOW ")"
                           " GROUP BY product_id ORDER BY 3 DESC, 1",
                           p, 2, units_row, &l, NULL, err);
     if (rc != OMS_OK) {
@@ -595,9 +602,10 @@ int orders_store_paid_to_ready(oms_db_tx *tx, long long start_ms, long long end_
     ms_list l = {NULL, 0};
     oms_db_param p[] = {OMS_DB_I(start_ms), OMS_DB_I(end_ms)};
     int rc = oms_db_query(tx,
-                          "SELECT r.at - p.at FROM order_history p JOIN order_history r"
-                          " ON r.order_id = p.order_id AND r.status = 'ready for pick-up'"
-                          " WHERE p.status = 'paid' AND p.at >= $1 AND p.at < $2 ORDER BY 1",
+                          "SELECT r.at - (SELECT MIN(p.at) FROM order_history p"
+                          " WHERE p.order_id = r.order_id AND p.status IN " PAID_LIKE ")"
+                          " FROM order_history r WHERE r.status = 'ready for pick-up'"
+                          " AND r.order_id IN (" PAID_IN_WINDOW ") ORDER BY 1",
                           p, 2, ms_row, &l, NULL, err);
     if (rc != OMS_OK) {
         free(l.v);

@@ -58,14 +58,15 @@ int orders_store_add_audit(oms_db_tx *tx, const orders_audit *a, oms_error *err)
 int orders_store_list_audit(oms_db_tx *tx, long long before_ms, int limit, orders_audit **out,
                             size_t *n, oms_error *err);
 
-/* Money of the orders that reached status in [start_ms, end_ms), per currency. With
- * was_paid, only orders that had been paid at some time. */
+/* Money of the orders paid in [start_ms, end_ms) (status OMS_ORDER_PAID: the first
+ * time they reached paid, cooking or ready), or refunded then after having been paid
+ * (OMS_ORDER_REFUNDED), per currency, the most orders first. *out heap array of *n. */
 typedef struct orders_money {
     char currency[8];
     long long orders, amount;
 } orders_money;
 int orders_store_money(oms_db_tx *tx, oms_order_status status, long long start_ms, long long end_ms,
-                       int was_paid, orders_money **out, size_t *n, oms_error *err);
+                       orders_money **out, size_t *n, oms_error *err);
 /* per_hour[h] += orders created in [start_ms + h hours, + 1 hour), h 0..23. */
 int orders_store_created_per_hour(oms_db_tx *tx, long long start_ms, long long per_hour[24],
                                   oms_error *err);
