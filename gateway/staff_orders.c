@@ -390,11 +390,19 @@ void gw_staff_audit(const oms_http_req *req, oms_http_resp *resp)
     size_t ns = s ? s->n_entries : 0, io = 0, is = 0;
     json_t *entries = json_array();
     long long last = 0;
-    while ((long long)json_array_size(entries) < limit && (io < o->n_entries || is < ns)) {
+    /* Past the limit, entries of the same millisecond as the last one shown still come:
+     * the next page starts strictly before it and would skip them. */
+    while (io < o->n_entries || is < ns) {
         /* Newest first; on equal times orders' entry first, so the merge is stable. */
         int take_stock =
             is < ns && (io >= o->n_entries || s->entries[is]->atms > o->entries[io]->atms);
-        const Api__AuditEntry *e = take_stock ? s->entries[is++] : o->entries[io++];
+        const Api__AuditEntry *e = take_stock ? s->entries[is] : o->entries[io];
+        if ((long long)json_array_size(entries) >= limit && e->atms != last)
+            break;
+        if (take_stock)
+            is++;
+        else
+            io++;
         json_array_append_new(entries, audit_entry(e, take_stock ? "stock" : "orders"));
         last = e->atms;
     }
