@@ -20,6 +20,7 @@
 #include "jwt.h"
 #include "staff_auth.h"
 #include "staff_products.h"
+#include "staff_orders.h"
 
 /* 1 when the caller is customer cid (a verified bearer token whose sub is cid) or a
  * member of staff; otherwise the answer is written: 401 for no or a bad token (one
@@ -424,6 +425,11 @@ const oms_http_route gateway_http_routes[] = {
     {"GET", "/api/staff/products", gw_staff_products_list},
     {"PUT", "/api/staff/products/{}", gw_staff_product_put},
     {"POST", "/api/staff/products/{}/stock", gw_staff_product_stock},
+    {"GET", "/api/staff/orders", gw_staff_list_orders},
+    {"GET", "/api/staff/orders/{}", gw_staff_order},
+    {"POST", "/api/staff/orders/{}/refund", gw_staff_refund},
+    {"GET", "/api/staff/summary", gw_staff_summary},
+    {"GET", "/api/staff/audit", gw_staff_audit},
     OMS_ADMIN_ROUTES,
 };
 const size_t gateway_http_nroutes = OMS_NELEM(gateway_http_routes);

@@ -7,8 +7,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "oms/calendar.h"
 #include "oms/events.h"
 #include "oms/inbox.h"
+#include "oms/json_out.h"
 #include "oms/log.h"
 #include "oms/outbox.h"
 #include "oms/tracer.h"
@@ -193,13 +195,16 @@ int orders_get(orders_service *s, const char *order_id, oms_order *out, oms_erro
 /* How a status change came about; decides the side effects. */
 typedef struct change {
     oms_order_status target;
-    const char *link;  /* NULL: keep */
-    oms_event publish; /* event to publish when the order moves; OMS_EVENT__COUNT: none */
-    char cause[160];   /* recorded in the order's history */
-    const char *queue; /* event: inbox consumer, else NULL */
+    const char *link;         /* NULL: keep */
+    oms_event publish;        /* event to publish when the order moves; OMS_EVENT__COUNT: none */
+    char cause[1024];         /* recorded in the order's history (a staff reason fits) */
+    const char *event_reason; /* the event's reason when it differs from cause; NULL: cause */
+    const char *queue;        /* event: inbox consumer, else NULL */
     const char *message_id;
-    int strict; /* gRPC caller: a forbidden move is an error, not a no-op */
-    int skip;   /* set by stock_effect: acknowledge, change nothing */
+    int strict;          /* gRPC caller: a forbidden move is an error, not a no-op */
+    int skip;            /* set by stock_effect: acknowledge, change nothing */
+    int paid_only;       /* staff refund: the committed status must be paid, cooking or ready */
+    orders_audit *audit; /* written with the move (before/at_ms filled in); NULL: none */
 } change;
 
 static int rank_paid(oms_order_status st)
@@ -298,6 +303,28 @@ static int read_status(orders_service *s, const char *order_id, oms_order_status
     return rc;
 }
 
+static int refund_refused(const char *order_id, oms_order_status st, oms_error *err)
+{
+    return oms_error_set(err, OMS_CONFLICT,
+                         "order %s is %s: only a paid, cooking or ready order can be refunded",
+                         order_id, oms_order_status_str(st));
+}
+
+/* The audit row of a staff move from status `from`, in the move's transaction. */
+static int add_audit(oms_db_tx *tx, orders_audit *a, oms_order_status from, long long now_ms,
+                     oms_error *err)
+{
+    oms_jbuf b;
+    oms_jbuf_init(&b, 64);
+    oms_jbuf_lit(&b, "{\"status\":");
+    oms_jbuf_str(&b, oms_order_status_str(from));
+    oms_jbuf_lit(&b, "}");
+    free(a->before);
+    a->before = oms_jbuf_take(&b, NULL);
+    a->at_ms = now_ms;
+    return orders_store_add_audit(tx, a, err);
+}
+
 /* Applies a status change: the stock side effect first (idempotent, outside any
  * transaction), then one transaction that records the inbox id, locks the row, re-checks
  * the guard on the committed status, writes the status and its history row, and (when
@@ -343,10 +370,14 @@ static int apply_change(orders_service *s, const char *order_id, change *c, oms_
     } else if (st == c->target) {
         if (c->link)
             rc = orders_store_set_status(tx, order_id, c->target, c->link, now_ms, err);
+    } else if (c->paid_only && !rank_paid(st)) {
+        rc = refund_refused(order_id, st, err);
     } else if (oms_order_can_move(st, c->target)) {
         rc = orders_store_set_status(tx, order_id, c->target, c->link, now_ms, err);
         if (rc == OMS_OK)
             rc = orders_store_add_history(tx, order_id, c->target, c->cause, now_ms, err);
+        if (rc == OMS_OK && c->audit)
+            rc = add_audit(tx, c->audit, st, now_ms, err);
         moved = 1;
     } else if (c->strict) {
         rc = oms_error_set(err, OMS_CONFLICT, "order %s is %s; it cannot become %s", order_id,
@@ -365,7 +396,7 @@ static int apply_change(orders_service *s, const char *order_id, change *c, oms_
     if (out || publish) {
         rc = orders_store_get(tx, order_id, &now, err);
         if (rc == OMS_OK && publish)
-            rc = add_event(tx, c->publish, &now, c->cause, err);
+            rc = add_event(tx, c->publish, &now, c->event_reason ? c->event_reason : c->cause, err);
         if (rc != OMS_OK) {
             oms_order_free(&now);
             goto rollback;
@@ -469,6 +500,45 @@ int orders_cancel(orders_service *s, const char *order_id, const char *customer_
     return apply_change(s, order_id, &c, out, err);
 }
 
+/* Checks a page size (0: 20) and a page token ("" or "<created_ms>.<order id>" from a
+ * previous page) and splits the token into its cursor; before_id "" on the first page. */
+static int page_args(int *page_size, const char *page_token, long long *before_ms,
+                     char before_id[OMS_ID_MAX + 1], oms_error *err)
+{
+    if (*page_size == 0) /* unset in proto3 */
+        *page_size = 20;
+    if (*page_size < 0 || *page_size > 100)
+        return oms_error_set(err, OMS_INVALID, "pageSize: must be from 1 to 100 (0 or unset: 20)");
+    *before_ms = 0;
+    before_id[0] = '\0';
+    if (page_token && page_token[0]) {
+        /* Digits only (strtoll alone takes spaces, signs and overflows to LLONG_MAX,
+         * which would quietly list from the start). */
+        size_t nd = strspn(page_token, "0123456789");
+        char *end = NULL;
+        errno = 0;
+        *before_ms = nd > 0 && nd <= 18 ? strtoll(page_token, &end, 10) : -1;
+        if (*before_ms < 0 || errno != 0 || end != page_token + nd || *end != '.' ||
+            !oms_valid_id(end + 1))
+            return oms_error_set(err, OMS_INVALID, "pageToken: not a token from this API");
+        snprintf(before_id, OMS_ID_MAX + 1, "%s", end + 1);
+    }
+    return OMS_OK;
+}
+
+/* The store was asked for page_size + 1 rows: an extra row means another page, whose
+ * token (>= 96 bytes) names the last row shown. */
+static void page_cut(int page_size, oms_order **out, size_t *n, char *next_token)
+{
+    if (*n <= (size_t)page_size)
+        return;
+    for (size_t i = (size_t)page_size; i < *n; i++)
+        oms_order_free(&(*out)[i]);
+    *n = (size_t)page_size;
+    const oms_order *last = &(*out)[page_size - 1];
+    snprintf(next_token, 96, "%lld.%s", last->created_ms, last->order_id);
+}
+
 int orders_list(orders_service *s, const char *customer_id, int page_size, const char *page_token,
                 oms_order **out, size_t *n, char *next_token, oms_error *err)
 {
@@ -478,27 +548,13 @@ int orders_list(orders_service *s, const char *customer_id, int page_size, const
     if (!oms_valid_id(customer_id))
         return oms_error_set(err, OMS_INVALID,
                              "customerID: must be 1 to 64 characters of A-Z a-z 0-9 _ . : -");
-    if (page_size == 0) /* unset in proto3 */
-        page_size = 20;
-    if (page_size < 0 || page_size > 100)
-        return oms_error_set(err, OMS_INVALID, "pageSize: must be from 1 to 100 (0 or unset: 20)");
     long long before_ms = 0;
     char before_id[OMS_ID_MAX + 1] = "";
-    if (page_token && page_token[0]) {
-        /* token: "<created_ms>.<order id>" */
-        /* Digits only (strtoll alone takes spaces, signs and overflows to LLONG_MAX,
-         * which would quietly list from the start). */
-        size_t nd = strspn(page_token, "0123456789");
-        char *end = NULL;
-        errno = 0;
-        before_ms = nd > 0 && nd <= 18 ? strtoll(page_token, &end, 10) : -1;
-        if (before_ms < 0 || errno != 0 || end != page_token + nd || *end != '.' ||
-            !oms_valid_id(end + 1))
-            return oms_error_set(err, OMS_INVALID, "pageToken: not a token from this API");
-        snprintf(before_id, sizeof(before_id), "%s", end + 1);
-    }
+    int rc = page_args(&page_size, page_token, &before_ms, before_id, err);
+    if (rc != OMS_OK)
+        return rc;
     oms_db_tx *tx;
-    int rc = oms_db_begin(s->db, &tx, err);
+    rc = oms_db_begin(s->db, &tx, err);
     if (rc != OMS_OK)
         return rc;
     /* One extra row tells whether another page exists. */
@@ -507,12 +563,7 @@ int orders_list(orders_service *s, const char *customer_id, int page_size, const
     oms_db_rollback(tx);
     if (rc != OMS_OK)
         return rc;
-    if (*n > (size_t)page_size) {
-        oms_order_free(&(*out)[page_size]);
-        *n = (size_t)page_size;
-        const oms_order *last = &(*out)[page_size - 1];
-        snprintf(next_token, 96, "%lld.%s", last->created_ms, last->order_id);
-    }
+    page_cut(page_size, out, n, next_token);
     return OMS_OK;
 }
 
@@ -554,5 +605,284 @@ int orders_handle_event(orders_service *s, const char *queue, const char *messag
     if (rc == OMS_NOTFOUND)
         rc = OMS_INVALID; /* an event about an order we never had: dead-letter it */
     oms_order_free(&evt);
+    return rc;
+}
+
+/* ---- back office (staff) ------------------------------------------------------------ */
+
+void orders_audit_free(orders_audit *a)
+{
+    free(a->staff);
+    free(a->action);
+    free(a->subject);
+    free(a->before);
+    free(a->after);
+    free(a->reason);
+    memset(a, 0, sizeof(*a));
+}
+
+void orders_history_free(orders_history_entry *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(h[i].cause);
+    free(h);
+}
+
+void orders_summary_free(orders_summary *s)
+{
+    for (size_t i = 0; i < s->nunits; i++)
+        free(s->units[i].product_name);
+    free(s->units);
+    memset(s, 0, sizeof(*s));
+}
+
+static const char id_rule[] = "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
+
+int orders_staff_list(orders_service *s, const orders_staff_filter *f, int page_size,
+                      const char *page_token, oms_order **out, size_t *n, char *next_token,
+                      oms_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    next_token[0] = '\0';
+    if (f->status && f->status[0] && oms_order_status_parse(f->status) < 0)
+        return oms_error_set(err, OMS_INVALID,
+                             "status: unknown value \"%.40s\" (pending, waiting_payment, paid,"
+                             " cooking, ready for pick-up, cancelled, payment_failed, refunded)",
+                             f->status);
+    if (f->customer_id && f->customer_id[0] && !oms_valid_id(f->customer_id))
+        return oms_error_set(err, OMS_INVALID, "customerID: %s", id_rule);
+    if (f->order_id && f->order_id[0] && !oms_valid_id(f->order_id))
+        return oms_error_set(err, OMS_INVALID, "orderID: %s", id_rule);
+    if (f->since_ms < 0)
+        return oms_error_set(err, OMS_INVALID, "sinceMs: must not be negative");
+    if (f->until_ms < 0)
+        return oms_error_set(err, OMS_INVALID, "untilMs: must not be negative");
+    long long before_ms = 0;
+    char before_id[OMS_ID_MAX + 1] = "";
+    int rc = page_args(&page_size, page_token, &before_ms, before_id, err);
+    if (rc != OMS_OK)
+        return rc;
+    oms_db_tx *tx;
+    rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = orders_store_staff_list(tx, f, page_size + 1, before_ms, before_id[0] ? before_id : NULL,
+                                 out, n, err);
+    oms_db_rollback(tx);
+    if (rc != OMS_OK)
+        return rc;
+    page_cut(page_size, out, n, next_token);
+    return OMS_OK;
+}
+
+/* Where a status sits when two history lines share a millisecond (a kitchen with no
+ * cooking time): the main chain in its order, the side exits after it. */
+static int history_rank(oms_order_status st)
+{
+    return rank_paid(st) || before_payment(st) ? (int)st : OMS_ORDER__COUNT;
+}
+
+static int history_cmp(const void *a, const void *b)
+{
+    const orders_history_entry *x = a, *y = b;
+    if (x->at_ms != y->at_ms)
+        return x->at_ms < y->at_ms ? -1 : 1;
+    return history_rank(x->status) - history_rank(y->status);
+}
+
+int orders_history(orders_service *s, const char *order_id, oms_order *out,
+                   orders_history_entry **hist, size_t *n, oms_error *err)
+{
+    *hist = NULL;
+    *n = 0;
+    oms_order_init(out);
+    if (!oms_valid_id(order_id))
+        return oms_error_set(err, OMS_INVALID, "orderID: %s", id_rule);
+    oms_db_tx *tx;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = orders_store_get(tx, order_id, out, err);
+    if (rc == OMS_OK) {
+        rc = orders_store_history(tx, order_id, hist, n, err);
+        if (rc != OMS_OK)
+            oms_order_free(out);
+    }
+    oms_db_rollback(tx);
+    if (rc == OMS_OK && *n > 1)
+        qsort(*hist, *n, sizeof(**hist), history_cmp);
+    return rc;
+}
+
+/* A reason is shown to people and written to logs: 1..200 characters of valid UTF-8
+ * with no control characters (C0, DEL or C1), so it cannot forge a line or a field. */
+static int check_reason(const char *reason, oms_error *err)
+{
+    const unsigned char *p = (const unsigned char *)(reason ? reason : "");
+    size_t chars = 0;
+    while (*p) {
+        unsigned cp;
+        int len;
+        if (*p < 0x80)
+            cp = *p, len = 1;
+        else if ((*p & 0xe0) == 0xc0)
+            cp = *p & 0x1f, len = 2;
+        else if ((*p & 0xf0) == 0xe0)
+            cp = *p & 0x0f, len = 3;
+        else if ((*p & 0xf8) == 0xf0)
+            cp = *p & 0x07, len = 4;
+        else
+            return oms_error_set(err, OMS_INVALID, "reason: not valid UTF-8");
+        for (int i = 1; i < len; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return oms_error_set(err, OMS_INVALID, "reason: not valid UTF-8");
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0))
+            return oms_error_set(err, OMS_INVALID, "reason: control characters are not allowed");
+        p += len;
+        if (++chars > ORDERS_REASON_MAX)
+            return oms_error_set(err, OMS_INVALID, "reason: at most %d characters",
+                                 ORDERS_REASON_MAX);
+    }
+    if (chars == 0)
+        return oms_error_set(err, OMS_INVALID, "reason: required (1 to %d characters)",
+                             ORDERS_REASON_MAX);
+    return OMS_OK;
+}
+
+int orders_refund(orders_service *s, const char *order_id, const char *staff, const char *reason,
+                  oms_order *out, oms_error *err)
+{
+    oms_order_init(out);
+    if (!oms_valid_id(order_id))
+        return oms_error_set(err, OMS_INVALID, "orderID: %s", id_rule);
+    if (!oms_valid_id(staff))
+        return oms_error_set(err, OMS_INVALID, "staff: %s", id_rule);
+    int rc = check_reason(reason, err);
+    if (rc != OMS_OK)
+        return rc;
+    oms_order_status st;
+    rc = read_status(s, order_id, &st, err);
+    if (rc != OMS_OK)
+        return rc;
+    if (st == OMS_ORDER_REFUNDED) /* done before: the same answer, nothing new */
+        return orders_get(s, order_id, out, err);
+    if (!rank_paid(st))
+        return refund_refused(order_id, st, err);
+    orders_audit a = {.staff = oms_strdup(staff),
+                      .action = oms_strdup("order.refund"),
+                      .subject = oms_strdup(order_id),
+                      .after = oms_strdup("{\"status\":\"refunded\"}"),
+                      .reason = oms_strdup(reason)};
+    /* strict: a move the guard forbids is an error; paid_only re-checks the committed
+     * status inside the transaction, so a concurrent change cannot slip a pending or
+     * cancelled order through. The event's reason "staff" is what payments counts. */
+    change c = {.target = OMS_ORDER_REFUNDED,
+                .publish = OMS_EVENT_ORDER_REFUNDED,
+                .event_reason = "staff",
+                .strict = 1,
+                .paid_only = 1,
+                .audit = &a};
+    snprintf(c.cause, sizeof(c.cause), "staff %s: %s", staff, reason);
+    rc = apply_change(s, order_id, &c, out, err);
+    if (rc == OMS_OK)
+        oms_log_info("order refunded by staff", "order_id", order_id, "staff", staff);
+    orders_audit_free(&a);
+    return rc;
+}
+
+/* The value at percentile pct of sorted v (nearest rank: the smallest value with at
+ * least pct% of the values at or below it); 0 for no values. */
+static long long nearest_rank(const long long *v, size_t n, int pct)
+{
+    if (n == 0)
+        return 0;
+    size_t rank = ((size_t)pct * n + 99) / 100;
+    if (rank < 1)
+        rank = 1;
+    return v[rank - 1];
+}
+
+int orders_summary_get(orders_service *s, const char *day, int tz_minutes, orders_summary *out,
+                       oms_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    int64_t days;
+    if (oms_day_parse(day, &days) != OMS_OK)
+        return oms_error_set(err, OMS_INVALID, "day: must be a date YYYY-MM-DD");
+    if (tz_minutes < OMS_TZ_MIN_MINUTES || tz_minutes > OMS_TZ_MAX_MINUTES)
+        return oms_error_set(err, OMS_INVALID, "tzOffsetMinutes: must be from %d to %d",
+                             OMS_TZ_MIN_MINUTES, OMS_TZ_MAX_MINUTES);
+    snprintf(out->day, sizeof(out->day), "%s", day);
+    long long start = oms_day_start_ms(days, tz_minutes), end = start + OMS_MS_PER_DAY;
+    orders_money *paid = NULL, *refunded = NULL;
+    size_t npaid = 0, nrefunded = 0, nready = 0;
+    long long *ready = NULL;
+    oms_db_tx *tx;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = orders_store_created_per_hour(tx, start, out->orders_per_hour, err);
+    if (rc == OMS_OK)
+        rc = orders_store_money(tx, OMS_ORDER_PAID, start, end, &paid, &npaid, err);
+    if (rc == OMS_OK)
+        rc = orders_store_money(tx, OMS_ORDER_REFUNDED, start, end, &refunded, &nrefunded, err);
+    if (rc == OMS_OK)
+        rc = orders_store_units_paid(tx, start, end, &out->units, &out->nunits, err);
+    if (rc == OMS_OK)
+        rc = orders_store_paid_to_ready(tx, start, end, &ready, &nready, err);
+    oms_db_rollback(tx);
+    if (rc != OMS_OK)
+        goto done;
+    for (int h = 0; h < 24; h++)
+        out->orders += out->orders_per_hour[h];
+    /* A shop takes one currency; should several ever appear, the figures are in the
+     * most common one (the store lists it first) and the others are left out of the
+     * amounts rather than added up as if they were the same money. */
+    const char *cur = npaid ? paid[0].currency : nrefunded ? refunded[0].currency : "";
+    snprintf(out->currency, sizeof(out->currency), "%s", cur);
+    for (size_t i = 0; i < npaid; i++) {
+        out->paid_orders += paid[i].orders;
+        if (strcmp(paid[i].currency, out->currency) == 0)
+            out->revenue += paid[i].amount;
+    }
+    for (size_t i = 0; i < nrefunded; i++) {
+        out->refunds += refunded[i].orders;
+        if (strcmp(refunded[i].currency, out->currency) == 0)
+            out->refunded_amount += refunded[i].amount;
+    }
+    out->paid_to_ready_p50_ms = nearest_rank(ready, nready, 50);
+    out->paid_to_ready_p90_ms = nearest_rank(ready, nready, 90);
+done:
+    free(paid);
+    free(refunded);
+    free(ready);
+    if (rc != OMS_OK)
+        orders_summary_free(out);
+    return rc;
+}
+
+int orders_audit_list(orders_service *s, long long before_ms, int limit, orders_audit **out,
+                      size_t *n, oms_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    if (limit == 0)
+        limit = 50;
+    if (limit < 0 || limit > ORDERS_AUDIT_MAX_LIMIT)
+        return oms_error_set(err, OMS_INVALID, "limit: must be from 1 to %d (0 or unset: 50)",
+                             ORDERS_AUDIT_MAX_LIMIT);
+    if (before_ms < 0)
+        return oms_error_set(err, OMS_INVALID, "beforeMs: must not be negative");
+    if (before_ms == 0)
+        before_ms = INT64_MAX;
+    oms_db_tx *tx;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = orders_store_list_audit(tx, before_ms, limit, out, n, err);
+    oms_db_rollback(tx);
     return rc;
 }

@@ -36,10 +36,31 @@ static const oms_db_migration orders_v2 = {
     NULL,
 };
 
+/* Who changed what (staff refunds), and the indexes of the back office's filters and
+ * the day's figures (orders by status or creation time, history by status and time). */
+static const oms_db_migration orders_v3 = {
+    "orders_v3_audit",
+    "CREATE TABLE orders_audit("
+    " id INTEGER PRIMARY KEY, at_ms BIGINT NOT NULL, staff TEXT NOT NULL, action TEXT NOT NULL,"
+    " subject TEXT NOT NULL, before TEXT NOT NULL, after TEXT NOT NULL, reason TEXT NOT NULL);"
+    "CREATE INDEX orders_audit_by_time ON orders_audit(at_ms, id);"
+    "CREATE INDEX orders_by_status ON orders(status, created_at, id);"
+    "CREATE INDEX orders_by_created ON orders(created_at, id);"
+    "CREATE INDEX order_history_by_status ON order_history(status, at);",
+    "CREATE TABLE orders_audit("
+    " id BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, staff TEXT NOT NULL, action TEXT NOT NULL,"
+    " subject TEXT NOT NULL, before TEXT NOT NULL, after TEXT NOT NULL, reason TEXT NOT NULL);"
+    "CREATE INDEX orders_audit_by_time ON orders_audit(at_ms, id);"
+    "CREATE INDEX orders_by_status ON orders(status, created_at, id);"
+    "CREATE INDEX orders_by_created ON orders(created_at, id);"
+    "CREATE INDEX order_history_by_status ON order_history(status, at);",
+};
+
 int orders_store_open(oms_db **db, const char *url, oms_error *err)
 {
-    const oms_db_migration migs[] = {orders_v1, oms_outbox_migration, oms_inbox_migration,
-                                     oms_retention_migration, orders_v2};
+    const oms_db_migration migs[] = {orders_v1,           oms_outbox_migration,
+                                     oms_inbox_migration, oms_retention_migration,
+                                     orders_v2,           orders_v3};
     return oms_db_open(db, url, migs, OMS_NELEM(migs), err);
 }
 
@@ -292,4 +313,305 @@ int orders_store_count_open(oms_db_tx *tx, const char *customer_id, long long *n
                         "SELECT COUNT(*) FROM orders WHERE customer_id = $1"
                         " AND status IN ('pending', 'waiting_payment')",
                         p, 1, count_row, n, NULL, err);
+}
+
+/* ---- back office ------------------------------------------------------------------- */
+
+static void free_list(order_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        oms_order_free(&l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+int orders_store_staff_list(oms_db_tx *tx, const orders_staff_filter *f, int limit,
+                            long long before_ms, const char *before_id, oms_order **out, size_t *n,
+                            oms_error *err)
+{
+    /* The WHERE clause is made of fixed fragments, one per filter given, so each
+     * combination is its own prepared statement and can use its index (an
+     * "$1 = '' OR status = $1" form would hide the filters from the planner). Values
+     * always travel as parameters. */
+    char sql[768];
+    oms_db_param p[8];
+    int np = 0;
+    int len = snprintf(sql, sizeof(sql), "SELECT " ORDER_COLUMNS " FROM orders WHERE 1 = 1");
+#define ADD_FILTER(cond, frag, param)                                                              \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            p[np++] = (param);                                                                     \
+            len += snprintf(sql + len, sizeof(sql) - (size_t)len, frag, np);                       \
+        }                                                                                          \
+    } while (0)
+    ADD_FILTER(f->status && f->status[0], " AND status = $%d", OMS_DB_S(f->status));
+    ADD_FILTER(f->customer_id && f->customer_id[0], " AND customer_id = $%d",
+               OMS_DB_S(f->customer_id));
+    ADD_FILTER(f->order_id && f->order_id[0], " AND id = $%d", OMS_DB_S(f->order_id));
+    ADD_FILTER(f->since_ms > 0, " AND created_at >= $%d", OMS_DB_I(f->since_ms));
+    ADD_FILTER(f->until_ms > 0, " AND created_at < $%d", OMS_DB_I(f->until_ms));
+#undef ADD_FILTER
+    if (before_id) {
+        p[np++] = OMS_DB_I(before_ms);
+        p[np++] = OMS_DB_S(before_id);
+        len += snprintf(sql + len, sizeof(sql) - (size_t)len,
+                        " AND (created_at < $%d OR (created_at = $%d AND id < $%d))", np - 1,
+                        np - 1, np);
+    }
+    p[np++] = OMS_DB_I(limit);
+    snprintf(sql + len, sizeof(sql) - (size_t)len, " ORDER BY created_at DESC, id DESC LIMIT $%d",
+             np);
+    order_list l = {NULL, 0};
+    int rc = oms_db_query(tx, sql, p, np, list_row, &l, NULL, err);
+    for (size_t i = 0; rc == OMS_OK && i < l.n; i++)
+        rc = load_items(tx, &l.v[i], err);
+    if (rc != OMS_OK) {
+        free_list(&l);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return OMS_OK;
+}
+
+typedef struct history_list {
+    orders_history_entry *v;
+    size_t n;
+} history_list;
+
+static int history_row(const oms_db_row *row, void *ud)
+{
+    history_list *l = ud;
+    l->v = oms_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    orders_history_entry *h = &l->v[l->n++];
+    int st = oms_order_status_parse(oms_db_row_text(row, 0));
+    h->status = st < 0 ? OMS_ORDER_PENDING : (oms_order_status)st;
+    h->at_ms = oms_db_row_int(row, 1);
+    h->cause = oms_strdup(oms_db_row_text(row, 2) ? oms_db_row_text(row, 2) : "");
+    return OMS_OK;
+}
+
+int orders_store_history(oms_db_tx *tx, const char *order_id, orders_history_entry **out, size_t *n,
+                         oms_error *err)
+{
+    history_list l = {NULL, 0};
+    oms_db_param p[] = {OMS_DB_S(order_id)};
+    int rc = oms_db_query(tx,
+                          "SELECT status, at, cause FROM order_history WHERE order_id = $1"
+                          " ORDER BY at",
+                          p, 1, history_row, &l, NULL, err);
+    if (rc != OMS_OK) {
+        orders_history_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return OMS_OK;
+}
+
+int orders_store_add_audit(oms_db_tx *tx, const orders_audit *a, oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_I(a->at_ms),
+                        OMS_DB_S(a->staff ? a->staff : ""),
+                        OMS_DB_S(a->action ? a->action : ""),
+                        OMS_DB_S(a->subject ? a->subject : ""),
+                        OMS_DB_S(a->before ? a->before : ""),
+                        OMS_DB_S(a->after ? a->after : ""),
+                        OMS_DB_S(a->reason ? a->reason : "")};
+    return oms_db_exec(tx,
+                       "INSERT INTO orders_audit(at_ms, staff, action, subject, before, after,"
+                       " reason) VALUES($1,$2,$3,$4,$5,$6,$7)",
+                       p, 7, NULL, err);
+}
+
+typedef struct audit_list {
+    orders_audit *v;
+    size_t n;
+} audit_list;
+
+static char *col_dup(const oms_db_row *row, int c)
+{
+    const char *s = oms_db_row_text(row, c);
+    return oms_strdup(s ? s : "");
+}
+
+static int audit_row(const oms_db_row *row, void *ud)
+{
+    audit_list *l = ud;
+    l->v = oms_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    orders_audit *a = &l->v[l->n++];
+    a->id = oms_db_row_int(row, 0);
+    a->at_ms = oms_db_row_int(row, 1);
+    a->staff = col_dup(row, 2);
+    a->action = col_dup(row, 3);
+    a->subject = col_dup(row, 4);
+    a->before = col_dup(row, 5);
+    a->after = col_dup(row, 6);
+    a->reason = col_dup(row, 7);
+    return OMS_OK;
+}
+
+int orders_store_list_audit(oms_db_tx *tx, long long before_ms, int limit, orders_audit **out,
+                            size_t *n, oms_error *err)
+{
+    audit_list l = {NULL, 0};
+    oms_db_param p[] = {OMS_DB_I(before_ms), OMS_DB_I(limit)};
+    int rc = oms_db_query(tx,
+                          "SELECT id, at_ms, staff, action, subject, before, after, reason"
+                          " FROM orders_audit WHERE at_ms < $1 ORDER BY at_ms DESC, id DESC"
+                          " LIMIT $2",
+                          p, 2, audit_row, &l, NULL, err);
+    if (rc != OMS_OK) {
+        for (size_t i = 0; i < l.n; i++)
+            orders_audit_free(&l.v[i]);
+        free(l.v);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return OMS_OK;
+}
+
+typedef struct money_list {
+    orders_money *v;
+    size_t n;
+} money_list;
+
+static int money_row(const oms_db_row *row, void *ud)
+{
+    money_list *l = ud;
+    l->v = oms_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    orders_money *m = &l->v[l->n++];
+    snprintf(m->currency, sizeof(m->currency), "%s",
+             oms_db_row_text(row, 0) ? oms_db_row_text(row, 0) : "");
+    m->orders = oms_db_row_int(row, 1);
+    m->amount = oms_db_row_int(row, 2);
+    return OMS_OK;
+}
+
+/* Events travel on separate queues and an order may skip a status (cooking can arrive
+ * before paid, and paid is then never recorded), so "paid at" is the first time the
+ * order reached paid, cooking or ready. $1, $2: the window. */
+#define PAID_LIKE "('paid', 'cooking', 'ready for pick-up')"
+#define PAID_IN_WINDOW                                                                             \
+    "SELECT h.order_id FROM order_history h WHERE h.status IN " PAID_LIKE                          \
+    " AND h.at >= $1 AND h.at < $2 AND NOT EXISTS (SELECT 1 FROM order_history e"                  \
+    " WHERE e.order_id = h.order_id AND e.status IN " PAID_LIKE " AND e.at < $1)"
+
+int orders_store_money(oms_db_tx *tx, oms_order_status status, long long start_ms, long long end_ms,
+                       orders_money **out, size_t *n, oms_error *err)
+{
+    money_list l = {NULL, 0};
+    oms_db_param p[] = {OMS_DB_I(start_ms), OMS_DB_I(end_ms)};
+    int rc = oms_db_query(
+        tx,
+        status == OMS_ORDER_REFUNDED
+            ? "SELECT o.currency, COUNT(*), SUM(o.total) FROM orders o WHERE o.id IN"
+              " (SELECT order_id FROM order_history WHERE status = 'refunded' AND at >= $1"
+              " AND at < $2) AND EXISTS (SELECT 1 FROM order_history h"
+              " WHERE h.order_id = o.id AND h.status IN " PAID_LIKE ")"
+              " GROUP BY o.currency ORDER BY 2 DESC, 1"
+            : "SELECT o.currency, COUNT(*), SUM(o.total) FROM orders o WHERE o.id IN"
+              " (" PAID_IN_WINDOW ") GROUP BY o.currency ORDER BY 2 DESC, 1",
+        p, 2, money_row, &l, NULL, err);
+    if (rc != OMS_OK) {
+        free(l.v);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return OMS_OK;
+}
+
+static int hour_row(const oms_db_row *row, void *ud)
+{
+    long long *per_hour = ud;
+    long long h = oms_db_row_int(row, 0);
+    if (h >= 0 && h < 24)
+        per_hour[h] += oms_db_row_int(row, 1);
+    return OMS_OK;
+}
+
+int orders_store_created_per_hour(oms_db_tx *tx, long long start_ms, long long per_hour[24],
+                                  oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_I(start_ms), OMS_DB_I(start_ms + 24LL * 3600000)};
+    /* created_at >= start, so the integer division never meets a negative number (whose
+     * rounding differs between engines). */
+    return oms_db_query(tx,
+                        "SELECT (created_at - $1) / 3600000, COUNT(*) FROM orders"
+                        " WHERE created_at >= $1 AND created_at < $2 GROUP BY 1",
+                        p, 2, hour_row, per_hour, NULL, err);
+}
+
+typedef struct units_list {
+    orders_units *v;
+    size_t n;
+} units_list;
+
+static int units_row(const oms_db_row *row, void *ud)
+{
+    units_list *l = ud;
+    l->v = oms_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    orders_units *u = &l->v[l->n++];
+    snprintf(u->product_id, sizeof(u->product_id), "%s",
+             oms_db_row_text(row, 0) ? oms_db_row_text(row, 0) : "");
+    u->product_name = col_dup(row, 1);
+    u->quantity = oms_db_row_int(row, 2);
+    return OMS_OK;
+}
+
+int orders_store_units_paid(oms_db_tx *tx, long long start_ms, long long end_ms, orders_units **out,
+                            size_t *n, oms_error *err)
+{
+    units_list l = {NULL, 0};
+    oms_db_param p[] = {OMS_DB_I(start_ms), OMS_DB_I(end_ms)};
+    int rc = oms_db_query(tx,
+                          "SELECT product_id, MAX(product_name), SUM(quantity) FROM order_items"
+                          " WHERE order_id IN (" PAID_IN_WINDOW ")"
+                          " GROUP BY product_id ORDER BY 3 DESC, 1",
+                          p, 2, units_row, &l, NULL, err);
+    if (rc != OMS_OK) {
+        for (size_t i = 0; i < l.n; i++)
+            free(l.v[i].product_name);
+        free(l.v);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return OMS_OK;
+}
+
+typedef struct ms_list {
+    long long *v;
+    size_t n;
+} ms_list;
+
+static int ms_row(const oms_db_row *row, void *ud)
+{
+    ms_list *l = ud;
+    l->v = oms_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    l->v[l->n++] = oms_db_row_int(row, 0);
+    return OMS_OK;
+}
+
+int orders_store_paid_to_ready(oms_db_tx *tx, long long start_ms, long long end_ms, long long **out,
+                               size_t *n, oms_error *err)
+{
+    ms_list l = {NULL, 0};
+    oms_db_param p[] = {OMS_DB_I(start_ms), OMS_DB_I(end_ms)};
+    int rc = oms_db_query(tx,
+                          "SELECT r.at - (SELECT MIN(p.at) FROM order_history p"
+                          " WHERE p.order_id = r.order_id AND p.status IN " PAID_LIKE ")"
+                          " FROM order_history r WHERE r.status = 'ready for pick-up'"
+                          " AND r.order_id IN (" PAID_IN_WINDOW ") ORDER BY 1",
+                          p, 2, ms_row, &l, NULL, err);
+    if (rc != OMS_OK) {
+        free(l.v);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return OMS_OK;
 }

@@ -5,6 +5,7 @@
 
 #include "oms/db.h"
 #include "oms/order.h"
+#include "service.h" /* the back office's plain structs */
 
 /* Opens the orders database and applies its migrations (orders, outbox, inbox).
  * *db owned by the caller (oms_db_close). */
@@ -40,5 +41,42 @@ int orders_store_count_open(oms_db_tx *tx, const char *customer_id, long long *n
  * (caller frees each with oms_order_free, then the array). */
 int orders_store_list(oms_db_tx *tx, const char *customer_id, int limit, long long before_ms,
                       const char *before_id, oms_order **out, size_t *n, oms_error *err);
+
+/* Up to limit orders matching f (status already checked), newest first, strictly
+ * older than the cursor (before_ms, before_id) when before_id is non-NULL. *out as
+ * orders_store_list. */
+int orders_store_staff_list(oms_db_tx *tx, const orders_staff_filter *f, int limit,
+                            long long before_ms, const char *before_id, oms_order **out, size_t *n,
+                            oms_error *err);
+/* The order's history, oldest first: *out heap array of *n (orders_history_free). */
+int orders_store_history(oms_db_tx *tx, const char *order_id, orders_history_entry **out, size_t *n,
+                         oms_error *err);
+/* Appends a (its id ignored; ids are given by the database, increasing). */
+int orders_store_add_audit(oms_db_tx *tx, const orders_audit *a, oms_error *err);
+/* Up to limit entries with at_ms < before_ms, newest first. *out heap array of *n
+ * (orders_audit_free each, then free). */
+int orders_store_list_audit(oms_db_tx *tx, long long before_ms, int limit, orders_audit **out,
+                            size_t *n, oms_error *err);
+
+/* Money of the orders paid in [start_ms, end_ms) (status OMS_ORDER_PAID: the first
+ * time they reached paid, cooking or ready), or refunded then after having been paid
+ * (OMS_ORDER_REFUNDED), per currency, the most orders first. *out heap array of *n. */
+typedef struct orders_money {
+    char currency[8];
+    long long orders, amount;
+} orders_money;
+int orders_store_money(oms_db_tx *tx, oms_order_status status, long long start_ms, long long end_ms,
+                       orders_money **out, size_t *n, oms_error *err);
+/* per_hour[h] += orders created in [start_ms + h hours, + 1 hour), h 0..23. */
+int orders_store_created_per_hour(oms_db_tx *tx, long long start_ms, long long per_hour[24],
+                                  oms_error *err);
+/* Units per product of the orders paid in [start_ms, end_ms), most sold first. *out
+ * heap array of *n (each product_name heap). */
+int orders_store_units_paid(oms_db_tx *tx, long long start_ms, long long end_ms, orders_units **out,
+                            size_t *n, oms_error *err);
+/* Paid -> ready durations (ms), ascending, of the orders paid in [start_ms, end_ms)
+ * that reached ready. *out heap array of *n (caller frees). */
+int orders_store_paid_to_ready(oms_db_tx *tx, long long start_ms, long long end_ms, long long **out,
+                               size_t *n, oms_error *err);
 
 #endif

@@ -303,6 +303,50 @@ def test_stripe_mode_closed_and_refunds_at_stripe(make_shop, fake_stripe):
     assert metric_value(shop, 'payments_refunds_total{reason="order_cancelled"}') == 1
 
 
+def test_staff_refund_reaches_stripe(make_shop, fake_stripe):
+    """A staff refund of a paid order (POST /api/staff/orders/{id}/refund) goes to
+    Stripe as POST /v1/refunds for the order's payment_intent, with the per-order
+    Idempotency-Key, and is recorded once under the reason "staff"."""
+    fake = fake_stripe()
+    shop = stripe_shop(make_shop, fake)
+    st, _, body = shop.create("cust-staff-refund", [{"productID": "1", "quantity": 1}])
+    assert st == 201, body
+    oid = body["order"]["orderID"]
+    order = shop.wait_status("cust-staff-refund", oid, "waiting_payment")
+    sid = order["PaymentLink"].rsplit("/", 1)[1]
+    event = json.dumps({
+        "id": "evt_" + uuid.uuid4().hex, "object": "event", "type": "checkout.session.completed",
+        "created": int(time.time()), "livemode": False,
+        "data": {"object": {"id": sid, "object": "checkout.session", "status": "complete",
+                            "payment_status": "paid", "payment_intent": "pi_3Staff",
+                            "amount_total": order["total"], "currency": order["currency"],
+                            "metadata": {"orderID": oid, "customerID": "cust-staff-refund"}}}}).encode()
+    st, _, _ = http("POST", shop.payments + "/webhook", event,
+                    headers={"Content-Type": "application/json",
+                             "Stripe-Signature": header(event, secret=SECRET)})
+    assert st == 200
+    shop.wait_status("cust-staff-refund", oid, "ready for pick-up")
+    assert not [r for r in fake.answered() if r["path"] == "/v1/refunds"]
+
+    st, _, body = http("POST", f"{shop.gateway}/api/staff/orders/{oid}/refund", {"reason": "wrong dish"},
+                       headers=dict(shop.staff_cookie(), Origin=shop.gateway))
+    assert st == 200 and body["status"] == "refunded", body
+
+    def refunds():
+        return [r for r in fake.answered() if r["path"] == "/v1/refunds"]
+    wait_for(lambda: refunds() and shop.scalar(
+        "payments", "SELECT COUNT(*) FROM refunds WHERE order_id = ?", (oid,)) == 1, 20,
+        "the refund at Stripe")
+    (r,) = refunds()
+    assert r["headers"]["idempotency-key"] == f"oms-refund-{oid}"
+    assert r["headers"]["authorization"] == f"Bearer {KEY}"
+    assert single(r["form"], "payment_intent") == "pi_3Staff"
+    assert single(r["form"], "metadata[orderID]") == oid
+    assert single(r["form"], "metadata[reason]") == "staff"
+    assert shop.scalar("payments", "SELECT refund_id FROM refunds WHERE order_id = ?", (oid,)).startswith("re_test_")
+    assert metric_value(shop, 'payments_refunds_total{reason="staff"}') == 1
+
+
 @pytest.mark.parametrize("env,named", [
     ({}, "STRIPE_WEBHOOK_SECRET"),                                         # the default
     ({"STRIPE_WEBHOOK_SECRET": "whsec_local_dev"}, "STRIPE_WEBHOOK_SECRET"),
