@@ -428,6 +428,8 @@ const oms_http_route gateway_http_routes[] = {
     {"GET", "/api/staff/orders", gw_staff_list_orders},
     {"GET", "/api/staff/orders/{}", gw_staff_order},
     {"POST", "/api/staff/orders/{}/refund", gw_staff_refund},
+    {"POST", "/api/staff/orders/{}/collect", gw_staff_collect},
+    {"POST", "/api/staff/pickup/{}", gw_staff_pickup},
     {"GET", "/api/staff/summary", gw_staff_summary},
     {"GET", "/api/staff/audit", gw_staff_audit},
     OMS_ADMIN_ROUTES,

@@ -285,6 +285,59 @@ void gw_staff_refund(const oms_http_req *req, oms_http_resp *resp)
     reply_jbuf(resp, &b);
 }
 
+/* The hand-over: CollectOrder by id or by pickup code, answered with the order. */
+static void collect(const oms_http_req *req, oms_http_resp *resp, const char *oid, const char *code,
+                    const char *staff)
+{
+    gateway_ctx *g = req->ud;
+    Api__CollectOrderRequest m = API__COLLECT_ORDER_REQUEST__INIT;
+    m.orderid = (char *)(oid ? oid : "");
+    m.pickupcode = (char *)(code ? code : "");
+    m.staff = (char *)staff; /* from the session */
+    ProtobufCMessage *out = NULL;
+    oms_error err;
+    int rc = call(g->orders, "/api.OrderService/CollectOrder", &m.base, &api__order__descriptor,
+                  &out, g->timeout_ms, &err);
+    if (rc != OMS_OK) {
+        gw_reply_status(resp, rc, err.msg);
+        return;
+    }
+    oms_jbuf b;
+    oms_jbuf_init(&b, 1024);
+    if (!write_order(&b, (const Api__Order *)out)) {
+        oms_jbuf_free(&b);
+        protobuf_c_message_free_unpacked(out, NULL);
+        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
+        return;
+    }
+    protobuf_c_message_free_unpacked(out, NULL);
+    reply_jbuf(resp, &b);
+}
+
+void gw_staff_collect(const oms_http_req *req, oms_http_resp *resp)
+{
+    char staff[GW_STAFF_NAME_MAX + 1];
+    const char *oid = req->params[0];
+    if (!gw_require_staff_change(req, resp, staff) || !gw_check_id(resp, "orderID", oid))
+        return;
+    oms_span_set_str(oms_span_current(), OMS_ATTR_ORDER_ID, oid);
+    collect(req, resp, oid, NULL, staff);
+}
+
+void gw_staff_pickup(const oms_http_req *req, oms_http_resp *resp)
+{
+    char staff[GW_STAFF_NAME_MAX + 1];
+    const char *code = req->params[0];
+    if (!gw_require_staff_change(req, resp, staff))
+        return;
+    /* Anything that cannot be a code is simply not one of today's. */
+    if (!code[0] || strlen(code) > 16) {
+        oms_http_resp_error(resp, 404, "pickup code not found today");
+        return;
+    }
+    collect(req, resp, NULL, code, staff);
+}
+
 void gw_staff_summary(const oms_http_req *req, oms_http_resp *resp)
 {
     gateway_ctx *g = req->ud;

@@ -14,6 +14,11 @@ void gw_staff_list_orders(const oms_http_req *req, oms_http_resp *resp);
 void gw_staff_order(const oms_http_req *req, oms_http_resp *resp);
 /* POST /api/staff/orders/{id}/refund {"reason":"..."}: the order. */
 void gw_staff_refund(const oms_http_req *req, oms_http_resp *resp);
+/* The hand-over: POST /api/staff/orders/{id}/collect and POST /api/staff/pickup/{code}
+ * move a ready order to collected (again: the same answer); the order. Another status
+ * 409; an unknown code, or another day's, 404. */
+void gw_staff_collect(const oms_http_req *req, oms_http_resp *resp);
+void gw_staff_pickup(const oms_http_req *req, oms_http_resp *resp);
 /* GET /api/staff/summary?day=YYYY-MM-DD&tz=<minutes east of UTC> */
 void gw_staff_summary(const oms_http_req *req, oms_http_resp *resp);
 /* GET /api/staff/audit?before=<ms>&limit=: {"entries","nextBefore"[,"partial"]} */

@@ -66,11 +66,11 @@ static json_t *ticket_json(const kitchen_ticket *t)
               : t->state == KITCHEN_COOKING ? KITCHEN_LATE_COOKING
               : t->state == KITCHEN_READY   ? KITCHEN_LATE_READY
                                             : 0;
-    return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:b,s:b}", "orderID", t->order_id, "customerID",
-                     t->customer_id, "items", items, "state", kitchen_state_str(t->state),
-                     "queuedAt", time_json(t->queued_at), "startedAt", time_json(t->started_at),
-                     "readyAt", time_json(t->ready_at), "late", (t->late_mask & bit) != 0,
-                     "wasLate", t->late_mask != 0);
+    return json_pack("{s:s,s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:b,s:b}", "orderID", t->order_id,
+                     "pickupCode", code, "customerID", t->customer_id, "items", items, "state",
+                     kitchen_state_str(t->state), "queuedAt", time_json(t->queued_at), "startedAt",
+                     time_json(t->started_at), "readyAt", time_json(t->ready_at), "late",
+                     (t->late_mask & bit) != 0, "wasLate", t->late_mask != 0);
 }
 
 /* GET /tickets -> {"tickets":[...]}, newest first. */

@@ -245,6 +245,16 @@ static int list_audit(oms_grpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMes
     return OMS_OK;
 }
 
+static int collect_order(oms_grpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    const Api__CollectOrderRequest *req = (const Api__CollectOrderRequest *)m;
+    oms_order out;
+    oms_order_init(&out);
+    span_order(req->orderid);
+    int rc = orders_collect(ctx->ud, req->orderid, req->pickupcode, req->staff, &out, &ctx->err);
+    return reply_order(ctx, rc, &out, resp);
+}
+
 const oms_grpc_method orders_grpc_methods[] = {
     {"/api.OrderService/CreateOrder", &api__create_order_request__descriptor, create_order},
     {"/api.OrderService/GetOrder", &api__get_order_request__descriptor, get_order},
@@ -257,5 +267,6 @@ const oms_grpc_method orders_grpc_methods[] = {
     {"/api.OrderService/RefundOrder", &api__refund_order_request__descriptor, refund_order},
     {"/api.OrderService/GetSummary", &api__summary_request__descriptor, get_summary},
     {"/api.OrderService/ListAudit", &api__list_audit_request__descriptor, list_audit},
+    {"/api.OrderService/CollectOrder", &api__collect_order_request__descriptor, collect_order},
 };
 const size_t orders_grpc_methods_count = OMS_NELEM(orders_grpc_methods);

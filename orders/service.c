@@ -2,9 +2,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include "oms/calendar.h"
@@ -201,10 +203,12 @@ typedef struct change {
     const char *event_reason; /* the event's reason when it differs from cause; NULL: cause */
     const char *queue;        /* event: inbox consumer, else NULL */
     const char *message_id;
-    int strict;          /* gRPC caller: a forbidden move is an error, not a no-op */
-    int skip;            /* set by stock_effect: acknowledge, change nothing */
-    int paid_only;       /* staff refund: the committed status must be paid, cooking or ready */
-    orders_audit *audit; /* written with the move (before/at_ms filled in); NULL: none */
+    int strict;              /* gRPC caller: a forbidden move is an error, not a no-op */
+    int skip;                /* set by stock_effect: acknowledge, change nothing */
+    int paid_only;           /* staff refund: the committed status must be paid, cooking or ready */
+    int ready_only;          /* hand-over: the committed status must be ready (or collected) */
+    const char *pickup_code; /* from an event: recorded if the order has none yet */
+    orders_audit *audit;     /* written with the move (before/at_ms filled in); NULL: none */
 } change;
 
 static int rank_paid(oms_order_status st)
@@ -310,6 +314,22 @@ static int refund_refused(const char *order_id, oms_order_status st, oms_error *
                          order_id, oms_order_status_str(st));
 }
 
+static int collect_refused(const char *order_id, oms_order_status st, oms_error *err)
+{
+    return oms_error_set(err, OMS_CONFLICT,
+                         "order %s is %s: only an order ready for pick-up can be collected",
+                         order_id, oms_order_status_str(st));
+}
+
+/* YYYY-MM-DD of ms (UTC): the day a pickup code belongs to, as payments counts it. */
+static void utc_day(long long ms, char out[16])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 16, "%Y-%m-%d", &tm);
+}
+
 /* The audit row of a staff move from status `from`, in the move's transaction. */
 static int add_audit(oms_db_tx *tx, orders_audit *a, oms_order_status from, long long now_ms,
                      oms_error *err)
@@ -365,6 +385,15 @@ static int apply_change(orders_service *s, const char *order_id, change *c, oms_
         goto rollback;
     int moved = 0;
     long long now_ms = oms_now_ms();
+    /* Whatever the move: events may arrive out of order, and the first that carries
+     * the code (paid, or cooking/ready relayed by the kitchen) records it. */
+    if (c->pickup_code && c->pickup_code[0]) {
+        char day[16];
+        utc_day(now_ms, day);
+        rc = orders_store_set_pickup(tx, order_id, c->pickup_code, day, err);
+        if (rc != OMS_OK)
+            goto rollback;
+    }
     if (c->skip) {
         /* stock_effect decided: acknowledge without a change */
     } else if (st == c->target) {
@@ -372,6 +401,8 @@ static int apply_change(orders_service *s, const char *order_id, change *c, oms_
             rc = orders_store_set_status(tx, order_id, c->target, c->link, now_ms, err);
     } else if (c->paid_only && !rank_paid(st)) {
         rc = refund_refused(order_id, st, err);
+    } else if (c->ready_only && st != OMS_ORDER_READY) {
+        rc = collect_refused(order_id, st, err);
     } else if (oms_order_can_move(st, c->target)) {
         rc = orders_store_set_status(tx, order_id, c->target, c->link, now_ms, err);
         if (rc == OMS_OK)
@@ -600,6 +631,7 @@ int orders_handle_event(orders_service *s, const char *queue, const char *messag
                 .message_id = message_id};
     if (c.target == OMS_ORDER_CANCELLED && evt.status == OMS_ORDER_PAYMENT_FAILED)
         c.target = OMS_ORDER_PAYMENT_FAILED;
+    c.pickup_code = evt.pickup_code;
     snprintf(c.cause, sizeof(c.cause), "%s", evt.reason[0] ? evt.reason : event_moves[i].cause);
     rc = apply_change(s, evt.order_id, &c, NULL, err);
     if (rc == OMS_NOTFOUND)
@@ -789,6 +821,75 @@ int orders_refund(orders_service *s, const char *order_id, const char *staff, co
     rc = apply_change(s, order_id, &c, out, err);
     if (rc == OMS_OK)
         oms_log_info("order refunded by staff", "order_id", order_id, "staff", staff);
+    orders_audit_free(&a);
+    return rc;
+}
+
+int orders_collect(orders_service *s, const char *order_id, const char *pickup_code,
+                   const char *staff, oms_order *out, oms_error *err)
+{
+    char id[OMS_ID_MAX + 1] = "";
+    oms_order_init(out);
+    if (!oms_valid_id(staff))
+        return oms_error_set(err, OMS_INVALID, "staff: %s", id_rule);
+    if ((order_id && order_id[0]) == (pickup_code && pickup_code[0]))
+        return oms_error_set(err, OMS_INVALID, "orderID or pickupCode: give exactly one");
+    if (order_id && order_id[0]) {
+        if (!oms_valid_id(order_id))
+            return oms_error_set(err, OMS_INVALID, "orderID: %s", id_rule);
+        snprintf(id, sizeof(id), "%s", order_id);
+    } else {
+        char code[OMS_PICKUP_CODE_MAX + 1];
+        size_t n = strlen(pickup_code);
+        if (n > OMS_PICKUP_CODE_MAX)
+            return oms_error_set(err, OMS_NOTFOUND, "pickup code not found today");
+        for (size_t i = 0; i <= n; i++) /* staff may type it in lower case */
+            code[i] = (char)toupper((unsigned char)pickup_code[i]);
+        if (!oms_pickup_code_valid(code))
+            return oms_error_set(err, OMS_NOTFOUND, "pickup code not found today");
+        char day[16];
+        utc_day(oms_now_ms(), day);
+        oms_db_tx *tx;
+        int rc = oms_db_begin(s->db, &tx, err);
+        if (rc != OMS_OK)
+            return rc;
+        rc = orders_store_find_by_pickup(tx, code, day, id, err);
+        oms_db_rollback(tx);
+        if (rc != OMS_OK)
+            return rc;
+    }
+    oms_order_status st;
+    int rc = read_status(s, id, &st, err);
+    if (rc != OMS_OK)
+        return rc;
+    if (st == OMS_ORDER_COLLECTED) /* handed over before: the same answer, nothing new */
+        return orders_get(s, id, out, err);
+    if (st != OMS_ORDER_READY)
+        return collect_refused(id, st, err);
+    orders_audit a = {.staff = oms_strdup(staff),
+                      .action = oms_strdup("order.collect"),
+                      .subject = oms_strdup(id),
+                      .after = oms_strdup("{\"status\":\"collected\"}"),
+                      .reason = oms_strdup(pickup_code && pickup_code[0] ? "pickup code" : "bump")};
+    change c = {.target = OMS_ORDER_COLLECTED,
+                .publish = OMS_EVENT_ORDER_COLLECTED,
+                .event_reason = "collected",
+                .strict = 1,
+                .ready_only = 1,
+                .audit = &a};
+    snprintf(c.cause, sizeof(c.cause), "staff %s: handed over", staff);
+    rc = apply_change(s, id, &c, out, err);
+    if (rc == OMS_CONFLICT && out->order_id[0] == '\0') {
+        /* collected by someone else between the read and the lock: same answer */
+        oms_error e;
+        oms_order_status now;
+        if (read_status(s, id, &now, &e) == OMS_OK && now == OMS_ORDER_COLLECTED) {
+            oms_error_clear(err);
+            rc = orders_get(s, id, out, err);
+        }
+    }
+    if (rc == OMS_OK)
+        oms_log_info("order collected", "order_id", id, "staff", staff);
     orders_audit_free(&a);
     return rc;
 }

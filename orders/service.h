@@ -143,4 +143,12 @@ int orders_summary_get(orders_service *s, const char *day, int tz_minutes, order
 int orders_audit_list(orders_service *s, long long before_ms, int limit, orders_audit **out,
                       size_t *n, oms_error *err);
 
+/* The hand-over: by order id or by today's pickup code (one of them; the code in any
+ * case), a ready order becomes collected, with a history line naming staff, an audit
+ * row and order.collected in one transaction. Collected already: OMS_OK, the order,
+ * nothing new. Another status: OMS_CONFLICT naming it. An unknown code, or another
+ * day's: OMS_NOTFOUND. */
+int orders_collect(orders_service *s, const char *order_id, const char *pickup_code,
+                   const char *staff, oms_order *out, oms_error *err);
+
 #endif

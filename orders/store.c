@@ -56,11 +56,25 @@ static const oms_db_migration orders_v3 = {
     "CREATE INDEX order_history_by_status ON order_history(status, at);",
 };
 
+/* The pickup code payments gave the order, and the (UTC) day it was given on: a code
+ * is unique within its day, so the counter looks codes up by day. */
+static const oms_db_migration orders_v4 = {
+    "orders_v4_pickup",
+    "ALTER TABLE orders ADD COLUMN pickup_code TEXT;"
+    "ALTER TABLE orders ADD COLUMN pickup_day TEXT;"
+    "CREATE INDEX orders_by_pickup ON orders(pickup_day, pickup_code);",
+    NULL,
+};
+
 int orders_store_open(oms_db **db, const char *url, oms_error *err)
 {
-    const oms_db_migration migs[] = {orders_v1,           oms_outbox_migration,
-                                     oms_inbox_migration, oms_retention_migration,
-                                     orders_v2,           orders_v3};
+    const oms_db_migration migs[] = {orders_v1,
+                                     oms_outbox_migration,
+                                     oms_inbox_migration,
+                                     oms_retention_migration,
+                                     orders_v2,
+                                     orders_v3,
+                                     orders_v4};
     return oms_db_open(db, url, migs, OMS_NELEM(migs), err);
 }
 
@@ -106,7 +120,7 @@ int orders_store_insert(oms_db_tx *tx, const oms_order *o, const char *idem_key,
 }
 
 #define ORDER_COLUMNS                                                                              \
-    "id, customer_id, status, payment_link, total, currency, created_at, updated_at"
+    "id, customer_id, status, payment_link, total, currency, created_at, updated_at, pickup_code"
 
 static void order_from_row(const oms_db_row *row, oms_order *o)
 {
@@ -120,6 +134,9 @@ static void order_from_row(const oms_db_row *row, oms_order *o)
     snprintf(o->currency, sizeof(o->currency), "%s", oms_db_row_text(row, 5));
     o->created_ms = oms_db_row_int(row, 6);
     o->updated_ms = oms_db_row_int(row, 7);
+    const char *code = oms_db_row_text(row, 8);
+    if (code && oms_pickup_code_valid(code))
+        snprintf(o->pickup_code, sizeof(o->pickup_code), "%s", code);
 }
 
 static int one_order_row(const oms_db_row *row, void *ud)
@@ -614,4 +631,38 @@ int orders_store_paid_to_ready(oms_db_tx *tx, long long start_ms, long long end_
     *out = l.v;
     *n = l.n;
     return OMS_OK;
+}
+
+int orders_store_set_pickup(oms_db_tx *tx, const char *order_id, const char *code, const char *day,
+                            oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_S(order_id), OMS_DB_S(code), OMS_DB_S(day)};
+    return oms_db_exec(tx,
+                       "UPDATE orders SET pickup_code = $2, pickup_day = $3"
+                       " WHERE id = $1 AND pickup_code IS NULL",
+                       p, 3, NULL, err);
+}
+
+static int id_row(const oms_db_row *row, void *ud)
+{
+    snprintf(ud, OMS_ID_MAX + 1, "%s", oms_db_row_text(row, 0));
+    return OMS_OK;
+}
+
+int orders_store_find_by_pickup(oms_db_tx *tx, const char *code, const char *day, char *order_id,
+                                oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_S(day), OMS_DB_S(code)};
+    long long n = 0;
+    order_id[0] = '\0';
+    /* One per day in practice (payments keeps codes unique within a day); should two
+     * meet, the one waiting at the counter wins. */
+    int rc = oms_db_query(tx,
+                          "SELECT id FROM orders WHERE pickup_day = $1 AND pickup_code = $2"
+                          " ORDER BY CASE status WHEN 'ready for pick-up' THEN 0 ELSE 1 END,"
+                          " updated_at DESC LIMIT 1",
+                          p, 2, id_row, order_id, &n, err);
+    if (rc == OMS_OK && n == 0)
+        rc = oms_error_set(err, OMS_NOTFOUND, "pickup code %s not found today", code);
+    return rc;
 }

@@ -79,4 +79,12 @@ int orders_store_units_paid(oms_db_tx *tx, long long start_ms, long long end_ms,
 int orders_store_paid_to_ready(oms_db_tx *tx, long long start_ms, long long end_ms, long long **out,
                                size_t *n, oms_error *err);
 
+/* Records the order's pickup code and its UTC day (YYYY-MM-DD), unless it has one. */
+int orders_store_set_pickup(oms_db_tx *tx, const char *order_id, const char *code, const char *day,
+                            oms_error *err);
+/* The order with this pickup code on day into order_id (OMS_ID_MAX + 1 bytes), a ready
+ * one first; OMS_NOTFOUND when none. */
+int orders_store_find_by_pickup(oms_db_tx *tx, const char *code, const char *day, char *order_id,
+                                oms_error *err);
+
 #endif

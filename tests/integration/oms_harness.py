@@ -640,6 +640,19 @@ class Shop:
         finally:
             db.close()
 
+    def execute(self, name, sql, params=()):
+        """Runs a statement that changes name's database (? placeholders), committed."""
+        if self.db == "postgres":
+            self.scalar(name, sql, params)
+            return
+        import sqlite3
+        db = sqlite3.connect(self.database_url(name), timeout=10)
+        try:
+            db.execute(sql, params)
+            db.commit()
+        finally:
+            db.close()
+
     def make_instance(self, name, i):
         """Instance i (1-based: 0 is make(name)) of name, on its own ports."""
         e = self.extra_ports[name][i - 1]
