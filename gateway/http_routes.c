@@ -18,6 +18,7 @@
 #include "oms/util.h"
 #include "http_util.h"
 #include "jwt.h"
+#include "kitchen_client.h"
 #include "staff_auth.h"
 #include "staff_products.h"
 #include "staff_orders.h"
@@ -295,12 +296,9 @@ static void list_products(const oms_http_req *req, oms_http_resp *resp)
 }
 
 /* ---- Kitchen display ----------------------------------------------------------------
- * The browser cannot be assumed to reach the kitchen's admin port, so the gateway
- * relays its ticket listing (GET /tickets) with a short timeout, adding "now" (the
- * gateway's clock) so the page computes ticket ages without trusting the browser's. */
-#define KITCHEN_PROXY_TIMEOUT_MS 2000L
-#define KITCHEN_PROXY_MAX_BODY (4u << 20)
-
+ * The gateway relays the kitchen's ticket listing (GET /tickets, kitchen_client.c),
+ * adding "now" (the gateway's clock) so the page computes ticket ages without
+ * trusting the browser's. */
 static void kitchen_unavailable(oms_http_resp *resp, const char *why)
 {
     oms_http_resp_error(resp, 503, "kitchen is unavailable: %s", why);
@@ -320,52 +318,12 @@ static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
     gateway_ctx *g = req->ud;
     if (!gw_require_staff(req, resp, NULL))
         return;
-    char url[512];
-    int un = snprintf(url, sizeof(url), "%s/tickets", g->kitchen_admin_url);
-    if (un < 0 || (size_t)un >= sizeof(url)) {
-        kitchen_unavailable(resp, "KITCHEN_ADMIN_URL is too long");
-        return;
-    }
-    CURL *c = curl_easy_init();
-    if (!c) {
-        kitchen_unavailable(resp, "cannot create an HTTP client");
-        return;
-    }
-    char tp[OMS_TRACEPARENT_LEN + 1], tph[OMS_TRACEPARENT_LEN + 16];
-    struct curl_slist *hdrs = NULL;
-    oms_trace_current_header(tp);
-    if (tp[0]) {
-        snprintf(tph, sizeof(tph), "traceparent: %s", tp);
-        hdrs = curl_slist_append(NULL, tph);
-    }
-    oms_dynbuf b; /* over the cap the transfer ends with CURLE_WRITE_ERROR */
-    oms_dynbuf_init(&b, KITCHEN_PROXY_MAX_BODY);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for timeouts */
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, KITCHEN_PROXY_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, KITCHEN_PROXY_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, oms_dynbuf_curl_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "oms-gateway/1");
-    if (hdrs)
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    CURLcode cc = curl_easy_perform(c);
-    long status = 0;
-    if (cc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(hdrs);
-
     json_t *body = NULL;
-    if (cc != CURLE_OK) {
-        kitchen_unavailable(resp, curl_easy_strerror(cc));
-    } else if (status != 200) {
-        char why[64];
-        snprintf(why, sizeof(why), "it answered HTTP %ld", status);
+    char why[160];
+    int rc = gw_kitchen_get(g->kitchen_admin_url, "/tickets", &body, why, sizeof(why));
+    if (rc == OMS_AGAIN) {
         kitchen_unavailable(resp, why);
-    } else if (!(body = json_loadb(b.p ? b.p : "", b.len, 0, NULL)) ||
-               !json_is_array(json_object_get(body, "tickets"))) {
+    } else if (rc != OMS_OK || !json_is_array(json_object_get(body, "tickets"))) {
         json_decref(body);
         oms_http_resp_error(resp, 502, "kitchen returned an invalid ticket listing");
     } else {
@@ -376,7 +334,6 @@ static void kitchen_tickets(const oms_http_req *req, oms_http_resp *resp)
         oms_http_resp_json(resp, 200, body);
         oms_http_resp_header(resp, "Cache-Control", "no-store");
     }
-    oms_dynbuf_free(&b);
 }
 
 /* GET /kitchen: the display page (kitchen.html from the pages directory). */

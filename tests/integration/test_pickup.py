@@ -19,7 +19,9 @@ CODE = re.compile(r"^[ACDEFGHJKMNPQRTUVWXY34679]{4}$")
 
 @pytest.fixture(scope="module")
 def shop(rabbit, workdir):
-    yield from serve_shop(rabbit, workdir, catalog=CATALOG)
+    # A short pick-up window, checked often: an uncollected order is flagged in seconds.
+    yield from serve_shop(rabbit, workdir, catalog=CATALOG,
+                          env={"PICKUP_WINDOW": 3, "KITCHEN_LATE_SCAN_MS": 100})
 
 
 def staff(shop, method, path, origin=True):
@@ -119,3 +121,30 @@ def test_what_cannot_be_handed_over(shop):
                     headers={**shop.staff_cookie(), "Origin": "https://evil.example"})
     assert st == 403
     assert status_of(shop, "pick-4", old["orderID"]) == READY
+
+
+def late_metric(shop):
+    st, _, text = http("GET", f"{shop.kitchen_admin}/metrics")
+    m = re.search(r'^kitchen_late_tickets_total\{stage="ready"\} (\d+)', text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_uncollected_order_is_flagged_after_the_window(shop):
+    before = late_metric(shop)
+    o = order(shop, "pick-6")
+    oid = o["orderID"]
+    t = ticket(shop, oid)
+    assert t["state"] == "ready" and t["late"] is False, t
+    flagged = wait_for(lambda: (lambda t: t if t["late"] else None)(ticket(shop, oid)), 20, "the ticket flagged")
+    assert flagged["state"] == "ready" and flagged["wasLate"] is True, flagged
+    assert late_metric(shop) >= before + 1
+    # The staff display's data says so too, and the day's figures count it.
+    st, _, body = http("GET", f"{shop.gateway}/api/kitchen/tickets", headers=shop.staff_cookie())
+    mine = [x for x in body["tickets"] if x["orderID"] == oid]
+    assert st == 200 and mine and mine[0]["late"] is True and body["pickupWindowMs"] == 3000, body
+    st, _, body = staff(shop, "GET", "/api/staff/summary", origin=False)
+    assert st == 200 and body["lateTickets"] >= 1 and "partial" not in body, body
+    # Collected at last: off the display, and never flagged again.
+    st, _, body = staff(shop, "POST", f"/api/staff/orders/{oid}/collect")
+    assert st == 200 and body["status"] == "collected", body
+    wait_for(lambda: ticket(shop, oid)["state"] == "collected", 10, "collected")
