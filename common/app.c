@@ -308,7 +308,7 @@ static const oms_http_route admin_routes[] = {OMS_ADMIN_ROUTES};
 
 static int uses_broker(const oms_service_def *def)
 {
-    return def->outbox || (def->nconsumes && *def->nconsumes > 0);
+    return def->broker || def->outbox || (def->nconsumes && *def->nconsumes > 0);
 }
 
 static void rows_add(const oms_cfg_def *defs, size_t n)
@@ -464,10 +464,11 @@ static int service_start(const oms_service_def *def)
     oms_service_rt *rt = &run.rt;
     oms_error err;
     oms_error_clear(&err);
-    oms_amqp_config amqp = {0};
+    static oms_amqp_config amqp; /* rt->amqp points here while the service runs */
     amqp_config(&run.common, &amqp);
-    if ((def->outbox || def->consumes) && oms_amqp_config_check(&amqp, &err) != OMS_OK)
+    if (uses_broker(def) && oms_amqp_config_check(&amqp, &err) != OMS_OK)
         oms_app_config_fail(def->name, "%s", err.msg); /* a bad RABBITMQ_ADDRS: exit 2 */
+    rt->amqp = uses_broker(def) ? &amqp : NULL;
     rt->routes = def->http.routes ? def->http.routes : admin_routes;
     rt->nroutes = def->http.routes ? *def->http.nroutes : OMS_NELEM(admin_routes);
 
@@ -541,6 +542,7 @@ static int service_start(const oms_service_def *def)
             .static_dir = def->http.static_dir ? *def->http.static_dir : NULL,
             .threads = def->http.threads ? (int)*def->http.threads : 0,
             .limits = &run.common.http,
+            .budget_ms = def->http.budget_ms ? *def->http.budget_ms : 0,
             .ud = rt->ud,
         };
         char herr[256] = "";

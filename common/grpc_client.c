@@ -292,6 +292,22 @@ static int unary_call(oms_grpc_client *c, const char *method, grpc_byte_buffer *
         return oms_error_set(err, OMS_INVALID, "grpc: %s needs a positive timeout", method);
 
     int64_t start_ms = oms_mono_ms();
+    /* The caller's own deadline (its HTTP request's budget, or the deadline of the gRPC
+     * call it is serving) bounds this call too: an answer after it is useless, and a
+     * call started after it only adds load where the system is already slow. */
+    int64_t work_dl = oms_work_deadline();
+    if (work_dl) {
+        int64_t left = work_dl - start_ms;
+        if (left <= 0) {
+            oms_error_set(err, OMS_AGAIN,
+                          "grpc: %s on %s not started: the deadline passed %lld ms ago", method,
+                          c->target, (long long)-left);
+            client_call_done(NULL, method, GRPC_STATUS_DEADLINE_EXCEEDED, err, start_ms);
+            return OMS_AGAIN;
+        }
+        if (left < timeout_ms)
+            timeout_ms = (int)left;
+    }
     oms_span *span = client_span_start(c, method); /* current until the call is done */
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = deadline_after_ms(timeout_ms);

@@ -308,7 +308,10 @@ static void run_handler(oms_grpc_server *s, const oms_grpc_method *m, grpc_call 
     }
 
     ProtobufCMessage *resp = NULL;
+    /* The calls the handler makes get what is left of the caller's deadline. */
+    oms_work_deadline_set(ctx.deadline_mono_ms);
     int rc = m->fn(&ctx, req, &resp);
+    oms_work_deadline_set(0);
     protobuf_c_message_free_unpacked(req, NULL);
 
     if (rc == OMS_OK && !resp) {

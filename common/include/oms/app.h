@@ -74,7 +74,13 @@ typedef struct oms_app_common {
     OMS_CFG_INT_ROW("HTTP_CONN_LIMIT", "512", 1, 100000, &(c)->http.conn_limit, \
         "open HTTP connections (split over the server's threads)"), \
     OMS_CFG_INT_ROW("HTTP_PER_IP_LIMIT", "128", 0, 100000, &(c)->http.per_ip_limit, \
-        "open HTTP connections from one address (0: no limit, e.g. behind a proxy)")
+        "open HTTP connections from one address (0: no limit, e.g. behind a proxy)"), \
+    OMS_CFG_INT_ROW("HTTP_MAX_IN_FLIGHT", "64", 0, 100000, &(c)->http.max_in_flight, \
+        "requests being handled or waiting for a worker; one more is 503 at once (0: no bound)"), \
+    OMS_CFG_INT_ROW("HTTP_MAX_STREAMS", "2000", 1, 100000, &(c)->http.max_streams, \
+        "open event streams (Server-Sent Events); one more is 503"), \
+    OMS_CFG_INT_ROW("HTTP_SSE_HEARTBEAT_MS", "15000", 10, 3600000, &(c)->http.heartbeat_ms, \
+        "a comment line on every event stream this often (keeps it open, finds gone clients)")
 #define OMS_APP_DB_CONFIG(c) \
     OMS_CFG_INT_ROW("DB_POOL_SIZE", "8", 1, 256, &(c)->db_pool.size, \
         "PostgreSQL connections of this process"), \
@@ -97,6 +103,9 @@ typedef struct oms_service_rt {
     /* The service: user data of the gRPC methods, HTTP routes, event handlers and
      * tickers. The start hook sets it. */
     void *ud;
+    /* The broker settings (with def->broker, consumers or an outbox), for parts the
+     * service connects itself; NULL otherwise. Valid while the service runs. */
+    const struct oms_amqp_config *amqp;
     /* The HTTP routes served: def->http's, unless the prepare hook picks others. */
     const oms_http_route *routes;
     size_t nroutes;
@@ -161,6 +170,9 @@ typedef struct oms_service_def {
      * applies its migrations; NULL: no database. */
     int (*db_open)(oms_db **out, const char *url, oms_error *err);
     int outbox; /* 1: an outbox relay (OUTBOX_RETENTION_S / INBOX_RETENTION_S) */
+    /* 1: the service talks to the broker itself (the RABBITMQ_* rows, rt->amqp) though
+     * it declares no consumer or outbox. */
+    int broker;
     struct {
         const char *addr; /* default of GRPC_ADDR; NULL: no gRPC server */
         const char *help;
@@ -174,8 +186,9 @@ typedef struct oms_service_def {
         const char *help;
         const oms_http_route *routes; /* NULL: OMS_ADMIN_ROUTES alone */
         const size_t *nroutes;
-        char *const *static_dir;  /* config field of a directory of files; NULL: none */
-        const long long *threads; /* config field; NULL: 2 */
+        char *const *static_dir;    /* config field of a directory of files; NULL: none */
+        const long long *threads;   /* config field; NULL: 2 */
+        const long long *budget_ms; /* config field: each request's deadline; NULL: none */
     } http;
     const oms_service_consumer *consumes; /* one queue each */
     const size_t *nconsumes;
