@@ -302,6 +302,7 @@ static struct {
 static const oms_cfg_def discovery_rows[] = {OMS_DISCOVERY_CONFIG(&run.disc)};
 static const oms_cfg_def log_rows[] = {OMS_APP_LOG_CONFIG(&run.common)};
 static const oms_cfg_def amqp_rows[] = {OMS_APP_AMQP_CONFIG(&run.common)};
+static const oms_cfg_def amqp_conn_rows[] = {OMS_APP_AMQP_CONN_CONFIG(&run.common)};
 static const oms_cfg_def http_rows[] = {OMS_APP_HTTP_CONFIG(&run.common)};
 static const oms_cfg_def db_rows[] = {OMS_APP_DB_CONFIG(&run.common)};
 static const oms_http_route admin_routes[] = {OMS_ADMIN_ROUTES};
@@ -346,8 +347,10 @@ static void table_build(const oms_service_def *def)
     rows_add(def->config, def->nconfig);
     rows_add(discovery_rows, OMS_NELEM(discovery_rows));
     rows_add(log_rows, OMS_NELEM(log_rows));
-    if (uses_broker(def))
+    if (def->outbox || (def->nconsumes && *def->nconsumes > 0))
         rows_add(amqp_rows, OMS_NELEM(amqp_rows));
+    else if (def->broker) /* its own transient queue: no retries, no queue type */
+        rows_add(amqp_conn_rows, OMS_NELEM(amqp_conn_rows));
     if (def->http.var)
         rows_add(http_rows, OMS_NELEM(http_rows));
     if (def->db_open)

@@ -48,6 +48,10 @@ typedef struct oms_app_common {
     OMS_CFG_ENUM_ROW("LOG_FORMAT", "json", "json|console", &(c)->log_format, \
         "json lines, or console for humans")
 #define OMS_APP_AMQP_CONFIG(c) \
+    OMS_APP_AMQP_CONN_CONFIG(c), \
+    OMS_APP_AMQP_QUEUE_CONFIG(c)
+/* The connection alone: a service that only reads events into a queue of its own. */
+#define OMS_APP_AMQP_CONN_CONFIG(c) \
     OMS_CFG_STR_ROW("RABBITMQ_HOST", "127.0.0.1", &(c)->rabbitmq_host, "RabbitMQ host"), \
     OMS_CFG_INT_ROW("RABBITMQ_PORT", "5672", 1, 65535, &(c)->rabbitmq_port, "RabbitMQ AMQP port"), \
     OMS_CFG_STR_ROW("RABBITMQ_USER", "guest", &(c)->rabbitmq_user, "RabbitMQ user"), \
@@ -55,7 +59,8 @@ typedef struct oms_app_common {
         "RabbitMQ password (never logged)"), \
     OMS_CFG_STR_ROW("RABBITMQ_VHOST", "/", &(c)->rabbitmq_vhost, "RabbitMQ virtual host"), \
     OMS_CFG_STR_ROW("RABBITMQ_ADDRS", "", &(c)->rabbitmq_addrs, \
-        "cluster nodes host:port,...; a lost connection moves to the next (default: HOST:PORT)"), \
+        "cluster nodes host:port,...; a lost connection moves to the next (default: HOST:PORT)")
+#define OMS_APP_AMQP_QUEUE_CONFIG(c) \
     OMS_CFG_ENUM_ROW("RABBITMQ_QUEUE_TYPE", "classic", "classic|quorum", &(c)->rabbitmq_queue_type, \
         "quorum: every consumer queue is replicated on the cluster's nodes"), \
     OMS_CFG_INT_ROW("MAX_RETRIES", "5", 0, 100, &(c)->max_retries, \
