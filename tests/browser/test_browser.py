@@ -69,3 +69,7 @@ def test_kitchen_display_when_kitchen_is_down(shop, shots):
         shop.restart("kitchen")
     st, _, body = http("GET", shop.gateway + "/api/kitchen/tickets", headers=cookie)
     assert st == 200 and isinstance(body["tickets"], list) and body["now"], body
+
+
+def test_status_page_live_and_without_stream(shop, shots):
+    run("live_status", shop, shots)
