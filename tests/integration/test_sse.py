@@ -252,6 +252,12 @@ def test_two_hundred_streams_open_and_close_cleanly(shop):
     oid = create(shop, "sse-many")
     shop.wait_status("sse-many", oid, "waiting_payment")
     pid = shop.svc["gateway"].proc.pid
+    # Warm up first: gRPC starts some threads of its own lazily, under its first load.
+    warm = [Stream(events_url(shop, "sse-many", oid)) for _ in range(20)]
+    for s in warm:
+        s.next_event()
+        s.close()
+    wait_for(lambda: "http_streams_open 0" in http("GET", f"{shop.gateway}/metrics")[2], 15, "warm-up closed")
     fds0, threads0 = proc_counts(pid)
     streams = []
     try:
@@ -262,15 +268,16 @@ def test_two_hundred_streams_open_and_close_cleanly(shop):
             assert s.next_event()["data"]["status"] == "waiting_payment"
         fds1, threads1 = proc_counts(pid)
         assert fds1 >= fds0 + 200
-        assert threads1 == threads0, (threads0, threads1)  # no thread per stream
+        # No thread per stream (a couple may come and go inside gRPC and libpq).
+        assert threads1 <= threads0 + 2, (threads0, threads1)
     finally:
         for s in streams:
             s.close()
     wait_for(lambda: proc_counts(pid)[0] <= fds0 + 2, 15, "the gateway to close the 200 sockets")
-    assert proc_counts(pid)[1] == threads0
+    assert proc_counts(pid)[1] <= threads0 + 2
     st, _, text = http("GET", f"{shop.gateway}/metrics")
     line = next(l for l in text.splitlines() if l.startswith("http_streams_open"))
-    assert float(line.split()[-1]) <= 2, line
+    assert float(line.split()[-1]) == 0, line
 
 
 # ---- overload -----------------------------------------------------------------------
