@@ -305,6 +305,7 @@ static const oms_cfg_def amqp_rows[] = {OMS_APP_AMQP_CONFIG(&run.common)};
 static const oms_cfg_def amqp_conn_rows[] = {OMS_APP_AMQP_CONN_CONFIG(&run.common)};
 static const oms_cfg_def http_rows[] = {OMS_APP_HTTP_CONFIG(&run.common)};
 static const oms_cfg_def db_rows[] = {OMS_APP_DB_CONFIG(&run.common)};
+static const oms_cfg_def grpc_rows[] = {OMS_APP_GRPC_CONFIG(&run.common)};
 static const oms_http_route admin_routes[] = {OMS_ADMIN_ROUTES};
 
 static int uses_broker(const oms_service_def *def)
@@ -325,7 +326,8 @@ static void rows_add(const oms_cfg_def *defs, size_t n)
 static void table_build(const oms_service_def *def)
 {
     size_t cap = 3 + def->nconfig + OMS_NELEM(discovery_rows) + OMS_NELEM(log_rows) +
-                 OMS_NELEM(amqp_rows) + OMS_NELEM(http_rows) + OMS_NELEM(db_rows);
+                 OMS_NELEM(amqp_rows) + OMS_NELEM(http_rows) + OMS_NELEM(db_rows) +
+                 OMS_NELEM(grpc_rows);
     run.rows = oms_xcalloc(cap, sizeof(*run.rows));
     if (def->grpc.addr) {
         oms_cfg_def r =
@@ -355,6 +357,8 @@ static void table_build(const oms_service_def *def)
         rows_add(http_rows, OMS_NELEM(http_rows));
     if (def->db_open)
         rows_add(db_rows, OMS_NELEM(db_rows));
+    if (def->grpc.addr)
+        rows_add(grpc_rows, OMS_NELEM(grpc_rows));
 }
 
 /* /readyz and gRPC health: the database answers, every consumer is connected to the
@@ -530,8 +534,9 @@ static int service_start(const oms_service_def *def)
     if (def->grpc.addr) {
         size_t n = def->grpc.methods ? *def->grpc.nmethods : 0;
         int threads = def->grpc.threads ? (int)*def->grpc.threads : 1;
-        if (oms_grpc_server_start(&run.grpc, run.grpc_addr, def->grpc.methods, n, threads, rt->ud,
-                                  &err) != OMS_OK) {
+        if (oms_grpc_server_start_bounded(&run.grpc, run.grpc_addr, def->grpc.methods, n, threads,
+                                          (int)run.common.grpc_max_in_flight, rt->ud,
+                                          &err) != OMS_OK) {
             oms_log_error("cannot start gRPC server", "addr", run.grpc_addr, "error", err.msg);
             return OMS_ERR;
         }

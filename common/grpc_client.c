@@ -24,6 +24,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "oms/grpc_server.h"
 #include "oms/log.h"
 #include "oms/metrics.h"
 #include "oms/trace.h"
@@ -220,6 +221,10 @@ static int status_error(const oms_grpc_client *c, const char *method, grpc_statu
 {
     char *text = grpc_slice_to_c_string(details);
     int code = oms_status_from_grpc((int)status);
+    /* A server past its bound is a load condition to retry, not the caller's limit. */
+    if (status == GRPC_STATUS_RESOURCE_EXHAUSTED && text &&
+        strncmp(text, OMS_GRPC_OVERLOADED, strlen(OMS_GRPC_OVERLOADED)) == 0)
+        code = OMS_UNAVAILABLE;
     if (status == GRPC_STATUS_DEADLINE_EXCEEDED)
         oms_error_set(err, code, "grpc: %s on %s: no answer within %d ms", method, c->target,
                       timeout_ms);

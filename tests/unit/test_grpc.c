@@ -626,6 +626,56 @@ static void test_expired_deadline_not_sent(void **state)
     oms_grpc_server_stop(ts.srv);
 }
 
+/* One worker, bound 1: while the slow handler holds it, the next call is refused at
+ * once (RESOURCE_EXHAUSTED "server overloaded", OMS_UNAVAILABLE for the caller, the
+ * handler never runs), health checks are still answered; afterwards calls pass. */
+static void test_overload_refused(void **state)
+{
+    test_server ts;
+    memset(&ts, 0, sizeof(ts));
+    oms_error err;
+    oms_error_clear(&err);
+    assert_int_equal(oms_grpc_server_start_bounded(&ts.srv, "127.0.0.1:0", methods,
+                                                   OMS_NELEM(methods), 1, 1, &ts, &err),
+                     OMS_OK);
+    snprintf(ts.addr, sizeof(ts.addr), "127.0.0.1:%d", oms_grpc_server_port(ts.srv));
+    oms_grpc_client *c = client_new(ts.addr);
+    assert_int_equal(call_get_items(c, "a", "b", &err), OMS_OK);
+
+    oms_mutex_lock(&slow_mu);
+    slow_entered = 0;
+    oms_mutex_unlock(&slow_mu);
+    slow_arg arg;
+    memset(&arg, 0, sizeof(arg));
+    arg.c = c;
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, slow_call_thread, &arg), 0);
+    oms_mutex_lock(&slow_mu);
+    while (!slow_entered)
+        oms_cond_wait(&slow_cv, &slow_mu);
+    oms_mutex_unlock(&slow_mu);
+
+    int64_t t0 = oms_mono_ms();
+    assert_int_equal(call_get_items(c, "a", "b", &err), OMS_UNAVAILABLE);
+    assert_true(oms_mono_ms() - t0 < 500);
+    assert_non_null(strstr(err.msg, OMS_GRPC_OVERLOADED));
+    assert_int_equal(atomic_load(&ts.calls), 1);
+    assert_int_equal(oms_grpc_client_check_health(c, 1000, &err), OMS_OK);
+
+    assert_int_equal(pthread_join(tid, NULL), 0);
+    /* The slow handler outlives its caller's deadline by 50 ms: poll until it is done. */
+    int64_t until = oms_mono_ms() + 3000;
+    int rc = call_get_items(c, "a", "b", &err);
+    while (rc == OMS_UNAVAILABLE && oms_mono_ms() < until) {
+        usleep(10 * 1000);
+        rc = call_get_items(c, "a", "b", &err);
+    }
+    assert_int_equal(rc, OMS_OK);
+    assert_int_equal(atomic_load(&ts.calls), 2);
+    oms_grpc_client_free(c);
+    oms_grpc_server_stop(ts.srv);
+}
+
 static void test_bad_client_args(void **state)
 {
     oms_grpc_client *c = NULL;
@@ -655,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_round_robin),
         cmocka_unit_test(test_bad_client_args),
         cmocka_unit_test(test_deadline_propagates),
+        cmocka_unit_test(test_overload_refused),
         cmocka_unit_test(test_expired_deadline_not_sent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,6 +37,7 @@ typedef struct oms_app_common {
     long long inbox_retention_s;
     oms_http_limits http;
     oms_db_pool_config db_pool;
+    long long grpc_max_in_flight; /* GRPC_MAX_IN_FLIGHT, services with a gRPC server */
 } oms_app_common;
 
 /* Row sets for oms_app_common; the runner puts in a service's table those it uses (log
@@ -86,6 +87,9 @@ typedef struct oms_app_common {
         "open event streams (Server-Sent Events); one more is 503"), \
     OMS_CFG_INT_ROW("HTTP_SSE_HEARTBEAT_MS", "15000", 10, 3600000, &(c)->http.heartbeat_ms, \
         "a comment line on every event stream this often (keeps it open, finds gone clients)")
+#define OMS_APP_GRPC_CONFIG(c) \
+    OMS_CFG_INT_ROW("GRPC_MAX_IN_FLIGHT", "64", 1, 10000, &(c)->grpc_max_in_flight, \
+        "gRPC calls queued or running; one more is RESOURCE_EXHAUSTED at once (health never)")
 #define OMS_APP_DB_CONFIG(c) \
     OMS_CFG_INT_ROW("DB_POOL_SIZE", "8", 1, 256, &(c)->db_pool.size, \
         "PostgreSQL connections of this process"), \
