@@ -878,6 +878,8 @@ struct oms_amqp_consumer {
     int prefetch, max_retries, retry_delay_ms;
     oms_amqp_handler fn;
     void *ud;
+    int transient;
+    void (*on_connect)(void *ud);
 
     int worker; /* 0 for the first of the queue's workers */
     pthread_t thread;
@@ -1005,6 +1007,14 @@ static int consumer_declare_queues(oms_amqp_consumer *c, oms_error *err)
 {
     amqp_connection_state_t conn = c->conn;
     int q = c->cfg.quorum;
+    if (c->transient) {
+        amqp_queue_declare(conn, AMQP_CHANNEL, amqp_cstring_bytes(c->queue), 0 /* passive */,
+                           0 /* durable */, 1 /* exclusive */, 1 /* auto_delete */,
+                           amqp_empty_table);
+        char what[300];
+        snprintf(what, sizeof(what), "declare queue '%s'", c->queue);
+        return check_reply(conn, what, err);
+    }
     amqp_table_entry_t a[8];
     int n = 0;
     if (q) {
@@ -1237,7 +1247,7 @@ static int consumer_handle(oms_amqp_consumer *c, amqp_envelope_t *env, oms_error
 
     const char *target = NULL;
     int next_retry = retry;
-    if (verdict == OMS_OK || verdict == OMS_DUPLICATE) {
+    if (c->transient || verdict == OMS_OK || verdict == OMS_DUPLICATE) {
         target = NULL;
     } else if (verdict == OMS_INVALID) {
         target = c->dlq;
@@ -1423,6 +1433,8 @@ static void *consumer_thread(void *arg)
         link_up(&c->link, c->queue, &c->cfg, c->node);
         atomic_store(&c->at, (int)c->node);
         atomic_store(&c->connected, 1);
+        if (c->on_connect)
+            c->on_connect(c->ud);
         consumer_run(c, &err);
         atomic_store(&c->connected, 0);
         atomic_store(&c->at, -1);
@@ -1462,6 +1474,8 @@ static int consumer_start_one(oms_amqp_consumer **out, const oms_amqp_config *cf
     c->retry_delay_ms = cc->retry_delay_ms > 0 ? cc->retry_delay_ms : 1000;
     c->fn = cc->fn;
     c->ud = cc->ud;
+    c->transient = cc->transient;
+    c->on_connect = cc->on_connect;
     /* Zero series: a scrape shows every queue's counters before its first message. */
     count_outcome(c->queue, CONSUMED_TOTAL, CONSUMED_HELP, 0);
     count_outcome(c->queue, RETRIED_TOTAL, RETRIED_HELP, 0);

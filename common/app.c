@@ -302,13 +302,15 @@ static struct {
 static const oms_cfg_def discovery_rows[] = {OMS_DISCOVERY_CONFIG(&run.disc)};
 static const oms_cfg_def log_rows[] = {OMS_APP_LOG_CONFIG(&run.common)};
 static const oms_cfg_def amqp_rows[] = {OMS_APP_AMQP_CONFIG(&run.common)};
+static const oms_cfg_def amqp_conn_rows[] = {OMS_APP_AMQP_CONN_CONFIG(&run.common)};
 static const oms_cfg_def http_rows[] = {OMS_APP_HTTP_CONFIG(&run.common)};
 static const oms_cfg_def db_rows[] = {OMS_APP_DB_CONFIG(&run.common)};
+static const oms_cfg_def grpc_rows[] = {OMS_APP_GRPC_CONFIG(&run.common)};
 static const oms_http_route admin_routes[] = {OMS_ADMIN_ROUTES};
 
 static int uses_broker(const oms_service_def *def)
 {
-    return def->outbox || (def->nconsumes && *def->nconsumes > 0);
+    return def->broker || def->outbox || (def->nconsumes && *def->nconsumes > 0);
 }
 
 static void rows_add(const oms_cfg_def *defs, size_t n)
@@ -324,7 +326,8 @@ static void rows_add(const oms_cfg_def *defs, size_t n)
 static void table_build(const oms_service_def *def)
 {
     size_t cap = 3 + def->nconfig + OMS_NELEM(discovery_rows) + OMS_NELEM(log_rows) +
-                 OMS_NELEM(amqp_rows) + OMS_NELEM(http_rows) + OMS_NELEM(db_rows);
+                 OMS_NELEM(amqp_rows) + OMS_NELEM(http_rows) + OMS_NELEM(db_rows) +
+                 OMS_NELEM(grpc_rows);
     run.rows = oms_xcalloc(cap, sizeof(*run.rows));
     if (def->grpc.addr) {
         oms_cfg_def r =
@@ -346,12 +349,16 @@ static void table_build(const oms_service_def *def)
     rows_add(def->config, def->nconfig);
     rows_add(discovery_rows, OMS_NELEM(discovery_rows));
     rows_add(log_rows, OMS_NELEM(log_rows));
-    if (uses_broker(def))
+    if (def->outbox || (def->nconsumes && *def->nconsumes > 0))
         rows_add(amqp_rows, OMS_NELEM(amqp_rows));
+    else if (def->broker) /* its own transient queue: no retries, no queue type */
+        rows_add(amqp_conn_rows, OMS_NELEM(amqp_conn_rows));
     if (def->http.var)
         rows_add(http_rows, OMS_NELEM(http_rows));
     if (def->db_open)
         rows_add(db_rows, OMS_NELEM(db_rows));
+    if (def->grpc.addr)
+        rows_add(grpc_rows, OMS_NELEM(grpc_rows));
 }
 
 /* /readyz and gRPC health: the database answers, every consumer is connected to the
@@ -464,10 +471,11 @@ static int service_start(const oms_service_def *def)
     oms_service_rt *rt = &run.rt;
     oms_error err;
     oms_error_clear(&err);
-    oms_amqp_config amqp = {0};
+    static oms_amqp_config amqp; /* rt->amqp points here while the service runs */
     amqp_config(&run.common, &amqp);
-    if ((def->outbox || def->consumes) && oms_amqp_config_check(&amqp, &err) != OMS_OK)
+    if (uses_broker(def) && oms_amqp_config_check(&amqp, &err) != OMS_OK)
         oms_app_config_fail(def->name, "%s", err.msg); /* a bad RABBITMQ_ADDRS: exit 2 */
+    rt->amqp = uses_broker(def) ? &amqp : NULL;
     rt->routes = def->http.routes ? def->http.routes : admin_routes;
     rt->nroutes = def->http.routes ? *def->http.nroutes : OMS_NELEM(admin_routes);
 
@@ -526,8 +534,9 @@ static int service_start(const oms_service_def *def)
     if (def->grpc.addr) {
         size_t n = def->grpc.methods ? *def->grpc.nmethods : 0;
         int threads = def->grpc.threads ? (int)*def->grpc.threads : 1;
-        if (oms_grpc_server_start(&run.grpc, run.grpc_addr, def->grpc.methods, n, threads, rt->ud,
-                                  &err) != OMS_OK) {
+        if (oms_grpc_server_start_bounded(&run.grpc, run.grpc_addr, def->grpc.methods, n, threads,
+                                          (int)run.common.grpc_max_in_flight, rt->ud,
+                                          &err) != OMS_OK) {
             oms_log_error("cannot start gRPC server", "addr", run.grpc_addr, "error", err.msg);
             return OMS_ERR;
         }
@@ -541,6 +550,7 @@ static int service_start(const oms_service_def *def)
             .static_dir = def->http.static_dir ? *def->http.static_dir : NULL,
             .threads = def->http.threads ? (int)*def->http.threads : 0,
             .limits = &run.common.http,
+            .budget_ms = def->http.budget_ms ? *def->http.budget_ms : 0,
             .ud = rt->ud,
         };
         char herr[256] = "";

@@ -24,6 +24,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "oms/grpc_server.h"
 #include "oms/log.h"
 #include "oms/metrics.h"
 #include "oms/trace.h"
@@ -220,6 +221,10 @@ static int status_error(const oms_grpc_client *c, const char *method, grpc_statu
 {
     char *text = grpc_slice_to_c_string(details);
     int code = oms_status_from_grpc((int)status);
+    /* A server past its bound is a load condition to retry, not the caller's limit. */
+    if (status == GRPC_STATUS_RESOURCE_EXHAUSTED && text &&
+        strncmp(text, OMS_GRPC_OVERLOADED, strlen(OMS_GRPC_OVERLOADED)) == 0)
+        code = OMS_UNAVAILABLE;
     if (status == GRPC_STATUS_DEADLINE_EXCEEDED)
         oms_error_set(err, code, "grpc: %s on %s: no answer within %d ms", method, c->target,
                       timeout_ms);
@@ -292,6 +297,22 @@ static int unary_call(oms_grpc_client *c, const char *method, grpc_byte_buffer *
         return oms_error_set(err, OMS_INVALID, "grpc: %s needs a positive timeout", method);
 
     int64_t start_ms = oms_mono_ms();
+    /* The caller's own deadline (its HTTP request's budget, or the deadline of the gRPC
+     * call it is serving) bounds this call too: an answer after it is useless, and a
+     * call started after it only adds load where the system is already slow. */
+    int64_t work_dl = oms_work_deadline();
+    if (work_dl) {
+        int64_t left = work_dl - start_ms;
+        if (left <= 0) {
+            oms_error_set(err, OMS_AGAIN,
+                          "grpc: %s on %s not started: the deadline passed %lld ms ago", method,
+                          c->target, (long long)-left);
+            client_call_done(NULL, method, GRPC_STATUS_DEADLINE_EXCEEDED, err, start_ms);
+            return OMS_AGAIN;
+        }
+        if (left < timeout_ms)
+            timeout_ms = (int)left;
+    }
     oms_span *span = client_span_start(c, method); /* current until the call is done */
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = deadline_after_ms(timeout_ms);

@@ -1,17 +1,20 @@
 /* gRPC server on the gRPC core C API (libgrpc 1.51).
  *
- * Shape: one grpc_server, `threads` workers, each owning a completion queue that is
- * registered with the server. A worker asks for one call at a time
- * (grpc_server_request_call), serves it to the end (receive message, run handler,
- * send status) and only then asks for the next, so each worker CQ never holds more
- * than one outstanding operation and grpc_completion_queue_next always returns the
- * event the worker is waiting for. A separate CQ receives the shutdown notification
- * so no worker has to tell it apart from its own events.
+ * Shape: one grpc_server, one acceptor thread and `threads` workers. The acceptor keeps
+ * a fixed set of call slots requested from the server (grpc_server_request_call), each
+ * slot with a completion queue of its own for the call's batches; its notifications
+ * arrive on the acceptor's queue. An accepted call goes to the workers' queue, unless
+ * max_in_flight calls are already queued or running: then the acceptor answers it at
+ * once with RESOURCE_EXHAUSTED "server overloaded: ..." (OMS_GRPC_OVERLOADED). There
+ * are max_in_flight + SPARE_SLOTS slots, so gRPC itself never queues calls for lack of
+ * a request: the bound is the whole queue. Health checks are answered by the acceptor
+ * itself, never refused. A worker serves a call to the end (receive message, run
+ * handler, send status) on the slot's queue, then requests a new call with the slot.
+ * A separate CQ receives the shutdown notification.
  *
  * Ownership per call: the call, its details and request metadata, the byte buffers
- * and the status-details slice are all freed by the worker before it asks for the
- * next call; request and response messages are freed with
- * protobuf_c_message_free_unpacked. */
+ * and the status-details slice are all freed before the slot is requested again;
+ * request and response messages are freed with protobuf_c_message_free_unpacked. */
 #include "oms/grpc_server.h"
 
 #include <pthread.h>
@@ -42,20 +45,37 @@
 #define BATCH_WAIT_MS (30 * 1000)
 /* Grace given to calls in flight at stop before they are cancelled. */
 #define STOP_GRACE_MS 1000
+/* Slots beyond the bound: calls accepted only to be refused (and health checks). */
+#define SPARE_SLOTS 8
+#define DEFAULT_MAX_IN_FLIGHT 64
 
-typedef struct worker {
-    struct oms_grpc_server *srv;
+/* One requested (then accepted) call and the queue of its batches. */
+typedef struct slot {
+    struct slot *next; /* in the workers' queue */
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array md;
     grpc_completion_queue *cq;
-    pthread_t tid;
-} worker;
+} slot;
 
 struct oms_grpc_server {
     grpc_server *server;
     grpc_completion_queue *shutdown_cq; /* receives only the shutdown notification */
-    worker *workers;
-    int nworkers; /* workers allocated, each with a CQ registered */
+    grpc_completion_queue *accept_cq;   /* slot notifications (registered) */
+    slot *slots;
+    int nslots;
+    atomic_int retired; /* slots the server gave back unused (shutting down) */
+    pthread_t acceptor;
+    int acceptor_started;
+    pthread_t *workers;
     int nstarted; /* worker threads running (joined at stop) */
     int started;  /* grpc_server_start was called: shutdown must be requested */
+    int max_in_flight;
+    atomic_int in_flight; /* calls queued for or held by a worker */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    slot *qhead, *qtail;
+    int stopping; /* under qmu: workers exit once the queue is empty */
     const oms_grpc_method *methods;
     size_t nmethods;
     void *ud;
@@ -64,8 +84,9 @@ struct oms_grpc_server {
     char addr[128];
 };
 
-/* Tags only need to be distinct addresses; the value is never dereferenced. */
-static char tag_new_call, tag_batch, tag_shutdown;
+/* Tags only need to be distinct addresses; the value is never dereferenced. A slot's
+ * request is tagged with the slot itself. */
+static char tag_batch, tag_shutdown;
 
 static gpr_timespec deadline_after_ms(int64_t ms)
 {
@@ -308,7 +329,10 @@ static void run_handler(oms_grpc_server *s, const oms_grpc_method *m, grpc_call 
     }
 
     ProtobufCMessage *resp = NULL;
+    /* The calls the handler makes get what is left of the caller's deadline. */
+    oms_work_deadline_set(ctx.deadline_mono_ms);
     int rc = m->fn(&ctx, req, &resp);
+    oms_work_deadline_set(0);
     protobuf_c_message_free_unpacked(req, NULL);
 
     if (rc == OMS_OK && !resp) {
@@ -337,9 +361,9 @@ static void run_handler(oms_grpc_server *s, const oms_grpc_method *m, grpc_call 
 
 /* Serves one accepted call from request message to status; returns the status sent
  * (CANCELLED when the call ended before its message arrived). */
-static grpc_status_code serve_call(worker *w, grpc_call *call, const grpc_call_details *details)
+static grpc_status_code serve_call(oms_grpc_server *s, grpc_completion_queue *cq, grpc_call *call,
+                                   const grpc_call_details *details)
 {
-    oms_grpc_server *s = w->srv;
     grpc_byte_buffer *req_bb = NULL;
     reply r;
     memset(&r, 0, sizeof(r));
@@ -348,7 +372,7 @@ static grpc_status_code serve_call(worker *w, grpc_call *call, const grpc_call_d
     memset(&recv, 0, sizeof(recv));
     recv.op = GRPC_OP_RECV_MESSAGE;
     recv.data.recv_message.recv_message = &req_bb;
-    if (run_batch(w->cq, call, &recv, 1) != OMS_OK) {
+    if (run_batch(cq, call, &recv, 1) != OMS_OK) {
         r.code = GRPC_STATUS_CANCELLED;
         goto done; /* cancelled before its message arrived: nobody to answer */
     }
@@ -389,7 +413,7 @@ static grpc_status_code serve_call(worker *w, grpc_call *call, const grpc_call_d
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n].data.recv_close_on_server.cancelled = &cancelled;
     n++;
-    if (run_batch(w->cq, call, ops, n) != OMS_OK)
+    if (run_batch(cq, call, ops, n) != OMS_OK)
         oms_log_debug("grpc: reply not delivered (client gone or server stopping)");
     grpc_slice_unref(status_details);
 
@@ -401,51 +425,141 @@ done:
     return r.code;
 }
 
+/* Asks the server for the next call into sl (notification on the acceptor's queue).
+ * A refusal (server shutting down) counts the slot as back at once. */
+static void slot_request(oms_grpc_server *s, slot *sl)
+{
+    if (sl->call) {
+        grpc_call_unref(sl->call);
+        sl->call = NULL;
+    }
+    grpc_call_details_destroy(&sl->details);
+    grpc_metadata_array_destroy(&sl->md);
+    grpc_call_details_init(&sl->details);
+    grpc_metadata_array_init(&sl->md);
+    grpc_call_error ce = grpc_server_request_call(s->server, &sl->call, &sl->details, &sl->md,
+                                                  sl->cq, s->accept_cq, sl);
+    if (ce != GRPC_CALL_OK) {
+        oms_log_errorf("grpc: request_call failed (%d); slot retired", (int)ce);
+        atomic_fetch_add(&s->retired, 1);
+    }
+}
+
+/* Serves one accepted call with its span and metrics. */
+static void serve_slot(oms_grpc_server *s, slot *sl)
+{
+    int64_t start_ms = oms_mono_ms();
+    const char *method = method_label(s, &sl->details);
+    char *peer = grpc_call_get_peer(sl->call);
+    oms_span *span = call_span_start(method, &sl->md, peer);
+    gpr_free(peer);
+    grpc_status_code code = serve_call(s, sl->cq, sl->call, &sl->details);
+    call_span_end(span, code); /* restores the thread's empty context */
+    count_call(method, code, start_ms);
+}
+
+/* Past the bound: RESOURCE_EXHAUSTED at once, without reading the request. */
+static void refuse_slot(oms_grpc_server *s, slot *sl)
+{
+    int64_t start_ms = oms_mono_ms();
+    const char *method = method_label(s, &sl->details);
+    char msg[160];
+    snprintf(msg, sizeof(msg), "%s: %d calls in flight (GRPC_MAX_IN_FLIGHT), retry later",
+             OMS_GRPC_OVERLOADED, s->max_in_flight);
+    grpc_slice details = grpc_slice_from_copied_string(msg);
+    grpc_op ops[3];
+    memset(ops, 0, sizeof(ops));
+    int cancelled = 0;
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[1].data.send_status_from_server.status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    ops[1].data.send_status_from_server.status_details = &details;
+    ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[2].data.recv_close_on_server.cancelled = &cancelled;
+    (void)run_batch(sl->cq, sl->call, ops, 3);
+    grpc_slice_unref(details);
+    oms_metrics_counter_add("grpc_server_refused_total",
+                            "gRPC calls answered RESOURCE_EXHAUSTED at once because "
+                            "GRPC_MAX_IN_FLIGHT calls were queued or running",
+                            "", 1);
+    count_call(method, GRPC_STATUS_RESOURCE_EXHAUSTED, start_ms);
+}
+
+static void *acceptor_main(void *arg)
+{
+    oms_grpc_server *s = arg;
+    /* Until every slot is retired (only at shutdown); the timeout re-checks that in
+     * case one was retired by a worker without an event here. */
+    while (atomic_load(&s->retired) < s->nslots) {
+        grpc_event ev = grpc_completion_queue_next(s->accept_cq, deadline_after_ms(200), NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT)
+            continue;
+        if (ev.type != GRPC_OP_COMPLETE)
+            break; /* the queue was shut down */
+        slot *sl = ev.tag;
+        if (!ev.success) { /* the server is shutting down */
+            atomic_fetch_add(&s->retired, 1);
+            continue;
+        }
+        if (grpc_slice_str_cmp(sl->details.method, HEALTH_CHECK_PATH) == 0) {
+            serve_slot(s, sl);
+            slot_request(s, sl);
+            continue;
+        }
+        if (atomic_fetch_add(&s->in_flight, 1) >= s->max_in_flight) {
+            atomic_fetch_sub(&s->in_flight, 1);
+            refuse_slot(s, sl);
+            slot_request(s, sl);
+            continue;
+        }
+        oms_mutex_lock(&s->qmu);
+        sl->next = NULL;
+        if (s->qtail)
+            s->qtail->next = sl;
+        else
+            s->qhead = sl;
+        s->qtail = sl;
+        oms_cond_signal(&s->qcv);
+        oms_mutex_unlock(&s->qmu);
+    }
+    return NULL;
+}
+
 static void *worker_main(void *arg)
 {
-    worker *w = arg;
+    oms_grpc_server *s = arg;
+    oms_mutex_lock(&s->qmu);
     for (;;) {
-        grpc_call *call = NULL;
-        grpc_call_details details;
-        grpc_metadata_array md;
-        grpc_call_details_init(&details);
-        grpc_metadata_array_init(&md);
-
-        int accepted = 0;
-        grpc_call_error ce = grpc_server_request_call(w->srv->server, &call, &details, &md, w->cq,
-                                                      w->cq, &tag_new_call);
-        if (ce == GRPC_CALL_OK) {
-            grpc_event ev =
-                grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-            /* success == 0: the server is shutting down and dropped our request. */
-            accepted = ev.type == GRPC_OP_COMPLETE && ev.tag == &tag_new_call && ev.success;
-        } else {
-            oms_log_errorf("grpc: request_call failed (%d); worker exits", (int)ce);
-        }
-        if (accepted) {
-            int64_t start_ms = oms_mono_ms();
-            const char *method = method_label(w->srv, &details);
-            char *peer = grpc_call_get_peer(call);
-            oms_span *span = call_span_start(method, &md, peer);
-            gpr_free(peer);
-            grpc_status_code code = serve_call(w, call, &details);
-            call_span_end(span, code); /* restores the worker's empty context */
-            count_call(method, code, start_ms);
-        }
-        if (call)
-            grpc_call_unref(call);
-        grpc_call_details_destroy(&details);
-        grpc_metadata_array_destroy(&md);
-        if (!accepted)
+        while (!s->qhead && !s->stopping)
+            oms_cond_wait(&s->qcv, &s->qmu);
+        slot *sl = s->qhead;
+        if (!sl)
             break;
+        s->qhead = sl->next;
+        if (!s->qhead)
+            s->qtail = NULL;
+        oms_mutex_unlock(&s->qmu);
+        serve_slot(s, sl);
+        atomic_fetch_sub(&s->in_flight, 1);
+        slot_request(s, sl);
+        oms_mutex_lock(&s->qmu);
     }
+    oms_mutex_unlock(&s->qmu);
     return NULL;
 }
 
 int oms_grpc_server_start(oms_grpc_server **out, const char *addr, const oms_grpc_method *methods,
                           size_t nmethods, int threads, void *ud, oms_error *err)
 {
-    if (!out || !addr || (nmethods && !methods) || threads < 1)
+    return oms_grpc_server_start_bounded(out, addr, methods, nmethods, threads,
+                                         DEFAULT_MAX_IN_FLIGHT, ud, err);
+}
+
+int oms_grpc_server_start_bounded(oms_grpc_server **out, const char *addr,
+                                  const oms_grpc_method *methods, size_t nmethods, int threads,
+                                  int max_in_flight, void *ud, oms_error *err)
+{
+    if (!out || !addr || (nmethods && !methods) || threads < 1 || max_in_flight < 1)
         return oms_error_set(err, OMS_INVALID, "grpc: bad server arguments (addr %s, threads %d)",
                              addr ? addr : "(null)", threads);
     *out = NULL;
@@ -458,7 +572,16 @@ int oms_grpc_server_start(oms_grpc_server **out, const char *addr, const oms_grp
     s->methods = methods;
     s->nmethods = nmethods;
     s->ud = ud;
+    s->max_in_flight = max_in_flight;
     atomic_init(&s->serving, 1);
+    atomic_init(&s->in_flight, 0);
+    atomic_init(&s->retired, 0);
+    s->qmu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    s->qcv = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+    oms_metrics_counter_add("grpc_server_refused_total",
+                            "gRPC calls answered RESOURCE_EXHAUSTED at once because "
+                            "GRPC_MAX_IN_FLIGHT calls were queued or running",
+                            "", 0);
     snprintf(s->addr, sizeof(s->addr), "%s", addr);
 
     /* SO_REUSEPORT is on by default in gRPC on Linux; off, a second instance on the
@@ -480,13 +603,16 @@ int oms_grpc_server_start(oms_grpc_server **out, const char *addr, const oms_grp
 
     s->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
-    s->workers = oms_xcalloc((size_t)threads, sizeof(*s->workers));
-    for (int i = 0; i < threads; i++) {
-        s->workers[i].srv = s;
-        s->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
-        grpc_server_register_completion_queue(s->server, s->workers[i].cq, NULL);
-        s->nworkers++;
+    s->accept_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->accept_cq, NULL);
+    s->nslots = max_in_flight + SPARE_SLOTS;
+    s->slots = oms_xcalloc((size_t)s->nslots, sizeof(*s->slots));
+    for (int i = 0; i < s->nslots; i++) {
+        s->slots[i].cq = grpc_completion_queue_create_for_next(NULL);
+        grpc_call_details_init(&s->slots[i].details);
+        grpc_metadata_array_init(&s->slots[i].md);
     }
+    s->workers = oms_xcalloc((size_t)threads, sizeof(*s->workers));
 
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     s->port = grpc_server_add_http2_port(s->server, addr, creds);
@@ -498,8 +624,16 @@ int oms_grpc_server_start(oms_grpc_server **out, const char *addr, const oms_grp
 
     grpc_server_start(s->server);
     s->started = 1;
+    for (int i = 0; i < s->nslots; i++)
+        slot_request(s, &s->slots[i]);
+    int aerr = pthread_create(&s->acceptor, NULL, acceptor_main, s);
+    if (aerr) {
+        oms_error_set(err, OMS_ERR, "grpc: cannot start the acceptor thread: %s", strerror(aerr));
+        goto fail;
+    }
+    s->acceptor_started = 1;
     for (int i = 0; i < threads; i++) {
-        int perr = pthread_create(&s->workers[i].tid, NULL, worker_main, &s->workers[i]);
+        int perr = pthread_create(&s->workers[i], NULL, worker_main, s);
         if (perr) {
             oms_error_set(err, OMS_ERR, "grpc: cannot start worker thread %d of %d: %s", i + 1,
                           threads, strerror(perr));
@@ -508,7 +642,8 @@ int oms_grpc_server_start(oms_grpc_server **out, const char *addr, const oms_grp
         s->nstarted++;
     }
 
-    oms_log_infof("grpc: serving on %s (port %d, %d threads)", addr, s->port, threads);
+    oms_log_infof("grpc: serving on %s (port %d, %d threads, at most %d calls in flight)", addr,
+                  s->port, threads, max_in_flight);
     *out = s;
     return OMS_OK;
 
@@ -546,17 +681,35 @@ void oms_grpc_server_stop(oms_grpc_server *s)
                                             NULL);
         }
     }
-    /* Shutdown fails every pending request_call, so each worker wakes and returns. */
+    /* Shutdown fails every pending request_call, so every slot comes back to the
+     * acceptor, which then returns; the workers drain their queue and return. */
+    if (s->acceptor_started)
+        oms_thread_join(s->acceptor);
+    if (s->workers) {
+        oms_mutex_lock(&s->qmu);
+        s->stopping = 1;
+        oms_cond_broadcast(&s->qcv);
+        oms_mutex_unlock(&s->qmu);
+    }
     for (int i = 0; i < s->nstarted; i++) {
-        int perr = pthread_join(s->workers[i].tid, NULL);
+        int perr = pthread_join(s->workers[i], NULL);
         if (perr)
             oms_log_errorf("grpc: joining worker %d: %s", i, strerror(perr));
     }
     if (s->server)
         grpc_server_destroy(s->server);
-    for (int i = 0; i < s->nworkers; i++)
-        cq_destroy(s->workers[i].cq);
+    for (int i = 0; i < s->nslots; i++) {
+        if (s->slots[i].call)
+            grpc_call_unref(s->slots[i].call);
+        grpc_call_details_destroy(&s->slots[i].details);
+        grpc_metadata_array_destroy(&s->slots[i].md);
+        cq_destroy(s->slots[i].cq);
+    }
+    free(s->slots);
+    cq_destroy(s->accept_cq);
     cq_destroy(s->shutdown_cq);
+    pthread_cond_destroy(&s->qcv);
+    pthread_mutex_destroy(&s->qmu);
     if (s->started)
         oms_log_infof("grpc: stopped serving on %s (port %d)", s->addr, s->port);
     free(s->workers);

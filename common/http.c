@@ -9,8 +9,15 @@
  *                   otherwise return MHD_YES without a response (queueing now would make
  *                   0.9.75 close the keep-alive connection).
  *   on_access #2..n body chunks, appended up to the cap, the rest discarded.
- *   on_access last  upload_data_size == 0: route, run the handler, queue the response.
+ *   on_access last  upload_data_size == 0: route. No route (404, 405, a static file,
+ *                   413): answered here. A route: refused at once (503) past the
+ *                   in-flight bound, else queued for a worker with the connection
+ *                   suspended; the worker runs the handler, keeps the response in the
+ *                   state and resumes the connection.
+ *   on_access again (after the resume) queue the response the worker made.
  *   on_completed    free the per-request state (every path, including aborted ones).
+ * The I/O threads never wait on a handler, so a refusal costs microseconds however
+ * busy the workers are, and a slow handler holds up only its own request.
  * All per-request memory (state, decoded params and query values) hangs off the
  * state and is freed in one place, nginx-pool style. */
 #include "oms/http.h"
@@ -22,6 +29,8 @@
 #include <limits.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -42,6 +51,7 @@
 #include "oms/tracer.h"
 #include "oms/util.h"
 #include "http_guard.h"
+#include "http_stream.h"
 
 #define DEFAULT_MAX_BODY (64 * 1024)
 #define DEFAULT_THREADS 2
@@ -49,6 +59,9 @@
 /* One address may hold a quarter of the connections: one client cannot take them all. */
 #define DEFAULT_PER_IP_LIMIT 128
 #define DEFAULT_TIMEOUT_S 30
+#define DEFAULT_MAX_IN_FLIGHT 64
+#define DEFAULT_MAX_STREAMS 2000
+#define DEFAULT_HEARTBEAT_MS 15000
 /* Per-connection pool: request line + headers + read buffer. Headers beyond it are
  * answered by MHD itself (431), before any of our code runs. libmicrohttpd 0.9.75
  * clears the whole pool after every request, so its size is paid per request: at
@@ -62,7 +75,19 @@ struct oms_http_server {
     size_t max_body;
     char *static_root; /* realpath of cfg->static_dir, or NULL; owned */
     void *ud;
-    http_guard *guard; /* request deadline against slow clients; owned */
+    http_guard *guard;       /* request deadline against slow clients; owned */
+    http_streams *streams;   /* event streams and their heartbeat; owned */
+    long long budget_ms;     /* each request's work deadline; 0: none */
+    long long max_in_flight; /* 0: no bound */
+    atomic_llong in_flight;  /* routed requests queued or running */
+
+    /* Handler workers and their queue (req_state.next). */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    struct req_state *qhead, *qtail;
+    int stopping; /* under qmu: new requests are refused, the queue is answered 503 */
+    pthread_t *workers;
+    int nworkers;
 };
 
 /* One allocation of the per-request arena; freed with the request. */
@@ -82,6 +107,15 @@ typedef struct req_state {
     int answered; /* a response is queued */
     struct timespec start;
     arena_blk *arena;
+    /* Handed to a worker: the route, and what the worker leaves for the I/O thread. */
+    struct req_state *next; /* in the worker queue */
+    const oms_http_route *hit;
+    const char *method;
+    struct MHD_Connection *conn;
+    int queued; /* suspended, with a worker (or waiting for one) */
+    int ready;  /* the worker's response is in resp */
+    oms_http_resp resp;
+    char tp[OMS_TRACEPARENT_LEN + 1];
 } req_state;
 
 /* ---- per-request arena and percent-decoding --------------------------------------- */
@@ -329,6 +363,10 @@ static void resp_free(oms_http_resp *r)
     for (int i = 0; i < r->nhdr; i++)
         free(r->hdr_value[i]);
     r->nhdr = 0;
+    if (r->stream) { /* opened but never served */
+        http_stream_abandon(r->stream);
+        r->stream = NULL;
+    }
 }
 
 /* ---- request accessors ---------------------------------------------------------------- */
@@ -395,7 +433,10 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, oms_http_resp *r,
                                  const char *traceparent)
 {
     struct MHD_Response *mr;
-    if (r->body)
+    int stream = r->stream && r->status == 200;
+    if (stream)
+        mr = http_stream_response(r->stream);
+    else if (r->body)
         mr = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
     else
         mr = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -404,11 +445,16 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, oms_http_resp *r,
         resp_free(r);
         return MHD_NO;
     }
-    r->body = NULL; /* MHD frees it with the response */
     enum MHD_Result ret = MHD_YES;
-    if (MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                r->content_type ? r->content_type : "application/json") != MHD_YES)
-        ret = MHD_NO;
+    if (stream) {
+        r->stream = NULL; /* the response holds it now */
+    } else {
+        r->body = NULL; /* MHD frees it with the response */
+        if (MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                    r->content_type ? r->content_type : "application/json") !=
+            MHD_YES)
+            ret = MHD_NO;
+    }
     if (traceparent && *traceparent &&
         MHD_add_response_header(mr, "traceparent", traceparent) != MHD_YES)
         ret = MHD_NO;
@@ -594,8 +640,25 @@ static void trace_end(oms_span *span, int status)
     oms_trace_clear_current(); /* a handler that left a span open must not leak it here */
 }
 
-static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Connection *conn,
-                              const char *method)
+/* The route for st's path and method, or NULL; *path_known: some route has the path. */
+static const oms_http_route *route_find(const oms_http_server *srv, const req_state *st,
+                                        const char *method, int *path_known)
+{
+    *path_known = 0;
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        if (!route_match(srv->routes[i].pattern, st->raw_path, NULL))
+            continue;
+        *path_known = 1;
+        if (method_matches(srv->routes[i].method, method))
+            return &srv->routes[i];
+    }
+    return NULL;
+}
+
+/* The answers that need no handler, written by the I/O thread: 413, 405, a static
+ * file, 404. */
+static enum MHD_Result answer_here(oms_http_server *srv, req_state *st, struct MHD_Connection *conn,
+                                   const char *method, const oms_http_route *hit, int path_known)
 {
     char tp[OMS_TRACEPARENT_LEN + 1];
     oms_span *span = trace_begin(conn, method, st->raw_path, tp);
@@ -605,39 +668,12 @@ static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Co
     enum MHD_Result ret;
     int status;
 
-    const oms_http_route *hit = NULL;
-    int path_known = 0;
-    for (size_t i = 0; i < srv->nroutes && !hit; i++) {
-        if (!route_match(srv->routes[i].pattern, st->raw_path, NULL))
-            continue;
-        path_known = 1;
-        if (method_matches(srv->routes[i].method, method))
-            hit = &srv->routes[i];
-    }
     if (hit) {
         route = hit->pattern;
         trace_route(span, method, route);
     }
-
     if (st->too_big) {
         oms_http_resp_error(&resp, 413, "request body too large (limit %zu bytes)", srv->max_body);
-    } else if (hit) {
-        /* Captured again, this time into the arena (the scan above only validated). */
-        if (!route_match(hit->pattern, st->raw_path, st)) {
-            oms_http_resp_error(&resp, 500, "route matching is inconsistent");
-        } else {
-            st->req.method = method;
-            st->req.path = st->raw_path;
-            st->req.body = st->body ? st->body : "";
-            st->req.body_len = st->body_len;
-            st->req.conn = conn;
-            st->req.ud = srv->ud;
-            hit->fn(&st->req, &resp);
-            if (resp.status < 100 || resp.status > 599) {
-                oms_log_error("http: handler left no valid status", "route", hit->pattern);
-                oms_http_resp_error(&resp, 500, "handler produced no response");
-            }
-        }
     } else if (path_known) {
         char allow[128] = "";
         size_t al = 0;
@@ -675,6 +711,137 @@ static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Co
     account(st, method, route, status);
     trace_end(span, status);
     return ret;
+}
+
+/* Past the in-flight bound: 503 at once, without a trace or a log line (under
+ * overload they would cost what the refusal saves). */
+static enum MHD_Result refuse(req_state *st, struct MHD_Connection *conn, const char *method,
+                              const oms_http_route *hit)
+{
+    static const char body[] =
+        "{\"error\":\"service overloaded: too many requests in flight, retry later\"}";
+    oms_http_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    oms_http_resp_text(&resp, 503, "application/json", body, sizeof(body) - 1);
+    oms_http_resp_header(&resp, "Retry-After", "1");
+    oms_metrics_counter_add(
+        "http_requests_refused_total",
+        "HTTP requests answered 503 at once because HTTP_MAX_IN_FLIGHT requests "
+        "were in flight.",
+        "", 1);
+    enum MHD_Result ret = send_resp(conn, &resp, NULL);
+    st->answered = 1;
+    account(st, method, hit->pattern, 503);
+    return ret;
+}
+
+/* Runs st's handler on a worker thread and leaves the response in st->resp. */
+static void run_handler(oms_http_server *srv, req_state *st, int stopping)
+{
+    struct MHD_Connection *conn = st->conn;
+    const char *method = st->method;
+    const oms_http_route *hit = st->hit;
+    oms_span *span = trace_begin(conn, method, st->raw_path, st->tp);
+    trace_route(span, method, hit->pattern);
+    oms_http_resp *resp = &st->resp;
+    memset(resp, 0, sizeof(*resp));
+    if (stopping) {
+        oms_http_resp_error(resp, 503, "server stopping");
+        oms_http_resp_header(resp, "Retry-After", "1");
+    } else if (!route_match(hit->pattern, st->raw_path, st)) {
+        /* Captured again, this time into the arena (the scan only validated). */
+        oms_http_resp_error(resp, 500, "route matching is inconsistent");
+    } else {
+        st->req.method = method;
+        st->req.path = st->raw_path;
+        st->req.body = st->body ? st->body : "";
+        st->req.body_len = st->body_len;
+        st->req.conn = conn;
+        st->req.ud = srv->ud;
+        if (srv->budget_ms > 0) {
+            int64_t arrived = (int64_t)st->start.tv_sec * 1000 + st->start.tv_nsec / 1000000;
+            oms_work_deadline_set(arrived + srv->budget_ms);
+        }
+        hit->fn(&st->req, resp);
+        oms_work_deadline_set(0);
+        if (resp->status < 100 || resp->status > 599) {
+            oms_log_error("http: handler left no valid status", "route", hit->pattern);
+            oms_http_resp_error(resp, 500, "handler produced no response");
+        }
+    }
+    account(st, method, hit->pattern, resp->status);
+    trace_end(span, resp->status);
+}
+
+static void *worker_main(void *arg)
+{
+    oms_http_server *srv = arg;
+    oms_mutex_lock(&srv->qmu);
+    for (;;) {
+        while (!srv->qhead && !srv->stopping)
+            oms_cond_wait(&srv->qcv, &srv->qmu);
+        req_state *st = srv->qhead;
+        if (!st)
+            break; /* stopping, and nothing left to answer */
+        srv->qhead = st->next;
+        if (!srv->qhead)
+            srv->qtail = NULL;
+        int stopping = srv->stopping;
+        oms_mutex_unlock(&srv->qmu);
+
+        run_handler(srv, st, stopping);
+        atomic_fetch_sub(&srv->in_flight, 1);
+        /* The resume orders these writes before the I/O thread's next look at st. */
+        st->ready = 1;
+        MHD_resume_connection(st->conn);
+
+        oms_mutex_lock(&srv->qmu);
+    }
+    oms_mutex_unlock(&srv->qmu);
+    return NULL;
+}
+
+/* A request for a route: refused past the bound, else queued for a worker with its
+ * connection suspended (the I/O thread goes on with other connections). */
+static enum MHD_Result dispatch(oms_http_server *srv, req_state *st, struct MHD_Connection *conn,
+                                const char *method, const oms_http_route *hit)
+{
+    long long n = atomic_fetch_add(&srv->in_flight, 1);
+    if (srv->max_in_flight > 0 && n >= srv->max_in_flight) {
+        atomic_fetch_sub(&srv->in_flight, 1);
+        return refuse(st, conn, method, hit);
+    }
+    st->hit = hit;
+    st->method = method;
+    st->conn = conn;
+    oms_mutex_lock(&srv->qmu);
+    if (srv->stopping) {
+        oms_mutex_unlock(&srv->qmu);
+        atomic_fetch_sub(&srv->in_flight, 1);
+        return refuse(st, conn, method, hit);
+    }
+    st->queued = 1;
+    /* Suspended before a worker can see it: the worker's resume must find it so. */
+    MHD_suspend_connection(conn);
+    st->next = NULL;
+    if (srv->qtail)
+        srv->qtail->next = st;
+    else
+        srv->qhead = st;
+    srv->qtail = st;
+    oms_cond_signal(&srv->qcv);
+    oms_mutex_unlock(&srv->qmu);
+    return MHD_YES;
+}
+
+static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Connection *conn,
+                              const char *method)
+{
+    int path_known = 0;
+    const oms_http_route *hit = route_find(srv, st, method, &path_known);
+    if (!hit || st->too_big)
+        return answer_here(srv, st, conn, method, hit, path_known);
+    return dispatch(srv, st, conn, method, hit);
 }
 
 /* Appends a body chunk up to the cap; beyond it remembers and drops the rest, so the
@@ -727,6 +894,7 @@ static void state_free(req_state *st)
         free(st->arena);
         st->arena = next;
     }
+    resp_free(&st->resp); /* a worker's answer that was never sent */
     free(st->raw_path);
     free(st->body);
     free(st);
@@ -792,6 +960,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (st->answered)
         return MHD_YES;
+    if (st->queued) {
+        if (!st->ready)
+            return MHD_YES; /* not expected: a suspended connection is not polled */
+        st->answered = 1;
+        return send_resp(conn, &st->resp, st->tp);
+    }
     http_guard_request_read(conn);
     return answer(srv, st, conn, method);
 }
@@ -860,6 +1034,47 @@ static int parse_bind_addr(const char *addr, struct sockaddr_in *sin, char *err,
     return OMS_OK;
 }
 
+/* Answers what is queued (503), lets running handlers finish and joins the workers;
+ * also for a server that never started them. */
+static void workers_stop(oms_http_server *s)
+{
+    if (!s->workers)
+        return;
+    oms_mutex_lock(&s->qmu);
+    s->stopping = 1;
+    oms_cond_broadcast(&s->qcv);
+    oms_mutex_unlock(&s->qmu);
+    for (int i = 0; i < s->nworkers; i++)
+        oms_thread_join(s->workers[i]);
+    free(s->workers);
+    s->workers = NULL;
+    pthread_cond_destroy(&s->qcv);
+    pthread_mutex_destroy(&s->qmu);
+}
+
+oms_http_stream *oms_http_stream_open(const oms_http_req *req, oms_http_resp *resp,
+                                      oms_http_stream_closed on_closed, void *arg)
+{
+    /* req is the first member of its request's state. */
+    req_state *st = (req_state *)(void *)req;
+    oms_http_stream *s = http_stream_new(st->srv->streams, st->conn, on_closed, arg);
+    if (!s) {
+        oms_http_resp_error(resp, 503, "too many open event streams (HTTP_MAX_STREAMS)");
+        oms_http_resp_header(resp, "Retry-After", "1");
+        return NULL;
+    }
+    if (resp->stream) /* a second open in one handler replaces the first */
+        http_stream_abandon(resp->stream);
+    resp_set_body(resp, 200, "text/event-stream", NULL, 0);
+    resp->stream = s;
+    return s;
+}
+
+int oms_http_stream_count(const oms_http_server *srv)
+{
+    return srv ? http_streams_count(srv->streams) : 0;
+}
+
 int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err, size_t errlen)
 {
     int rc = OMS_ERR;
@@ -905,13 +1120,22 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
     /* The defaults are OMS_APP_HTTP_CONFIG's, for a server started without the table
      * (tests, tools); the table bounds the values, this only refuses what MHD cannot
      * take. */
-    oms_http_limits lim = {DEFAULT_TIMEOUT_S, DEFAULT_CONN_LIMIT, DEFAULT_PER_IP_LIMIT};
+    oms_http_limits lim = {DEFAULT_TIMEOUT_S,     DEFAULT_CONN_LIMIT,  DEFAULT_PER_IP_LIMIT,
+                           DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STREAMS, DEFAULT_HEARTBEAT_MS};
     if (cfg->limits)
         lim = *cfg->limits;
+    if (lim.max_streams == 0)
+        lim.max_streams = DEFAULT_MAX_STREAMS;
+    if (lim.heartbeat_ms == 0)
+        lim.heartbeat_ms = DEFAULT_HEARTBEAT_MS;
     const char *bad = lim.timeout_s < 1 || lim.timeout_s > UINT_MAX         ? "HTTP_TIMEOUT_S"
                       : lim.conn_limit < 1 || lim.conn_limit > UINT_MAX     ? "HTTP_CONN_LIMIT"
                       : lim.per_ip_limit < 0 || lim.per_ip_limit > UINT_MAX ? "HTTP_PER_IP_LIMIT"
-                                                                            : NULL;
+                      : lim.max_in_flight < 0                               ? "HTTP_MAX_IN_FLIGHT"
+                      : lim.max_streams < 1 || lim.max_streams > INT_MAX    ? "HTTP_MAX_STREAMS"
+                      : lim.heartbeat_ms < 1                        ? "HTTP_SSE_HEARTBEAT_MS"
+                      : lim.conn_limit + lim.max_streams > UINT_MAX ? "HTTP_CONN_LIMIT"
+                                                                    : NULL;
     if (bad) {
         snprintf(err, errlen,
                  "http: %s out of range (timeout %lld s, %lld connections, %lld "
@@ -921,8 +1145,20 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
     }
     unsigned timeout = (unsigned)lim.timeout_s;
     unsigned per_ip = (unsigned)lim.per_ip_limit;
-    /* MHD splits the limit across pool threads */
-    unsigned limit = lim.conn_limit < threads ? threads : (unsigned)lim.conn_limit;
+    /* The I/O threads only move bytes; the workers wait on handlers. */
+    unsigned io_threads = threads >= 4 ? 2 : 1;
+    /* MHD splits the limit across pool threads; streams have their own bound on top
+     * (HTTP_MAX_STREAMS), so that idle streams cannot take the slots requests need. */
+    unsigned limit = lim.conn_limit < io_threads ? io_threads : (unsigned)lim.conn_limit;
+    limit += (unsigned)lim.max_streams;
+    s->max_in_flight = lim.max_in_flight;
+    s->budget_ms = cfg->budget_ms > 0 ? cfg->budget_ms : 0;
+    atomic_init(&s->in_flight, 0);
+    oms_metrics_counter_add(
+        "http_requests_refused_total",
+        "HTTP requests answered 503 at once because HTTP_MAX_IN_FLIGHT requests "
+        "were in flight.",
+        "", 0);
 
     /* The idle timeout alone never drops a client that trickles bytes (slowloris):
      * the guard bounds each request's arrival by the same number of seconds. */
@@ -932,12 +1168,38 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
         rc = OMS_ERR;
         goto fail;
     }
+    s->streams = http_streams_new(lim.max_streams, lim.heartbeat_ms);
+    if (!s->streams) {
+        snprintf(err, errlen, "http: cannot start the stream heartbeat thread");
+        rc = OMS_ERR;
+        goto fail;
+    }
+    if (pthread_mutex_init(&s->qmu, NULL) != 0 || pthread_cond_init(&s->qcv, NULL) != 0) {
+        snprintf(err, errlen, "http: cannot create the worker queue");
+        rc = OMS_ERR;
+        goto fail;
+    }
+    s->workers = oms_xcalloc(threads, sizeof(*s->workers));
+    for (unsigned i = 0; i < threads; i++) {
+        if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0) {
+            snprintf(err, errlen, "http: cannot start worker threads");
+            rc = OMS_ERR;
+            goto fail;
+        }
+        s->nworkers++;
+    }
+    /* One I/O thread is MHD's own polling thread: a "pool" of one is refused. */
+    struct MHD_OptionItem pool[] = {
+        {io_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, io_threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     s->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-        on_access, s,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+            MHD_ALLOW_SUSPEND_RESUME,
+        0, NULL, NULL, on_access, s,
         /* The logger goes first so that MHD's option parsing already uses it. */
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&sin,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_ARRAY, pool, MHD_OPTION_CONNECTION_LIMIT, limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)CONN_MEMORY_LIMIT, /* no LISTENING_ADDRESS_REUSE: SO_REUSEPORT would let a second
@@ -956,6 +1218,8 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
     return OMS_OK;
 
 fail:
+    workers_stop(s);
+    http_streams_free(s->streams);
     http_guard_free(s->guard);
     free(s->static_root);
     free(s);
@@ -974,8 +1238,14 @@ void oms_http_stop(oms_http_server *s)
 {
     if (!s)
         return;
+    /* Requests still waiting for a worker are answered 503 and running handlers
+     * finish; streams end, so that no connection is suspended when the daemon stops
+     * (libmicrohttpd refuses to stop with one). */
+    workers_stop(s);
+    http_streams_end_all(s->streams);
     /* Joins the pool threads; open requests get on_completed, freeing their state. */
     MHD_stop_daemon(s->daemon);
+    http_streams_free(s->streams);
     http_guard_free(s->guard);
     free(s->static_root);
     free(s);

@@ -339,3 +339,15 @@ void oms_mono_deadline_ms(int64_t ms, struct timespec *out)
     if (oms_deadline_after_ns(CLOCK_MONOTONIC, ms * 1000000LL, out) != OMS_OK)
         die_errno("clock_gettime(CLOCK_MONOTONIC)", errno);
 }
+
+static _Thread_local int64_t work_deadline_ms;
+
+void oms_work_deadline_set(int64_t mono_ms)
+{
+    work_deadline_ms = mono_ms > 0 ? mono_ms : 0;
+}
+
+int64_t oms_work_deadline(void)
+{
+    return work_deadline_ms;
+}

@@ -19,6 +19,7 @@
 #include "http_util.h"
 #include "jwt.h"
 #include "kitchen_client.h"
+#include "order_events.h"
 #include "staff_auth.h"
 #include "staff_products.h"
 #include "staff_orders.h"
@@ -374,6 +375,8 @@ const oms_http_route gateway_http_routes[] = {
     {"GET", "/api/customers/{}/orders", list_orders},
     {"GET", "/api/customers/{}/orders/{}", get_order},
     {"POST", "/api/customers/{}/orders/{}/cancel", cancel_order},
+    {"GET", "/api/customers/{}/orders/{}/events", gw_order_events},
+    {"GET", "/api/staff/kitchen/events", gw_kitchen_events},
     {"GET", "/api/kitchen/tickets", kitchen_tickets},
     {"GET", "/kitchen", kitchen_page},
     {"POST", "/staff/login", gw_staff_login},

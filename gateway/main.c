@@ -9,6 +9,7 @@
 #include "http_routes.h"
 #include "jwt.h"
 #include "login_throttle.h"
+#include "order_events.h"
 #include "oms/app.h"
 #include "oms/log.h"
 #include "oms/util.h"
@@ -23,6 +24,7 @@ static struct {
     char *kitchen_admin_url;
     long long http_threads;
     long long timeout_ms;
+    long long budget_ms;
     long long rate_per_min;
     long long rate_burst;
     char *rate_exempt;
@@ -51,6 +53,9 @@ static const oms_cfg_def config[] = {
                     "cores)"),
     OMS_CFG_INT_ROW("GRPC_TIMEOUT_MS", "5000", 10, 60000, &cfg.timeout_ms,
                     "deadline of each gRPC call"),
+    OMS_CFG_INT_ROW("HTTP_REQUEST_BUDGET_MS", "5000", 10, 600000, &cfg.budget_ms,
+                    "time a request may take from its arrival; its gRPC calls get what is left"
+                    " (at most GRPC_TIMEOUT_MS each)"),
     OMS_CFG_INT_ROW("RATE_LIMIT_ORDERS_PER_MIN", "30", 0, 1000000, &cfg.rate_per_min,
                     "orders one client address may create per minute (0: no limit); more is 429"),
     OMS_CFG_INT_ROW("RATE_LIMIT_BURST", "10", 1, 1000000, &cfg.rate_burst,
@@ -80,6 +85,10 @@ static const oms_cfg_def config[] = {
 
 static gateway_ctx gw;
 static gw_staff_auth staff;
+static gw_events *events;
+/* Watched orders still pending are re-read this often (their next state comes by a
+ * gRPC call, not an event). */
+static const long long pending_poll_ms = 250;
 
 /* A trailing slash would double in the URLs built on base. */
 static void trim_slashes(char *base)
@@ -173,12 +182,23 @@ static int gateway_start(oms_service_rt *rt, oms_error *err)
     staff.public_url = cfg.public_url;
     staff.idle_s = cfg.staff_idle_s;
     gw.staff = &staff;
+    rc = gw_events_new(&events, rt->amqp, gw.orders, (int)cfg.timeout_ms, err);
+    if (rc != OMS_OK) {
+        gw_login_throttle_free(staff.throttle);
+        gw_staff_store_close(staff.store);
+        staff.throttle = NULL;
+        staff.store = NULL;
+        return rc;
+    }
     rt->ud = &gw;
     return OMS_OK;
 }
 
+/* Runs after the HTTP server stopped: every stream has ended. */
 static void gateway_stop(oms_service_rt *rt)
 {
+    gw_events_free(events);
+    events = NULL;
     gw_login_throttle_free(staff.throttle);
     gw_staff_store_close(staff.store);
     staff.throttle = NULL;
@@ -203,10 +223,12 @@ static const oms_service_def gateway = {
     .prepare = {gateway_prepare, gateway_unprepare},
     .start = {gateway_start, gateway_stop},
     .db_open = gw_staff_db_open,
+    .broker = 1, /* order events for the streams */
     .http = {"HTTP_ADDR", "127.0.0.1:8080", "API and pages listen address", gateway_http_routes,
-             &gateway_http_nroutes, &cfg.public_dir, &cfg.http_threads},
+             &gateway_http_nroutes, &cfg.public_dir, &cfg.http_threads, &cfg.budget_ms},
     .clients = {{"orders", &cfg.orders_addrs}, {"stock", &cfg.stock_addrs}},
-    .tickers = {{"staff session prune", &cfg.session_prune_ms, session_prune_tick}},
+    .tickers = {{"staff session prune", &cfg.session_prune_ms, session_prune_tick},
+                {"pending stream re-read", &pending_poll_ms, gw_events_pending_tick}},
 };
 
 int main(int argc, char **argv)

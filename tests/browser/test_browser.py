@@ -82,3 +82,7 @@ def test_kitchen_display_when_kitchen_is_down(shop, shots):
 
 def test_backoffice_orders_refund_today_audit(shop, shots):
     run("backoffice_orders", shop, shots)
+
+
+def test_status_page_live_and_without_stream(shop, shots):
+    run("live_status", shop, shots)

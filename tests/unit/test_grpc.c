@@ -554,6 +554,128 @@ static void test_round_robin(void **state)
     oms_grpc_server_stop(b.srv);
 }
 
+/* A handler that calls another server: ListItems on the client in its ud, with a long
+ * timeout of its own; answers what the downstream handler saw as its remaining deadline
+ * (quantity of the one item). */
+static int h_chain(oms_grpc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    (void)req;
+    oms_grpc_client *down = ctx->ud;
+    Api__ListItemsRequest m = API__LIST_ITEMS_REQUEST__INIT;
+    ProtobufCMessage *out = NULL;
+    int rc = oms_grpc_call(down, "/api.StockService/ListItems", &m.base,
+                           &api__list_items_response__descriptor, &out, 60000, &ctx->err);
+    if (rc != OMS_OK)
+        return rc;
+    *resp = out; /* a ListItemsResponse: the caller unpacks it as such */
+    return OMS_OK;
+}
+
+static const oms_grpc_method chain_methods[] = {
+    {"/api.StockService/ListItems", &api__list_items_request__descriptor, h_chain},
+};
+
+/* The caller gives 800 ms; the front handler calls on with 60 s of its own: the
+ * downstream handler sees what is left of the 800 ms, not 60 s. */
+static void test_deadline_propagates(void **state)
+{
+    test_server back;
+    server_start(&back, 1);
+    oms_grpc_client *down = client_new(back.addr);
+    oms_grpc_server *front = NULL;
+    oms_error err;
+    oms_error_clear(&err);
+    assert_int_equal(oms_grpc_server_start(&front, "127.0.0.1:0", chain_methods, 1, 1, down, &err),
+                     OMS_OK);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", oms_grpc_server_port(front));
+    oms_grpc_client *c = client_new(addr);
+    Api__ListItemsRequest m = API__LIST_ITEMS_REQUEST__INIT;
+    ProtobufCMessage *out = NULL;
+    assert_int_equal(oms_grpc_call(c, "/api.StockService/ListItems", &m.base,
+                                   &api__list_items_response__descriptor, &out, 800, &err),
+                     OMS_OK);
+    const Api__ListItemsResponse *r = (const Api__ListItemsResponse *)out;
+    assert_int_equal(r->n_items, 1);
+    assert_true(r->items[0]->quantity > 0);
+    assert_true(r->items[0]->quantity <= 800);
+    protobuf_c_message_free_unpacked(out, NULL);
+    oms_grpc_client_free(c);
+    oms_grpc_server_stop(front);
+    oms_grpc_client_free(down);
+    oms_grpc_server_stop(back.srv);
+}
+
+/* Work whose deadline has passed sends nothing: OMS_AGAIN, the server sees no call. */
+static void test_expired_deadline_not_sent(void **state)
+{
+    test_server ts;
+    server_start(&ts, 1);
+    oms_grpc_client *c = client_new(ts.addr);
+    oms_error err;
+    assert_int_equal(call_get_items(c, "p1", "p2", &err), OMS_OK);
+    assert_int_equal(atomic_load(&ts.calls), 1);
+    oms_work_deadline_set(oms_mono_ms() - 1);
+    assert_int_equal(call_get_items(c, "p1", "p2", &err), OMS_AGAIN);
+    assert_non_null(strstr(err.msg, "not started"));
+    oms_work_deadline_set(0);
+    assert_int_equal(atomic_load(&ts.calls), 1);
+    assert_int_equal(call_get_items(c, "p1", "p2", &err), OMS_OK);
+    assert_int_equal(atomic_load(&ts.calls), 2);
+    oms_grpc_client_free(c);
+    oms_grpc_server_stop(ts.srv);
+}
+
+/* One worker, bound 1: while the slow handler holds it, the next call is refused at
+ * once (RESOURCE_EXHAUSTED "server overloaded", OMS_UNAVAILABLE for the caller, the
+ * handler never runs), health checks are still answered; afterwards calls pass. */
+static void test_overload_refused(void **state)
+{
+    test_server ts;
+    memset(&ts, 0, sizeof(ts));
+    oms_error err;
+    oms_error_clear(&err);
+    assert_int_equal(oms_grpc_server_start_bounded(&ts.srv, "127.0.0.1:0", methods,
+                                                   OMS_NELEM(methods), 1, 1, &ts, &err),
+                     OMS_OK);
+    snprintf(ts.addr, sizeof(ts.addr), "127.0.0.1:%d", oms_grpc_server_port(ts.srv));
+    oms_grpc_client *c = client_new(ts.addr);
+    assert_int_equal(call_get_items(c, "a", "b", &err), OMS_OK);
+
+    oms_mutex_lock(&slow_mu);
+    slow_entered = 0;
+    oms_mutex_unlock(&slow_mu);
+    slow_arg arg;
+    memset(&arg, 0, sizeof(arg));
+    arg.c = c;
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, slow_call_thread, &arg), 0);
+    oms_mutex_lock(&slow_mu);
+    while (!slow_entered)
+        oms_cond_wait(&slow_cv, &slow_mu);
+    oms_mutex_unlock(&slow_mu);
+
+    int64_t t0 = oms_mono_ms();
+    assert_int_equal(call_get_items(c, "a", "b", &err), OMS_UNAVAILABLE);
+    assert_true(oms_mono_ms() - t0 < 500);
+    assert_non_null(strstr(err.msg, OMS_GRPC_OVERLOADED));
+    assert_int_equal(atomic_load(&ts.calls), 1);
+    assert_int_equal(oms_grpc_client_check_health(c, 1000, &err), OMS_OK);
+
+    assert_int_equal(pthread_join(tid, NULL), 0);
+    /* The slow handler outlives its caller's deadline by 50 ms: poll until it is done. */
+    int64_t until = oms_mono_ms() + 3000;
+    int rc = call_get_items(c, "a", "b", &err);
+    while (rc == OMS_UNAVAILABLE && oms_mono_ms() < until) {
+        usleep(10 * 1000);
+        rc = call_get_items(c, "a", "b", &err);
+    }
+    assert_int_equal(rc, OMS_OK);
+    assert_int_equal(atomic_load(&ts.calls), 2);
+    oms_grpc_client_free(c);
+    oms_grpc_server_stop(ts.srv);
+}
+
 static void test_bad_client_args(void **state)
 {
     oms_grpc_client *c = NULL;
@@ -569,13 +691,22 @@ int main(void)
 {
     oms_log_init("test_grpc", OMS_LOG_WARN, 1);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_call_ok),         cmocka_unit_test(test_dns_target),
-        cmocka_unit_test(test_error_codes),     cmocka_unit_test(test_unknown_method_and_malformed),
-        cmocka_unit_test(test_trace_and_ctx),   cmocka_unit_test(test_deadline_exceeded),
-        cmocka_unit_test(test_stop_in_flight),  cmocka_unit_test(test_health),
-        cmocka_unit_test(test_closed_port),     cmocka_unit_test(test_bind_failure),
-        cmocka_unit_test(test_concurrent),      cmocka_unit_test(test_round_robin),
+        cmocka_unit_test(test_call_ok),
+        cmocka_unit_test(test_dns_target),
+        cmocka_unit_test(test_error_codes),
+        cmocka_unit_test(test_unknown_method_and_malformed),
+        cmocka_unit_test(test_trace_and_ctx),
+        cmocka_unit_test(test_deadline_exceeded),
+        cmocka_unit_test(test_stop_in_flight),
+        cmocka_unit_test(test_health),
+        cmocka_unit_test(test_closed_port),
+        cmocka_unit_test(test_bind_failure),
+        cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_round_robin),
         cmocka_unit_test(test_bad_client_args),
+        cmocka_unit_test(test_deadline_propagates),
+        cmocka_unit_test(test_overload_refused),
+        cmocka_unit_test(test_expired_deadline_not_sent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

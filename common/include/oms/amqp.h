@@ -126,6 +126,14 @@ typedef struct oms_amqp_consumer_config {
     int workers;
     oms_amqp_handler fn;
     void *ud;
+    /* 1: a queue of this process alone (a gateway's view of the events): exclusive,
+     * auto-delete, not durable, no .retry or .dlq; every delivery is acknowledged
+     * whatever fn returns (nothing to retry: it only tells watchers). */
+    int transient;
+    /* Called by the consumer thread each time it is consuming again after (re)connecting,
+     * with ud; NULL: none. Events published while it was away are lost for a transient
+     * queue, so this is where its owner catches up. */
+    void (*on_connect)(void *ud);
 } oms_amqp_consumer_config;
 
 typedef struct oms_amqp_consumer oms_amqp_consumer;

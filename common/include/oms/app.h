@@ -37,6 +37,7 @@ typedef struct oms_app_common {
     long long inbox_retention_s;
     oms_http_limits http;
     oms_db_pool_config db_pool;
+    long long grpc_max_in_flight; /* GRPC_MAX_IN_FLIGHT, services with a gRPC server */
 } oms_app_common;
 
 /* Row sets for oms_app_common; the runner puts in a service's table those it uses (log
@@ -48,6 +49,10 @@ typedef struct oms_app_common {
     OMS_CFG_ENUM_ROW("LOG_FORMAT", "json", "json|console", &(c)->log_format, \
         "json lines, or console for humans")
 #define OMS_APP_AMQP_CONFIG(c) \
+    OMS_APP_AMQP_CONN_CONFIG(c), \
+    OMS_APP_AMQP_QUEUE_CONFIG(c)
+/* The connection alone: a service that only reads events into a queue of its own. */
+#define OMS_APP_AMQP_CONN_CONFIG(c) \
     OMS_CFG_STR_ROW("RABBITMQ_HOST", "127.0.0.1", &(c)->rabbitmq_host, "RabbitMQ host"), \
     OMS_CFG_INT_ROW("RABBITMQ_PORT", "5672", 1, 65535, &(c)->rabbitmq_port, "RabbitMQ AMQP port"), \
     OMS_CFG_STR_ROW("RABBITMQ_USER", "guest", &(c)->rabbitmq_user, "RabbitMQ user"), \
@@ -55,7 +60,8 @@ typedef struct oms_app_common {
         "RabbitMQ password (never logged)"), \
     OMS_CFG_STR_ROW("RABBITMQ_VHOST", "/", &(c)->rabbitmq_vhost, "RabbitMQ virtual host"), \
     OMS_CFG_STR_ROW("RABBITMQ_ADDRS", "", &(c)->rabbitmq_addrs, \
-        "cluster nodes host:port,...; a lost connection moves to the next (default: HOST:PORT)"), \
+        "cluster nodes host:port,...; a lost connection moves to the next (default: HOST:PORT)")
+#define OMS_APP_AMQP_QUEUE_CONFIG(c) \
     OMS_CFG_ENUM_ROW("RABBITMQ_QUEUE_TYPE", "classic", "classic|quorum", &(c)->rabbitmq_queue_type, \
         "quorum: every consumer queue is replicated on the cluster's nodes"), \
     OMS_CFG_INT_ROW("MAX_RETRIES", "5", 0, 100, &(c)->max_retries, \
@@ -74,7 +80,16 @@ typedef struct oms_app_common {
     OMS_CFG_INT_ROW("HTTP_CONN_LIMIT", "512", 1, 100000, &(c)->http.conn_limit, \
         "open HTTP connections (split over the server's threads)"), \
     OMS_CFG_INT_ROW("HTTP_PER_IP_LIMIT", "128", 0, 100000, &(c)->http.per_ip_limit, \
-        "open HTTP connections from one address (0: no limit, e.g. behind a proxy)")
+        "open HTTP connections from one address (0: no limit, e.g. behind a proxy)"), \
+    OMS_CFG_INT_ROW("HTTP_MAX_IN_FLIGHT", "64", 0, 100000, &(c)->http.max_in_flight, \
+        "requests being handled or waiting for a worker; one more is 503 at once (0: no bound)"), \
+    OMS_CFG_INT_ROW("HTTP_MAX_STREAMS", "2000", 1, 100000, &(c)->http.max_streams, \
+        "open event streams (Server-Sent Events); one more is 503"), \
+    OMS_CFG_INT_ROW("HTTP_SSE_HEARTBEAT_MS", "15000", 10, 3600000, &(c)->http.heartbeat_ms, \
+        "a comment line on every event stream this often (keeps it open, finds gone clients)")
+#define OMS_APP_GRPC_CONFIG(c) \
+    OMS_CFG_INT_ROW("GRPC_MAX_IN_FLIGHT", "64", 1, 10000, &(c)->grpc_max_in_flight, \
+        "gRPC calls queued or running; one more is RESOURCE_EXHAUSTED at once (health never)")
 #define OMS_APP_DB_CONFIG(c) \
     OMS_CFG_INT_ROW("DB_POOL_SIZE", "8", 1, 256, &(c)->db_pool.size, \
         "PostgreSQL connections of this process"), \
@@ -97,6 +112,9 @@ typedef struct oms_service_rt {
     /* The service: user data of the gRPC methods, HTTP routes, event handlers and
      * tickers. The start hook sets it. */
     void *ud;
+    /* The broker settings (with def->broker, consumers or an outbox), for parts the
+     * service connects itself; NULL otherwise. Valid while the service runs. */
+    const struct oms_amqp_config *amqp;
     /* The HTTP routes served: def->http's, unless the prepare hook picks others. */
     const oms_http_route *routes;
     size_t nroutes;
@@ -161,6 +179,9 @@ typedef struct oms_service_def {
      * applies its migrations; NULL: no database. */
     int (*db_open)(oms_db **out, const char *url, oms_error *err);
     int outbox; /* 1: an outbox relay (OUTBOX_RETENTION_S / INBOX_RETENTION_S) */
+    /* 1: the service talks to the broker itself (the RABBITMQ_* rows, rt->amqp) though
+     * it declares no consumer or outbox. */
+    int broker;
     struct {
         const char *addr; /* default of GRPC_ADDR; NULL: no gRPC server */
         const char *help;
@@ -174,8 +195,9 @@ typedef struct oms_service_def {
         const char *help;
         const oms_http_route *routes; /* NULL: OMS_ADMIN_ROUTES alone */
         const size_t *nroutes;
-        char *const *static_dir;  /* config field of a directory of files; NULL: none */
-        const long long *threads; /* config field; NULL: 2 */
+        char *const *static_dir;    /* config field of a directory of files; NULL: none */
+        const long long *threads;   /* config field; NULL: 2 */
+        const long long *budget_ms; /* config field: each request's deadline; NULL: none */
     } http;
     const oms_service_consumer *consumes; /* one queue each */
     const size_t *nconsumes;

@@ -24,7 +24,11 @@ int oms_grpc_client_set_targets(oms_grpc_client *c, const char *targets, oms_err
 /* Calls method ("/api.StockService/ReserveItems"). On OMS_OK *resp is a message of
  * resp_desc owned by the caller (protobuf_c_message_free_unpacked(*resp, NULL)).
  * Otherwise *resp is NULL and err holds the status message; OMS_UNAVAILABLE for
- * connection failures and deadline expiry. */
+ * connection failures and deadline expiry. The call's deadline is timeout_ms from now
+ * or the calling thread's work deadline (oms_work_deadline: the HTTP request's budget,
+ * the deadline of the gRPC call being served), whichever is earlier; when that one has
+ * already passed the call is not sent at all: OMS_AGAIN (counted in
+ * grpc_client_handled_total with code DEADLINE_EXCEEDED). */
 int oms_grpc_call(oms_grpc_client *c, const char *method, const ProtobufCMessage *req,
                   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                   int timeout_ms, oms_error *err);

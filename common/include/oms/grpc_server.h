@@ -3,9 +3,9 @@
  * unpacked with protobuf-c; the handler returns a response message or an error.
  * Also answers grpc.health.v1.Health/Check (SERVING / NOT_SERVING).
  *
- * Threads: `threads` workers, each with its own completion queue, each handling one
- * call at a time from accept to status. The handler runs with the caller's trace
- * context (traceparent metadata) set as the thread's current context. */
+ * Threads: an acceptor and `threads` workers, each worker handling one call at a time
+ * from its message to its status; calls beyond the bound are refused (below). The handler runs with
+ * the caller's trace context (traceparent metadata) set as the thread's current context. */
 #ifndef OMS_GRPC_SERVER_H
 #define OMS_GRPC_SERVER_H
 
@@ -45,6 +45,16 @@ typedef struct oms_grpc_server oms_grpc_server;
  * is owned by the caller until oms_grpc_server_stop. */
 int oms_grpc_server_start(oms_grpc_server **out, const char *addr, const oms_grpc_method *methods,
                           size_t nmethods, int threads, void *ud, oms_error *err);
+/* As oms_grpc_server_start (which bounds at 64), with at most max_in_flight (>= 1) calls
+ * queued for or held by the workers (GRPC_MAX_IN_FLIGHT); one more is answered at once
+ * with RESOURCE_EXHAUSTED and a message starting with OMS_GRPC_OVERLOADED, counted in
+ * grpc_server_refused_total. Health checks are never refused. */
+int oms_grpc_server_start_bounded(oms_grpc_server **out, const char *addr,
+                                  const oms_grpc_method *methods, size_t nmethods, int threads,
+                                  int max_in_flight, void *ud, oms_error *err);
+/* How an overload refusal's message starts: oms_grpc_call maps such a
+ * RESOURCE_EXHAUSTED to OMS_UNAVAILABLE (503, retry), not to a client's limit (429). */
+#define OMS_GRPC_OVERLOADED "server overloaded"
 /* The TCP port the server is bound to: the one asked for, or the one the kernel
  * picked for "host:0" (tests bind 127.0.0.1:0). */
 int oms_grpc_server_port(const oms_grpc_server *s);

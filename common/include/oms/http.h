@@ -24,6 +24,8 @@ typedef struct oms_http_req {
     void *ud;   /* the server's user data */
 } oms_http_req;
 
+typedef struct oms_http_stream oms_http_stream;
+
 typedef struct oms_http_resp {
     int status;
     const char *content_type; /* static string; default application/json */
@@ -32,6 +34,7 @@ typedef struct oms_http_resp {
     const char *hdr_name[OMS_HTTP_MAX_HEADERS]; /* static names */
     char *hdr_value[OMS_HTTP_MAX_HEADERS];      /* heap copies, owned by the response */
     int nhdr;
+    oms_http_stream *stream; /* set by oms_http_stream_open: the answer is that stream */
 } oms_http_resp;
 
 /* Request header / query argument, or NULL. Valid during the handler. */
@@ -80,6 +83,11 @@ typedef struct oms_http_limits {
     long long timeout_s;    /* idle timeout, and the deadline for a whole request; >= 1 */
     long long conn_limit;   /* open connections (split over the pool threads); >= 1 */
     long long per_ip_limit; /* open connections from one address; 0: no limit */
+    /* Requests routed to a handler and not yet answered (running or waiting for a
+     * worker); one more is answered 503 at once. 0: no bound. Streams do not count. */
+    long long max_in_flight;
+    long long max_streams;  /* open event streams; one more is 503. 0: 2000 */
+    long long heartbeat_ms; /* a comment line on every stream this often; 0: 15000 */
 } oms_http_limits;
 
 typedef struct oms_http_config {
@@ -88,20 +96,57 @@ typedef struct oms_http_config {
     size_t nroutes;
     size_t max_body;        /* bytes; 0 = 64 KiB */
     const char *static_dir; /* GET fallback: files under it ("/" -> index.html); NULL = none */
-    int threads;            /* 0 = 2 */
-    const oms_http_limits *limits; /* borrowed for the call; NULL = 30 s, 512, 128 */
+    int threads;            /* handler workers; 0 = 2 */
+    const oms_http_limits *limits; /* borrowed for the call; NULL = 30 s, 512, 128, 64 */
+    /* ms a request may take from its arrival: the handler's work deadline
+     * (oms_work_deadline), which bounds the gRPC calls it makes. 0: none. */
+    long long budget_ms;
     void *ud;
 } oms_http_config;
 
 typedef struct oms_http_server oms_http_server;
 
-/* Starts serving in background threads. Limits out of range: OMS_INVALID naming the
+/* Starts serving in background threads: I/O threads (libmicrohttpd) read requests and
+ * write answers and never block; `threads` workers run the route handlers. A request
+ * for a route waits for a worker with its connection suspended; when max_in_flight
+ * requests are already running or waiting, it is answered at once by the I/O thread:
+ * 503, Retry-After: 1, {"error": ...}, counted in http_requests_refused_total.
+ * Limits out of range: OMS_INVALID naming the
  * variable. Unknown path: 404 JSON. Body over max_body:
  * 413 JSON. Each request is logged at debug and counted in metrics
  * (http_requests_total{route,method,code}, http_request_duration_seconds). */
 int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err, size_t errlen);
-/* Stops and frees; NULL is a no-op. */
+/* Stops and frees: waiting requests get 503, running handlers finish, every stream
+ * ends (its closed callback runs). NULL is a no-op. */
 void oms_http_stop(oms_http_server *s);
+
+/* ---- Server-Sent Events streams (docs/http.md) ----------------------------------------
+ * A handler turns its request into a long-lived text/event-stream answer. The stream
+ * holds no thread: while it has nothing to send its connection is suspended, and
+ * oms_http_stream_send wakes it. Every heartbeat_ms the server sends ": hb" on each
+ * stream, which also finds clients that went away. */
+
+/* Called once when the stream ends (client gone, server stopping, client too slow to
+ * take what was sent), from a server thread, holding no lock of the server. The stream
+ * takes no data afterwards; the owner still drops its reference. */
+typedef void (*oms_http_stream_closed)(oms_http_stream *s, void *arg);
+
+/* In a handler: makes resp a 200 text/event-stream answer (no-store, unbuffered) and
+ * returns the stream with one reference owned by the caller (release it with
+ * oms_http_stream_release), or NULL when the server already holds max_streams streams
+ * (resp is then a 503 with Retry-After). Data sent before the handler returns is the
+ * first thing the client reads. A handler that writes another answer into resp after
+ * opening (an error) ends the stream: on_closed runs. */
+oms_http_stream *oms_http_stream_open(const oms_http_req *req, oms_http_resp *resp,
+                                      oms_http_stream_closed on_closed, void *arg);
+/* Appends len bytes (whole events: "id: ..\nevent: ..\ndata: ..\n\n") for the client;
+ * any thread. OMS_OK, or OMS_UNAVAILABLE when the stream has ended. A client that
+ * lets 256 KiB pile up is disconnected. */
+int oms_http_stream_send(oms_http_stream *s, const char *data, size_t len);
+/* Drops the caller's reference. NULL: no-op. */
+void oms_http_stream_release(oms_http_stream *s);
+/* Open streams of the server (for tests and metrics). */
+int oms_http_stream_count(const oms_http_server *srv);
 /* The bound TCP port (useful with addr "127.0.0.1:0"), or -1. */
 int oms_http_port(const oms_http_server *s);
 

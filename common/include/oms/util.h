@@ -85,4 +85,11 @@ int oms_cond_init_monotonic(pthread_cond_t *cv);
  * read, which it always can. */
 void oms_mono_deadline_ms(int64_t ms, struct timespec *out);
 
+/* The deadline of the work the calling thread is doing for someone (an HTTP request's
+ * budget, a gRPC call's deadline) on oms_mono_ms()'s clock; 0: none. The servers set
+ * it around each handler and clear it after; oms_grpc_call gives a call no more than
+ * what is left of it, so deadlines shrink along a chain of calls. */
+void oms_work_deadline_set(int64_t mono_ms);
+int64_t oms_work_deadline(void);
+
 #endif
