@@ -154,7 +154,7 @@ static void kitchen_locked(gw_events *ev, const oms_order *o, long long version)
 static int kitchen_relevant(oms_order_status st)
 {
     return st == OMS_ORDER_PAID || st == OMS_ORDER_COOKING || st == OMS_ORDER_READY ||
-           st == OMS_ORDER_CANCELLED || st == OMS_ORDER_REFUNDED;
+           st == OMS_ORDER_COLLECTED || st == OMS_ORDER_CANCELLED || st == OMS_ORDER_REFUNDED;
 }
 
 static int on_event(const oms_amqp_delivery *d, void *ud)

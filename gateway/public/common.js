@@ -79,7 +79,10 @@ const OMS = (() => {
   }
 
   // The short number a customer reads off the screen at the counter (end of the order id).
-  function pickupNumber(orderID) { return String(orderID || '').slice(-6).toUpperCase(); }
+  // What the counter calls an order: its pickup code once paid, else the id's tail.
+  function pickupNumber(orderID, code) {
+    return code ? String(code) : String(orderID || '').slice(-6).toUpperCase();
+  }
 
   // fetch + JSON; never throws: {ok, status, body, retryAfter, network}.
   async function api(method, path, body, headers) {

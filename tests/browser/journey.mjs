@@ -1,6 +1,8 @@
 // Order two items from the storefront, pay on the local checkout, watch the status
 // page go through Cooking to Ready for pick-up, while the kitchen display (another
-// tab) shows the same ticket move from cooking to ready.
+// tab) shows the same ticket move from cooking to ready under the same pickup code;
+// left uncollected it turns late; staff hand it over and the customer's page says
+// Collected.
 import {scenario, assert, until, text, WAIT_MS} from './lib.mjs';
 
 const CHAIN = ['pending', 'waiting_payment', 'paid', 'cooking', 'ready for pick-up'];
@@ -53,7 +55,8 @@ await scenario('journey', async t => {
   assert(ranks.every((r, i) => r >= 0 && (i === 0 || r > ranks[i - 1])), `statuses only move forward: ${seen}`);
   assert((await text(page, '#status')) === 'Ready for pick-up', 'status says Ready for pick-up');
   const pickup = await text(page, '#pickup');
-  assert(pickup === orderID.slice(-6).toUpperCase(), `order number ${pickup} for ${orderID}`);
+  assert(/^[ACDEFGHJKMNPQRTUVWXY34679]{4}$/.test(pickup), `a 4-symbol pickup code: ${pickup}`);
+  assert((await text(page, '#fullid')) === orderID, 'the full order id stays for support');
   assert(!(await page.getByRole('button', {name: 'Cancel order'}).isVisible()), 'no Cancel after payment');
   assert(!(await page.getByRole('link', {name: 'Go to payment'}).isVisible()), 'no payment button after payment');
   const current = await page.locator('#steps li[aria-current="step"]').innerText();
@@ -67,7 +70,7 @@ await scenario('journey', async t => {
   assert(moves.includes('cooking') && moves[moves.length - 1] === 'ready',
          `ticket moved from cooking to ready on the display: ${moves}`);
   const ticket = await kitchen.locator(`#col-ready [data-order="${orderID}"]`).innerText();
-  assert(ticket.includes(orderID.slice(-6).toUpperCase()) && ticket.includes('2 × Cheese') &&
+  assert(ticket.includes(pickup) && ticket.includes('2 × Cheese') &&
          ticket.includes('1 × Sourdough bread'), `ticket shows number and items: ${ticket}`);
   assert(/ready \d+ s ago/.test(ticket), `ticket shows its age: ${ticket}`);
   await t.shot(kitchen, 'journey-4-kitchen.png');
@@ -86,4 +89,15 @@ await scenario('journey', async t => {
   const after = await lateCard.evaluate(e => getComputedStyle(e).backgroundColor);
   assert(after !== normal && after === 'rgb(253, 236, 234)', `a late ticket changes colour (${normal} -> ${after})`);
   await t.shot(kitchen, 'journey-5-kitchen-late.png');
+
+  // The hand-over: a big "Handed over" on the ticket; it leaves the display and the
+  // customer's page says Collected.
+  await kitchen.getByRole('button', {name: `Handed over: order ${pickup}`}).click();
+  await until(kitchen, s => !document.querySelector(s), sel);
+  assert((await text(kitchen, '#handover-msg')).includes(pickup), 'the display confirms the hand-over');
+  await until(page, () => document.getElementById('status').dataset.status === 'collected', null, WAIT_MS * 2);
+  assert((await text(page, '#status')) === 'Collected', 'the customer sees Collected');
+  const step = await page.locator('#steps li[data-step="collected"]').getAttribute('class');
+  assert(step.includes('done'), `the last step is done: ${step}`);
+  await t.shot(page, 'journey-6-collected.png');
 });
