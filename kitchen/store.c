@@ -234,9 +234,14 @@ static int list_row(const oms_db_row *row, void *ud)
 int kitchen_store_list(oms_db_tx *tx, int limit, kitchen_ticket **out, size_t *n, oms_error *err)
 {
     ticket_list l = {NULL, 0};
-    oms_db_param p[] = {OMS_DB_I(limit)};
-    int rc = oms_db_query(tx, "SELECT " TICKET_COLUMNS " FROM tickets ORDER BY seq DESC LIMIT $1",
-                          p, 1, list_row, &l, NULL, err);
+    oms_db_param p[] = {OMS_DB_I(limit), OMS_DB_S(kitchen_state_str(KITCHEN_WITHDRAWN)),
+                        OMS_DB_S(kitchen_state_str(KITCHEN_COLLECTED))};
+    /* Handed over or withdrawn tickets are done: they would only push the newest
+     * live ones out of the listing. */
+    int rc = oms_db_query(tx,
+                          "SELECT " TICKET_COLUMNS " FROM tickets WHERE state <> $2 AND state <> $3"
+                          " ORDER BY seq DESC LIMIT $1",
+                          p, 3, list_row, &l, NULL, err);
     if (rc != OMS_OK) {
         for (size_t i = 0; i < l.n; i++)
             kitchen_ticket_free(&l.v[i]);

@@ -76,8 +76,8 @@ int kitchen_store_requeue_cooking(oms_db_tx *tx, long long started_before, long 
 int kitchen_store_count_queued(oms_db_tx *tx, long long *n, oms_error *err);
 /* One ticket into out (initialised here; caller frees). OMS_NOTFOUND when absent. */
 int kitchen_store_get(oms_db_tx *tx, const char *order_id, kitchen_ticket *out, oms_error *err);
-/* Up to limit tickets, newest first. *out: heap array of *n tickets (caller frees each
- * with kitchen_ticket_free, then the array); NULL when none. */
+/* Up to limit live tickets (not withdrawn or collected), newest first. *out: heap array of *n
+ * tickets (caller frees each with kitchen_ticket_free, then the array); NULL when none. */
 int kitchen_store_list(oms_db_tx *tx, int limit, kitchen_ticket **out, size_t *n, oms_error *err);
 
 /* The order's ticket -> t->state (withdrawn or collected: a final state) unless it is
