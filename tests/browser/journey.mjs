@@ -90,6 +90,15 @@ await scenario('journey', async t => {
   assert(after !== normal && after === 'rgb(253, 236, 234)', `a late ticket changes colour (${normal} -> ${after})`);
   await t.shot(kitchen, 'journey-5-kitchen-late.png');
 
+  // The back office's order list flags it too.
+  await kitchen.goto(`${t.gateway}/staff/orders.html?orderID=${orderID}`);
+  const line = kitchen.locator(`#orders li[data-order="${orderID}"]`);
+  await line.waitFor();
+  await until(kitchen, id => /Not collected/.test(document.querySelector(`#orders li[data-order="${id}"]`).textContent),
+              orderID);
+  await kitchen.goto(`${t.gateway}/kitchen`);
+  await kitchen.locator(sel).waitFor();
+
   // The hand-over: a big "Handed over" on the ticket; it leaves the display and the
   // customer's page says Collected.
   await kitchen.getByRole('button', {name: `Handed over: order ${pickup}`}).click();
