@@ -339,7 +339,17 @@ def test_overload_refused_at_once(shop, pb):
         line = next(l for l in text.splitlines() if l.startswith("http_requests_refused_total"))
         assert float(line.split()[-1]) >= 6, line
         pool.shutdown()
+        # A stream open at stop ends cleanly and does not hold the stop up.
+        oid = create(shop, "sse-stop")
+        s = Stream(f"{base}/api/customers/sse-stop/orders/{oid}/events")
+        assert s.next_event()["event"] == "order"
     finally:
+        t0 = time.monotonic()
         code = gw.stop()
+        took = time.monotonic() - t0
         slow.stop()
     assert code == 0, gw.tail()
+    assert took < 5, took
+    with pytest.raises((EOFError, TimeoutError, OSError)):
+        while True:
+            s.next_event(timeout=2)
