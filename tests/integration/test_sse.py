@@ -267,7 +267,7 @@ def test_two_hundred_streams_open_and_close_cleanly(shop):
             assert s.status == 200
             assert s.next_event()["data"]["status"] == "waiting_payment"
         fds1, threads1 = proc_counts(pid)
-        assert fds1 >= fds0 + 200
+        assert fds1 >= fds0 + 195  # one socket each (a few others come and go meanwhile)
         # No thread per stream (a couple may come and go inside gRPC and libpq).
         assert threads1 <= threads0 + 2, (threads0, threads1)
     finally:
