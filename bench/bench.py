@@ -281,6 +281,106 @@ def lifecycle(shop, n):
             "stamped": {"create_to_waiting_payment_ms": summary(st_wait), "pay_to_ready_ms": summary(st_ready)}}
 
 
+STREAMS = 50 if QUICK else 1000
+
+
+def streams_phase(shop, pid, n=STREAMS):
+    """n open status streams on one order (raw sockets, one thread): the gateway's RSS
+    and CPU while they sit idle, then the time from the kitchen's order.ready (the
+    event's updatedAt, written by the kitchen) to each watcher receiving it."""
+    import selectors
+    import socket
+    gw = Client(shop.gateway)
+    pay = Client(shop.payments)
+    socks = []
+    out = {"streams": n}
+    try:
+        st, r = gw.req("POST", "/api/customers/streams/orders",
+                       json.dumps({"items": [{"productID": "1", "quantity": 1}]}))
+        if st != 201:
+            return {"error": f"create answered {st}"}
+        oid = r["order"]["orderID"]
+        o, _ = wait_status(gw, "streams", oid, "waiting_payment", 30)
+        rss0, cpu0 = rss_mib(pid), cpu_times(pid)
+        host, port = shop.gateway.rsplit("/", 1)[1].split(":")
+        req = (f"GET /api/customers/streams/orders/{oid}/events HTTP/1.1\r\nHost: {host}\r\n"
+               "Accept: text/event-stream\r\n\r\n").encode()
+        sel = selectors.DefaultSelector()
+        bufs = {}
+
+        def wait_all(marker, timeout, among=None):
+            """Reads until every socket of among (default: all) has shown marker:
+            {socket: (wall ms, text read)}."""
+            among = set(among if among is not None else socks)
+            seen, deadline = {}, time.monotonic() + timeout
+            while len(seen) < len(among) and time.monotonic() < deadline:
+                for key, _ in sel.select(0.5):
+                    c = key.fileobj
+                    try:
+                        data = c.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    bufs[c] += data
+                    if c in among and c not in seen and marker in bufs[c]:
+                        seen[c] = (time.time() * 1000, bufs[c].decode(errors="replace"))
+                        bufs[c] = b""
+            return seen
+        # Opened in groups of 32, each waiting for its first event: opening a stream
+        # reads the order (a request in flight like any other), and a burst past
+        # HTTP_MAX_IN_FLIGHT would be refused.
+        t0, opened = time.monotonic(), 0
+        while len(socks) < n:
+            group = []
+            for _ in range(min(32, n - len(socks))):
+                c = socket.create_connection((host, int(port)), timeout=10)
+                c.sendall(req)
+                c.setblocking(False)
+                sel.register(c, selectors.EVENT_READ)
+                bufs[c] = b""
+                socks.append(c)
+                group.append(c)
+            opened += len(wait_all(b"waiting_payment", 30, group))
+        out["open_s"] = round(time.monotonic() - t0, 2)
+        out["opened"] = opened
+        time.sleep(5)  # idle: what do n streams cost at rest?
+        rss1, cpu1 = rss_mib(pid), cpu_times(pid)
+        out["gateway_rss_mib_before"], out["gateway_rss_mib_open"] = rss0, rss1
+        if cpu0 and cpu1:
+            out["gateway_idle_cpu_pct"] = round((sum(cpu1) - sum(cpu0)) / 5 * 100, 2)
+        link = urllib.parse.urlsplit(o["PaymentLink"])
+        pay.req("POST", link.path + "/pay", b"")
+        ready = wait_all(b"ready for pick-up", 60)
+        out["received_ready"] = len(ready)
+        # The ready event carries the kitchen's updatedAt: from there to each watcher.
+        lat = []
+        for wall, text in ready.values():
+            m = re.search(r'"status":"ready for pick-up".*?"updatedAt":"([^"]+)"', text)
+            if m:
+                lat.append(wall - parse_ms(m.group(1)))
+        out["ready_to_watcher_ms"] = summary(lat)
+    finally:
+        for c in socks:
+            c.close()
+        gw.close()
+        pay.close()
+    return out
+
+
+def overload_phase(shop, rate, seconds):
+    """Create order, open loop at `rate` (twice what closed-loop max load reached): the
+    accepted ones, the refused ones (HTTP_MAX_IN_FLIGHT) and their latency."""
+    def refused():
+        st, _, text = H.http("GET", shop.gateway + "/metrics")
+        m = re.search(r"^http_requests_refused_total (\S+)$", text if isinstance(text, str) else "", re.M)
+        return float(m.group(1)) if m else 0.0
+    before = refused()
+    r = tool("bench_http_open", "-u", shop.gateway, "-r", f"{rate:.1f}", "-d", seconds, "-c", 256,
+             "-C", CUSTOMERS, "-P", PRODUCTS, timeout=seconds + 30)
+    r["refused_503"] = refused() - before
+    r["drain_s"] = drain(shop, 20 if QUICK else 120)
+    return r
+
+
 def drain(shop, timeout):
     """Waits until the asynchronous part (outbox -> broker -> payments -> UpdateOrder)
     has caught up with everything created so far: one marker order created now reaches
@@ -426,7 +526,9 @@ def run(root):
         ceil["amqp_b100"] = tool("bench_amqp", "-p", rabbit.port, "-b", 100, "-d", ceil_s, timeout=ceil_s + 30)
 
         log("starting the five services")
-        env = {"LOG_LEVEL": "warn", "KITCHEN_COOK_MS": 0, "RETRY_DELAY_MS": 1000, "MAX_RETRIES": 5}
+        # No per-address limit: the streams group opens its 1,000 streams from loopback.
+        env = {"LOG_LEVEL": "warn", "KITCHEN_COOK_MS": 0, "RETRY_DELAY_MS": 1000, "MAX_RETRIES": 5,
+               "HTTP_PER_IP_LIMIT": 0}
         env.update(EXTRA_ENV)
         shop = H.Shop(rabbit, root, catalog=catalog(), env=env)
         shop.vhost = "/"
@@ -459,12 +561,18 @@ def run(root):
         else:
             res["create_half"] = {"error": "no max-load figure to halve"}
 
+        if rate > 0:
+            log(f"create order at twice max load ({4 * rate:.0f}/s open loop, {LOAD_S:g} s)")
+            res["create_overload"] = overload_phase(shop, 4 * rate, LOAD_S)
+
         log(f"lifecycle latency over {LIFECYCLE_N} orders")
         acc = Accounting(pids)
         res["lifecycle"] = lifecycle(shop, LIFECYCLE_N)
         res["lifecycle"]["cpu_s"] = acc.delta()
 
         res["rss_mib"] = {n: rss_mib(p) for n, p in pids.items()}
+        log(f"{STREAMS} open status streams")
+        res["streams"] = streams_phase(shop, pids["gateway"])
     finally:
         # No second interruption in the middle of stopping what was started.
         old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -562,6 +670,18 @@ def table(res):
                 f"errors {fmt(num(d, 'errors'))}, drain {fmt(num(d, 'drain_s'), 's', 2)}, "
                 f"end to end {fmt(num(d, 'end_to_end_rps'), '/s')}")
         add(label, d, "rps", "/s", note=note if "error" not in d else "")
+    d = res.get("create_overload") or {}
+    note = (f"refused {fmt(num(d, 'refused_503'))} (first error {fmt(num(d, 'first_error_status'))}), "
+            f"errors {fmt(num(d, 'errors'))} of {fmt(num(d, 'sent'))} sent")
+    add("create order, 2x max (open loop)", d, "rps", "/s", note=note if "error" not in d else "")
+    sd = res.get("streams") or {}
+    if sd and "error" not in sd:
+        rl = sd.get("ready_to_watcher_ms") or {}
+        rows.append((f"{sd.get('streams')} open status streams", f"n={sd.get('received_ready', '-')}",
+                     fmt(rl.get("p50"), nd=1), fmt(rl.get("p99"), nd=1),
+                     f"ready -> each watcher; gateway RSS {fmt(sd.get('gateway_rss_mib_before'), nd=1)} -> "
+                     f"{fmt(sd.get('gateway_rss_mib_open'), nd=1)} MiB, idle CPU "
+                     f"{fmt(sd.get('gateway_idle_cpu_pct'), '%', 2)}"))
     lc = res.get("lifecycle") or {}
     for key, label in (("create_to_waiting_payment_ms", "lifecycle create -> waiting_payment"),
                        ("pay_to_ready_ms", "lifecycle pay -> ready for pick-up")):

@@ -834,6 +834,15 @@ static enum MHD_Result dispatch(oms_http_server *srv, req_state *st, struct MHD_
     return MHD_YES;
 }
 
+/* Liveness probes and metric scrapes: handlers that never block. They run on the I/O
+ * thread, never queued behind the workers nor refused: an overloaded server must not
+ * look dead to whatever restarts dead ones, and its metrics matter most then. (/readyz
+ * checks its dependencies, which can take time: it goes to a worker.) */
+static int io_thread_path(const char *path)
+{
+    return strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0;
+}
+
 static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Connection *conn,
                               const char *method)
 {
@@ -841,6 +850,14 @@ static enum MHD_Result answer(oms_http_server *srv, req_state *st, struct MHD_Co
     const oms_http_route *hit = route_find(srv, st, method, &path_known);
     if (!hit || st->too_big)
         return answer_here(srv, st, conn, method, hit, path_known);
+    if (io_thread_path(st->raw_path)) {
+        st->hit = hit;
+        st->method = method;
+        st->conn = conn;
+        run_handler(srv, st, 0);
+        st->answered = 1;
+        return send_resp(conn, &st->resp, st->tp);
+    }
     return dispatch(srv, st, conn, method, hit);
 }
 

@@ -37,7 +37,6 @@ typedef struct watcher {
     char oid[65];
     long long last; /* version of the last state sent (or Last-Event-ID) */
     int pending;    /* last state sent is pending: re-read it on the tick */
-    int64_t opened_ms;
 } watcher;
 
 typedef struct recent_event {
@@ -348,13 +347,12 @@ static void unlink_from(watcher **head, watcher *w)
         }
 }
 
-static void count_streams(const char *kind, int delta)
+static void count_stream(const char *kind)
 {
     char labels[64] = "";
     oms_metrics_label(labels, sizeof(labels), "kind", kind);
     oms_metrics_counter_add("gateway_streams_opened_total",
-                            "Event streams opened, by kind (order, kitchen).", labels,
-                            delta > 0 ? 1 : 0);
+                            "Event streams opened, by kind (order, kitchen).", labels, 1);
 }
 
 /* The stream ended (client gone, server stopping): forget the watcher. */
@@ -423,14 +421,13 @@ void gw_order_events(const oms_http_req *req, oms_http_resp *resp)
     w->ev = ev;
     snprintf(w->oid, sizeof(w->oid), "%s", oid);
     w->last = since;
-    w->opened_ms = oms_mono_ms();
     w->s = oms_http_stream_open(req, resp, watcher_closed, w);
     if (!w->s) {
         free(w);
         oms_order_free(&o);
         return;
     }
-    count_streams("order", 1);
+    count_stream("order");
     long long version = version_of(&o);
     char *json = order_json(&o);
     (void)oms_http_stream_send(w->s, RETRY_LINE, sizeof(RETRY_LINE) - 1);
@@ -469,13 +466,12 @@ void gw_kitchen_events(const oms_http_req *req, oms_http_resp *resp)
     watcher *w = oms_xcalloc(1, sizeof(*w));
     w->ev = ev;
     w->kitchen = 1;
-    w->opened_ms = oms_mono_ms();
     w->s = oms_http_stream_open(req, resp, watcher_closed, w);
     if (!w->s) {
         free(w);
         return;
     }
-    count_streams("kitchen", 1);
+    count_stream("kitchen");
     (void)oms_http_stream_send(w->s, RETRY_LINE, sizeof(RETRY_LINE) - 1);
     oms_mutex_lock(&ev->mu);
     w->next = ev->kitchen;
