@@ -48,36 +48,6 @@ static int customer_or_staff(const oms_http_req *req, oms_http_resp *resp, const
     return 1;
 }
 
-/* Appends the order as its JSON shape; 0 (nothing appended) when orders sent a
- * message that is not an order. */
-static int write_order_pb(oms_jbuf *b, const Api__Order *m)
-{
-    oms_order o;
-    oms_error err;
-    if (oms_order_from_pb(m, &o, &err) != OMS_OK)
-        return 0;
-    if ((int)o.status < 0)
-        o.status = OMS_ORDER_PENDING;
-    oms_order_write_json(b, &o);
-    oms_order_free(&o);
-    return 1;
-}
-
-/* Replies with one order, or 502 when orders answered with something else. */
-static void reply_order(oms_http_resp *resp, int status, const Api__Order *m)
-{
-    oms_jbuf b;
-    oms_jbuf_init(&b, 1024);
-    if (!write_order_pb(&b, m)) {
-        oms_jbuf_free(&b);
-        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
-        return;
-    }
-    size_t len;
-    char *body = oms_jbuf_take(&b, &len);
-    oms_http_resp_json_text(resp, status, body, len);
-}
-
 /* Calls orders and, on success, hands back the Order message (caller frees). */
 static int call_orders(gateway_ctx *g, const char *method, const ProtobufCMessage *req,
                        const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
@@ -135,7 +105,7 @@ static void create_order(const oms_http_req *req, oms_http_resp *resp)
     oms_jbuf b;
     oms_jbuf_init(&b, 1024);
     oms_jbuf_lit(&b, "{\"order\":");
-    if (!write_order_pb(&b, o)) {
+    if (!gw_write_order(&b, o)) {
         oms_jbuf_free(&b);
         protobuf_c_message_free_unpacked(out, NULL);
         oms_http_resp_error(resp, 502, "orders service returned an invalid order");
@@ -186,7 +156,7 @@ static void get_order(const oms_http_req *req, oms_http_resp *resp)
     Api__Order *o = get_owned(req, resp, req->params[0], req->params[1]);
     if (!o)
         return;
-    reply_order(resp, 200, o);
+    gw_reply_order(resp, 200, o);
     protobuf_c_message_free_unpacked(&o->base, NULL);
 }
 
@@ -208,7 +178,7 @@ static void cancel_order(const oms_http_req *req, oms_http_resp *resp)
         gw_reply_status(resp, rc, err.msg);
         return;
     }
-    reply_order(resp, 200, (const Api__Order *)out);
+    gw_reply_order(resp, 200, (const Api__Order *)out);
     protobuf_c_message_free_unpacked(out, NULL);
 }
 
@@ -248,27 +218,8 @@ static void list_orders(const oms_http_req *req, oms_http_resp *resp)
         gw_reply_status(resp, rc, err.msg);
         return;
     }
-    const Api__ListOrdersResponse *r = (const Api__ListOrdersResponse *)out;
-    oms_jbuf b;
-    oms_jbuf_init(&b, 1024 * (r->n_orders + 1));
-    oms_jbuf_lit(&b, "{\"orders\":[");
-    int first = 1;
-    for (size_t i = 0; i < r->n_orders; i++) {
-        size_t mark = b.len;
-        if (!first)
-            oms_jbuf_lit(&b, ",");
-        if (write_order_pb(&b, r->orders[i]))
-            first = 0;
-        else /* not an order: left out, as before */
-            b.len = mark, b.p[mark] = '\0';
-    }
-    oms_jbuf_lit(&b, "],\"nextPageToken\":");
-    oms_jbuf_str(&b, r->nextpagetoken);
-    oms_jbuf_lit(&b, "}");
+    gw_reply_order_list(resp, (const Api__ListOrdersResponse *)out);
     protobuf_c_message_free_unpacked(out, NULL);
-    size_t len;
-    char *body = oms_jbuf_take(&b, &len);
-    oms_http_resp_json_text(resp, 200, body, len);
 }
 
 static void list_products(const oms_http_req *req, oms_http_resp *resp)

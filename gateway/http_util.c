@@ -4,6 +4,8 @@
 #include <strings.h>
 
 #include "http_routes.h"
+#include "oms/order.h"
+#include "oms/order_pb.h"
 #include "oms/status.h"
 #include "oms/util.h"
 #include "staff_auth.h"
@@ -68,4 +70,54 @@ int gw_require_staff_change(const oms_http_req *req, oms_http_resp *resp, char *
         return 0;
     }
     return gw_require_staff(req, resp, name);
+}
+
+int gw_write_order(oms_jbuf *b, const Api__Order *m)
+{
+    oms_order o;
+    oms_error err;
+    if (!m || oms_order_from_pb(m, &o, &err) != OMS_OK)
+        return 0;
+    if ((int)o.status < 0)
+        o.status = OMS_ORDER_PENDING;
+    oms_order_write_json(b, &o);
+    oms_order_free(&o);
+    return 1;
+}
+
+void gw_reply_order(oms_http_resp *resp, int status, const Api__Order *m)
+{
+    oms_jbuf b;
+    oms_jbuf_init(&b, 1024);
+    if (!gw_write_order(&b, m)) {
+        oms_jbuf_free(&b);
+        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
+        return;
+    }
+    size_t len;
+    char *body = oms_jbuf_take(&b, &len);
+    oms_http_resp_json_text(resp, status, body, len);
+}
+
+void gw_reply_order_list(oms_http_resp *resp, const Api__ListOrdersResponse *r)
+{
+    oms_jbuf b;
+    oms_jbuf_init(&b, 1024 * (r->n_orders + 1));
+    oms_jbuf_lit(&b, "{\"orders\":[");
+    int first = 1;
+    for (size_t i = 0; i < r->n_orders; i++) {
+        size_t mark = b.len;
+        if (!first)
+            oms_jbuf_lit(&b, ",");
+        if (gw_write_order(&b, r->orders[i]))
+            first = 0;
+        else /* not an order: left out */
+            b.len = mark, b.p[mark] = '\0';
+    }
+    oms_jbuf_lit(&b, "],\"nextPageToken\":");
+    oms_jbuf_str(&b, r->nextpagetoken);
+    oms_jbuf_lit(&b, "}");
+    size_t len;
+    char *body = oms_jbuf_take(&b, &len);
+    oms_http_resp_json_text(resp, 200, body, len);
 }

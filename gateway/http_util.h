@@ -4,7 +4,9 @@
 #ifndef GATEWAY_HTTP_UTIL_H
 #define GATEWAY_HTTP_UTIL_H
 
+#include "oms.pb-c.h"
 #include "oms/http.h"
+#include "oms/json_out.h"
 #include "staff_store.h"
 
 /* Writes an error reply for an OMS_* code (msg, or the code's text when msg is empty):
@@ -25,5 +27,13 @@ int gw_require_staff(const oms_http_req *req, oms_http_resp *resp, char *name);
 /* As gw_require_staff, for a request that changes something: first refuses (403) an
  * Origin other than the shop's own, then requires staff. */
 int gw_require_staff_change(const oms_http_req *req, oms_http_resp *resp, char *name);
+
+/* Appends the order's JSON shape (the original's fields and ours); 0, with nothing
+ * appended, when m is not an order. */
+int gw_write_order(oms_jbuf *b, const Api__Order *m);
+/* Replies with one order (status), or 502 when orders sent something else. */
+void gw_reply_order(oms_http_resp *resp, int status, const Api__Order *m);
+/* Replies 200 {"orders":[...],"nextPageToken":"..."} (what is not an order left out). */
+void gw_reply_order_list(oms_http_resp *resp, const Api__ListOrdersResponse *r);
 
 #endif

@@ -99,21 +99,6 @@ static int query_id(const oms_http_req *req, oms_http_resp *resp, const char *na
 
 /* ---- replies ------------------------------------------------------------------------ */
 
-/* Appends the order's JSON shape; 0 (nothing appended) when m is not an order. Staff
- * see it whole, customerID included. */
-static int write_order(oms_jbuf *b, const Api__Order *m)
-{
-    oms_order o;
-    oms_error err;
-    if (!m || oms_order_from_pb(m, &o, &err) != OMS_OK)
-        return 0;
-    if ((int)o.status < 0)
-        o.status = OMS_ORDER_PENDING;
-    oms_order_write_json(b, &o);
-    oms_order_free(&o);
-    return 1;
-}
-
 static void reply_jbuf(oms_http_resp *resp, oms_jbuf *b)
 {
     size_t len;
@@ -172,25 +157,9 @@ void gw_staff_list_orders(const oms_http_req *req, oms_http_resp *resp)
         gw_reply_status(resp, rc, err.msg);
         return;
     }
-    const Api__ListOrdersResponse *r = (const Api__ListOrdersResponse *)out;
-    oms_jbuf b;
-    oms_jbuf_init(&b, 1024 * (r->n_orders + 1));
-    oms_jbuf_lit(&b, "{\"orders\":[");
-    int first = 1;
-    for (size_t i = 0; i < r->n_orders; i++) {
-        size_t mark = b.len;
-        if (!first)
-            oms_jbuf_lit(&b, ",");
-        if (write_order(&b, r->orders[i]))
-            first = 0;
-        else /* not an order: left out */
-            b.len = mark, b.p[mark] = '\0';
-    }
-    oms_jbuf_lit(&b, "],\"nextPageToken\":");
-    oms_jbuf_str(&b, r->nextpagetoken);
-    oms_jbuf_lit(&b, "}");
+    gw_reply_order_list(resp, (const Api__ListOrdersResponse *)out);
+    oms_http_resp_header(resp, "Cache-Control", "no-store");
     protobuf_c_message_free_unpacked(out, NULL);
-    reply_jbuf(resp, &b);
 }
 
 void gw_staff_order(const oms_http_req *req, oms_http_resp *resp)
@@ -214,7 +183,7 @@ void gw_staff_order(const oms_http_req *req, oms_http_resp *resp)
     oms_jbuf b;
     oms_jbuf_init(&b, 2048);
     oms_jbuf_lit(&b, "{\"order\":");
-    if (!write_order(&b, h->order)) {
+    if (!gw_write_order(&b, h->order)) {
         oms_jbuf_free(&b);
         protobuf_c_message_free_unpacked(out, NULL);
         oms_http_resp_error(resp, 502, "orders service returned an invalid order");
@@ -274,16 +243,9 @@ void gw_staff_refund(const oms_http_req *req, oms_http_resp *resp)
         gw_reply_status(resp, rc, err.msg);
         return;
     }
-    oms_jbuf b;
-    oms_jbuf_init(&b, 1024);
-    if (!write_order(&b, (const Api__Order *)out)) {
-        oms_jbuf_free(&b);
-        protobuf_c_message_free_unpacked(out, NULL);
-        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
-        return;
-    }
+    gw_reply_order(resp, 200, (const Api__Order *)out);
+    oms_http_resp_header(resp, "Cache-Control", "no-store");
     protobuf_c_message_free_unpacked(out, NULL);
-    reply_jbuf(resp, &b);
 }
 
 /* The hand-over: CollectOrder by id or by pickup code, answered with the order. */
@@ -303,16 +265,9 @@ static void collect(const oms_http_req *req, oms_http_resp *resp, const char *oi
         gw_reply_status(resp, rc, err.msg);
         return;
     }
-    oms_jbuf b;
-    oms_jbuf_init(&b, 1024);
-    if (!write_order(&b, (const Api__Order *)out)) {
-        oms_jbuf_free(&b);
-        protobuf_c_message_free_unpacked(out, NULL);
-        oms_http_resp_error(resp, 502, "orders service returned an invalid order");
-        return;
-    }
+    gw_reply_order(resp, 200, (const Api__Order *)out);
+    oms_http_resp_header(resp, "Cache-Control", "no-store");
     protobuf_c_message_free_unpacked(out, NULL);
-    reply_jbuf(resp, &b);
 }
 
 void gw_staff_collect(const oms_http_req *req, oms_http_resp *resp)
