@@ -206,15 +206,15 @@ first_staff() {
   [ -x "$staff" ] || return 0
   accounts=$(DATABASE_URL=$VAR/gateway.db "$staff" list | tail -n +2) || return 1
   if [ -n "$accounts" ]; then
-    STAFF_MSG="staff sign-in          $PUBLIC_URL/staff/ (accounts: build/oms-staff list)"
+    STAFF_MSG="back office            $PUBLIC_URL/staff/ (menu, stock, orders, today, audit; accounts: build/oms-staff list)"
     return 0
   fi
   pw=${OMS_ADMIN_PASSWORD:-$(head -c 18 /dev/urandom | base64 | tr '+/' 'xy')}
   printf '%s\n' "$pw" | DATABASE_URL=$VAR/gateway.db "$staff" add admin >/dev/null || return 1
   if [ -n "${OMS_ADMIN_PASSWORD:-}" ]; then
-    STAFF_MSG="staff sign-in          $PUBLIC_URL/staff/ as admin (password from OMS_ADMIN_PASSWORD)"
+    STAFF_MSG="back office            $PUBLIC_URL/staff/ as admin (password from OMS_ADMIN_PASSWORD)"
   else
-    STAFF_MSG="staff sign-in          $PUBLIC_URL/staff/ as admin, password $pw (shown once: build/oms-staff passwd admin to change)"
+    STAFF_MSG="back office            $PUBLIC_URL/staff/ as admin, password $pw (shown once: build/oms-staff passwd admin to change)"
   fi
 }
 
