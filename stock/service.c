@@ -946,6 +946,23 @@ static int product_create(struct oms_db_tx *tx, const char *staff, const stock_p
                  fields_json(it, (1u << FIELD__COUNT) - 1), "", now_ms, err);
 }
 
+/* Commits a staff change (*tx ends either way) and, on success, moves the product as
+ * it is now -- found = {before (empty when created), after} -- into out, with quantity
+ * = available as the listings show it. */
+static int commit_handing_over(struct oms_db_tx **tx, stock_items *found, stock_items *out,
+                               oms_error *err)
+{
+    int rc = oms_db_commit(*tx, err);
+    *tx = NULL;
+    if (rc != OMS_OK)
+        return rc;
+    stock_item *after = stock_items_push(out);
+    *after = found->v[1];
+    memset(&found->v[1], 0, sizeof(found->v[1]));
+    after->quantity = after->available;
+    return OMS_OK;
+}
+
 int stock_put_product(stock_service *svc, const char *staff, const stock_product_change *c,
                       int64_t now_ms, stock_items *out, int *created, oms_error *err)
 {
@@ -991,16 +1008,9 @@ int stock_put_product(stock_service *svc, const char *staff, const stock_product
     }
     if (rc != OMS_OK)
         goto done;
-    rc = oms_db_commit(tx, err);
-    tx = NULL;
+    rc = commit_handing_over(&tx, &found, out, err);
     if (rc != OMS_OK)
         goto done;
-
-    /* found = {before (empty when created), after}: hand over the second. */
-    stock_item *after = stock_items_push(out);
-    *after = found.v[1];
-    memset(&found.v[1], 0, sizeof(found.v[1]));
-    after->quantity = after->available;
     if (made)
         levels_apply(svc, out);
     if (created)
@@ -1081,15 +1091,9 @@ int stock_adjust(stock_service *svc, const char *staff, const stock_adjustment *
                    levels_json(after), a->reason, now_ms, err);
     if (rc != OMS_OK)
         goto done;
-    rc = oms_db_commit(tx, err);
-    tx = NULL;
+    rc = commit_handing_over(&tx, &found, out, err);
     if (rc != OMS_OK)
         goto done;
-
-    stock_item *res = stock_items_push(out);
-    *res = found.v[1];
-    memset(&found.v[1], 0, sizeof(found.v[1]));
-    res->quantity = res->available;
     levels_apply(svc, out);
     oms_log_info("stock adjusted", "product_id", a->product_id, "staff", staff);
 
