@@ -203,9 +203,15 @@ def test_kitchen_stream_needs_staff_and_hides_customers(shop):
     deadline = time.monotonic() + 20
     while not any(e["orderID"] == oid and e["status"] == "ready for pick-up" for e in got):
         got.append(k.next_event(max(0.1, deadline - time.monotonic()))["data"])
+    # Handed over at the counter: every display hears of it and drops the ticket.
+    st, _, body = http("POST", f"{shop.gateway}/api/staff/orders/{oid}/collect", b"",
+                       headers={**shop.staff_cookie(), "Origin": shop.gateway})
+    assert st == 200 and body["status"] == "collected", body
+    while not any(e["orderID"] == oid and e["status"] == "collected" for e in got):
+        got.append(k.next_event(max(0.1, deadline - time.monotonic()))["data"])
     k.close()
     mine = [e for e in got if e["orderID"] == oid]
-    assert [e["status"] for e in mine] == ["paid", "cooking", "ready for pick-up"], mine
+    assert [e["status"] for e in mine] == ["paid", "cooking", "ready for pick-up", "collected"], mine
     for e in got:
         assert set(e) == {"orderID", "status"}, e
     assert "sse-kitchen-secret" not in json.dumps(got)
