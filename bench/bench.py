@@ -301,7 +301,7 @@ def streams_phase(shop, pid, n=STREAMS):
             return {"error": f"create answered {st}"}
         oid = r["order"]["orderID"]
         o, _ = wait_status(gw, "streams", oid, "waiting_payment", 30)
-        rss0, cpu0 = rss_mib(pid), cpu_times(pid)
+        rss0 = rss_mib(pid)
         host, port = shop.gateway.rsplit("/", 1)[1].split(":")
         req = (f"GET /api/customers/streams/orders/{oid}/events HTTP/1.1\r\nHost: {host}\r\n"
                "Accept: text/event-stream\r\n\r\n").encode()
@@ -342,7 +342,9 @@ def streams_phase(shop, pid, n=STREAMS):
             opened += len(wait_all(b"waiting_payment", 30, group))
         out["open_s"] = round(time.monotonic() - t0, 2)
         out["opened"] = opened
-        time.sleep(5)  # idle: what do n streams cost at rest?
+        # Idle from here: what do n open streams cost at rest (not what opening them did)?
+        cpu0 = cpu_times(pid)
+        time.sleep(5)
         rss1, cpu1 = rss_mib(pid), cpu_times(pid)
         out["gateway_rss_mib_before"], out["gateway_rss_mib_open"] = rss0, rss1
         if cpu0 and cpu1:

@@ -18,6 +18,7 @@
 
 #include <argon2.h>
 #include <errno.h>
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -198,6 +199,13 @@ static int store_init(gw_staff_store *st, const gw_staff_params *params, oms_err
                              "argon2id cost m=%u KiB, p=%u: need 8*p <= m <= 4 GiB and p <= 64",
                              p.m_cost_kib, p.parallelism);
     st->p = p;
+    /* Each hash allocates m_cost KiB. glibc raises its mmap threshold to the size of the
+     * first large block freed, so from the second hash on these blocks would come from
+     * the heap and stay resident (~19 MiB per concurrent hash, for the process's life).
+     * A fixed threshold (glibc's default value) keeps them mmapped: returned at once. */
+    if (mallopt(M_MMAP_THRESHOLD, 128 * 1024) != 1)
+        oms_log_warn("staff store: mallopt(M_MMAP_THRESHOLD) failed: password hashing "
+                     "memory may stay resident");
     snprintf(st->prefix, sizeof(st->prefix), "$argon2id$v=%d$m=%u,t=%u,p=%u$",
              ARGON2_VERSION_NUMBER, p.m_cost_kib, p.t_cost, p.parallelism);
 
