@@ -60,13 +60,16 @@
 #define DEFAULT_PER_IP_LIMIT 128
 #define DEFAULT_TIMEOUT_S 30
 #define DEFAULT_MAX_IN_FLIGHT 64
+#define DEFAULT_MAX_QUEUE_MS 5
 #define DEFAULT_MAX_STREAMS 2000
 #define DEFAULT_HEARTBEAT_MS 15000
 /* Per-connection pool: request line + headers + read buffer. Headers beyond it are
  * answered by MHD itself (431), before any of our code runs. libmicrohttpd 0.9.75
  * clears the whole pool after every request, so its size is paid per request: at
- * 64 KiB that memset was a quarter of the gateway's instructions (bench/profile.py). */
-#define CONN_MEMORY_LIMIT (16 * 1024)
+ * 64 KiB that memset was a quarter of the gateway's instructions (bench/profile.py).
+ * Every open event stream keeps its pool too: 12 KiB still takes an 8 KiB header
+ * (cookies and a bearer token are ~2 KiB) and keeps 1,000 streams near 14 MiB. */
+#define CONN_MEMORY_LIMIT (12 * 1024)
 
 struct oms_http_server {
     struct MHD_Daemon *daemon;
@@ -80,6 +83,8 @@ struct oms_http_server {
     long long budget_ms;     /* each request's work deadline; 0: none */
     long long max_in_flight; /* 0: no bound */
     atomic_llong in_flight;  /* routed requests queued or running */
+    int64_t max_queue_ns;    /* the oldest waiting request's age that refuses; 0: none */
+    atomic_llong *shed_until; /* per route: CLOCK_MONOTONIC ns before which it is 503 */
 
     /* Handler workers and their queue (req_state.next). */
     pthread_mutex_t qmu;
@@ -113,6 +118,7 @@ typedef struct req_state {
     const char *method;
     struct MHD_Connection *conn;
     int queued; /* suspended, with a worker (or waiting for one) */
+    int64_t queued_ns; /* CLOCK_MONOTONIC, when it joined the worker queue */
     int ready;  /* the worker's response is in resp */
     oms_http_resp resp;
     char tp[OMS_TRACEPARENT_LEN + 1];
@@ -279,11 +285,17 @@ static void resp_server_error(oms_http_resp *r, int status, const char *detail)
     if (tc)
         oms_trace_id_hex(tc, tid);
     snprintf(code, sizeof(code), "%d", status);
-    if (status == 503)
+    /* A dependency refusing for load says so: the client learns to come back later,
+     * and under overload a line per refusal would cost what the refusal saves. */
+    int overloaded = status == 503 && strncmp(detail, OMS_OVERLOADED, strlen(OMS_OVERLOADED)) == 0;
+    if (overloaded)
+        oms_log_debug("http: overloaded reply", "status", code, "detail", detail);
+    else if (status == 503)
         oms_log_warn("http: service unavailable reply", "status", code, "detail", detail);
     else
         oms_log_error("http: server error reply", "status", code, "detail", detail);
-    json_t *j = json_pack("{s:s,s:s}", "error", server_error_text(status), "traceID", tid);
+    const char *text = overloaded ? "service overloaded: retry later" : server_error_text(status);
+    json_t *j = json_pack("{s:s,s:s}", "error", text, "traceID", tid);
     if (!j) {
         oms_http_resp_json(r, 500, NULL);
         return;
@@ -713,22 +725,41 @@ static enum MHD_Result answer_here(oms_http_server *srv, req_state *st, struct M
     return ret;
 }
 
-/* Past the in-flight bound: 503 at once, without a trace or a log line (under
- * overload they would cost what the refusal saves). */
-static enum MHD_Result refuse(req_state *st, struct MHD_Connection *conn, const char *method,
-                              const oms_http_route *hit)
+static int64_t mono_ns(void)
 {
-    static const char body[] =
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+#define REFUSED_HELP                                                                       \
+    "HTTP requests answered 503 at once: HTTP_MAX_IN_FLIGHT requests were in flight "     \
+    "(reason=in_flight), the oldest waiting one had waited HTTP_MAX_QUEUE_MS "              \
+    "(reason=queue_wait), the route's dependency had said it was overloaded "               \
+    "(reason=upstream), or the server was stopping (reason=stopping)."
+
+typedef enum { REFUSE_IN_FLIGHT, REFUSE_QUEUE_WAIT, REFUSE_UPSTREAM, REFUSE_STOPPING } refuse_reason;
+
+/* Past a bound: 503 at once, without a trace or a log line (under overload they would
+ * cost what the refusal saves). */
+static enum MHD_Result refuse(req_state *st, struct MHD_Connection *conn, const char *method,
+                              const oms_http_route *hit, refuse_reason why)
+{
+    static const char in_flight[] =
         "{\"error\":\"service overloaded: too many requests in flight, retry later\"}";
+    static const char queue_wait[] =
+        "{\"error\":\"service overloaded: requests wait too long for a worker, retry later\"}";
+    static const char upstream[] = "{\"error\":\"service overloaded: retry later\"}";
+    static const char stopping[] = "{\"error\":\"server stopping\"}";
+    static const char *const labels[] = {"reason=\"in_flight\"", "reason=\"queue_wait\"",
+                                         "reason=\"upstream\"", "reason=\"stopping\""};
+    static const char *const bodies[] = {in_flight, queue_wait, upstream, stopping};
+    const char *body = bodies[why];
     oms_http_resp resp;
     memset(&resp, 0, sizeof(resp));
-    oms_http_resp_text(&resp, 503, "application/json", body, sizeof(body) - 1);
+    oms_http_resp_text(&resp, 503, "application/json", body, strlen(body));
     oms_http_resp_header(&resp, "Retry-After", "1");
-    oms_metrics_counter_add(
-        "http_requests_refused_total",
-        "HTTP requests answered 503 at once because HTTP_MAX_IN_FLIGHT requests "
-        "were in flight.",
-        "", 1);
+    oms_metrics_counter_add("http_requests_refused_total", REFUSED_HELP, labels[why], 1);
     enum MHD_Result ret = send_resp(conn, &resp, NULL);
     st->answered = 1;
     account(st, method, hit->pattern, 503);
@@ -806,19 +837,29 @@ static void *worker_main(void *arg)
 static enum MHD_Result dispatch(oms_http_server *srv, req_state *st, struct MHD_Connection *conn,
                                 const char *method, const oms_http_route *hit)
 {
+    int64_t now = mono_ns();
+    if (atomic_load(&srv->shed_until[hit - srv->routes]) > now)
+        return refuse(st, conn, method, hit, REFUSE_UPSTREAM);
     long long n = atomic_fetch_add(&srv->in_flight, 1);
     if (srv->max_in_flight > 0 && n >= srv->max_in_flight) {
         atomic_fetch_sub(&srv->in_flight, 1);
-        return refuse(st, conn, method, hit);
+        return refuse(st, conn, method, hit, REFUSE_IN_FLIGHT);
     }
     st->hit = hit;
     st->method = method;
     st->conn = conn;
+    st->queued_ns = now;
     oms_mutex_lock(&srv->qmu);
-    if (srv->stopping) {
+    /* The head of the queue has waited longest: if that is already too long, this one
+     * would wait longer still (the workers are all busy, or it would not be waiting). */
+    refuse_reason why = srv->stopping ? REFUSE_STOPPING : REFUSE_IN_FLIGHT;
+    if (!srv->stopping && srv->max_queue_ns > 0 && srv->qhead &&
+        st->queued_ns - srv->qhead->queued_ns >= srv->max_queue_ns)
+        why = REFUSE_QUEUE_WAIT;
+    if (why != REFUSE_IN_FLIGHT) {
         oms_mutex_unlock(&srv->qmu);
         atomic_fetch_sub(&srv->in_flight, 1);
-        return refuse(st, conn, method, hit);
+        return refuse(st, conn, method, hit, why);
     }
     st->queued = 1;
     /* Suspended before a worker can see it: the worker's resume must find it so. */
@@ -1120,6 +1161,7 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
     }
     s->routes = cfg->routes;
     s->nroutes = cfg->nroutes;
+    s->shed_until = oms_xcalloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*s->shed_until));
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
     s->ud = cfg->ud;
     if (cfg->static_dir) {
@@ -1138,7 +1180,8 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
      * (tests, tools); the table bounds the values, this only refuses what MHD cannot
      * take. */
     oms_http_limits lim = {DEFAULT_TIMEOUT_S,     DEFAULT_CONN_LIMIT,  DEFAULT_PER_IP_LIMIT,
-                           DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STREAMS, DEFAULT_HEARTBEAT_MS};
+                           DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STREAMS, DEFAULT_HEARTBEAT_MS,
+                           DEFAULT_MAX_QUEUE_MS};
     if (cfg->limits)
         lim = *cfg->limits;
     if (lim.max_streams == 0)
@@ -1149,6 +1192,7 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
                       : lim.conn_limit < 1 || lim.conn_limit > UINT_MAX     ? "HTTP_CONN_LIMIT"
                       : lim.per_ip_limit < 0 || lim.per_ip_limit > UINT_MAX ? "HTTP_PER_IP_LIMIT"
                       : lim.max_in_flight < 0                               ? "HTTP_MAX_IN_FLIGHT"
+                      : lim.max_queue_ms < 0 || lim.max_queue_ms > 600000   ? "HTTP_MAX_QUEUE_MS"
                       : lim.max_streams < 1 || lim.max_streams > INT_MAX    ? "HTTP_MAX_STREAMS"
                       : lim.heartbeat_ms < 1                        ? "HTTP_SSE_HEARTBEAT_MS"
                       : lim.conn_limit + lim.max_streams > UINT_MAX ? "HTTP_CONN_LIMIT"
@@ -1169,13 +1213,12 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
     unsigned limit = lim.conn_limit < io_threads ? io_threads : (unsigned)lim.conn_limit;
     limit += (unsigned)lim.max_streams;
     s->max_in_flight = lim.max_in_flight;
+    s->max_queue_ns = lim.max_queue_ms * 1000000;
     s->budget_ms = cfg->budget_ms > 0 ? cfg->budget_ms : 0;
     atomic_init(&s->in_flight, 0);
-    oms_metrics_counter_add(
-        "http_requests_refused_total",
-        "HTTP requests answered 503 at once because HTTP_MAX_IN_FLIGHT requests "
-        "were in flight.",
-        "", 0);
+    oms_metrics_counter_add("http_requests_refused_total", REFUSED_HELP, "reason=\"in_flight\"", 0);
+    oms_metrics_counter_add("http_requests_refused_total", REFUSED_HELP, "reason=\"queue_wait\"", 0);
+    oms_metrics_counter_add("http_requests_refused_total", REFUSED_HELP, "reason=\"upstream\"", 0);
 
     /* The idle timeout alone never drops a client that trickles bytes (slowloris):
      * the guard bounds each request's arrival by the same number of seconds. */
@@ -1239,6 +1282,7 @@ fail:
     http_streams_free(s->streams);
     http_guard_free(s->guard);
     free(s->static_root);
+    free(s->shed_until);
     free(s);
     return rc;
 }
@@ -1265,7 +1309,20 @@ void oms_http_stop(oms_http_server *s)
     http_streams_free(s->streams);
     http_guard_free(s->guard);
     free(s->static_root);
+    free(s->shed_until);
     free(s);
+}
+
+void oms_http_shed(const oms_http_req *req, long long ms)
+{
+    /* req is the first member of its request's state. */
+    const req_state *st = (const req_state *)(const void *)req;
+    if (!st->hit || ms <= 0)
+        return;
+    atomic_llong *until = &st->srv->shed_until[st->hit - st->srv->routes];
+    long long want = mono_ns() + ms * 1000000, cur = atomic_load(until);
+    while (cur < want && !atomic_compare_exchange_weak(until, &cur, want)) {
+    }
 }
 
 const struct sockaddr *oms_http_client_addr(const oms_http_req *req)

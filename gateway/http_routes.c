@@ -97,6 +97,7 @@ static void create_order(const oms_http_req *req, oms_http_resp *resp)
     free(m.items);
     oms_order_free(&items);
     if (rc != OMS_OK) {
+        gw_shed_if_overloaded(req, rc, err.msg);
         gw_reply_status(resp, rc, err.msg);
         return;
     }

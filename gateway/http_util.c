@@ -26,6 +26,12 @@ void gw_reply_status(oms_http_resp *resp, int rc, const char *msg)
         oms_http_resp_header(resp, "Retry-After", "60");
 }
 
+void gw_shed_if_overloaded(const oms_http_req *req, int rc, const char *msg)
+{
+    if (rc == OMS_UNAVAILABLE && msg && strncmp(msg, OMS_OVERLOADED, strlen(OMS_OVERLOADED)) == 0)
+        oms_http_shed(req, GW_SHED_MS);
+}
+
 int gw_check_id(oms_http_resp *resp, const char *field, const char *v)
 {
     if (oms_valid_id(v))

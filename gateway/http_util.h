@@ -12,6 +12,11 @@
 /* Writes an error reply for an OMS_* code (msg, or the code's text when msg is empty):
  * 503 and 429 get Retry-After. OMS_DUPLICATE is 409. */
 void gw_reply_status(oms_http_resp *resp, int rc, const char *msg);
+/* A dependency that answered it is overloaded (OMS_UNAVAILABLE, "server overloaded: ...")
+ * is not asked again for GW_SHED_MS: the route is refused at once meanwhile
+ * (oms_http_shed), so a surplus costs the gateway a refusal, not a call. */
+#define GW_SHED_MS 50
+void gw_shed_if_overloaded(const oms_http_req *req, int rc, const char *msg);
 
 /* 1 when v is a valid id (oms_valid_id); otherwise 400 naming field is written. */
 int gw_check_id(oms_http_resp *resp, const char *field, const char *v);

@@ -13,6 +13,7 @@ static struct {
     char *stock_addrs;
     long long grpc_threads;
     long long max_open_orders;
+    long long max_pending;
     char *payments_public_url;
 } cfg;
 
@@ -22,16 +23,23 @@ static const oms_cfg_def config[] = {
     OMS_CFG_INT_ROW("GRPC_THREADS", "4", 1, 64, &cfg.grpc_threads, "gRPC worker threads"),
     OMS_CFG_INT_ROW("MAX_OPEN_ORDERS", "5", 0, 1000000, &cfg.max_open_orders,
                     "unpaid orders one customer may hold at once (0: no limit); more is 429"),
+    OMS_CFG_INT_ROW("ORDERS_MAX_PENDING", "500", 0, 10000000, &cfg.max_pending,
+                    "orders still waiting for their payment link past which a new one is 503 "
+                    "(the asynchronous side's backlog; 0: no bound)"),
     OMS_CFG_URL_ROW("PAYMENTS_PUBLIC_URL", "http://localhost:8081", &cfg.payments_public_url,
                     "local checkout base: the one non-https PaymentLink UpdateOrder accepts"),
 };
 
 static orders_service svc;
+/* The backlog is counted this often: a stale count lets in at most a tenth of a
+ * second's orders too many. */
+static const long long pending_check_ms = 100;
 
 static int orders_start(oms_service_rt *rt, oms_error *err)
 {
     svc.db = rt->db;
     svc.max_open_orders = (int)cfg.max_open_orders;
+    svc.max_pending = cfg.max_pending;
     svc.local_checkout_url = cfg.payments_public_url;
     orders_stock_client_port(&svc.stock, oms_service_client_of(rt, "stock"));
     svc.outbox_notify = oms_outbox_relay_wake;
@@ -53,6 +61,7 @@ static const oms_service_def orders = {
     .consumes = orders_consumers,
     .nconsumes = &orders_nconsumers,
     .clients = {{"stock", &cfg.stock_addrs}},
+    .tickers = {{"pending count", &pending_check_ms, orders_pending_tick}},
 };
 
 int main(int argc, char **argv)

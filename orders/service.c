@@ -14,6 +14,7 @@
 #include "oms/inbox.h"
 #include "oms/json_out.h"
 #include "oms/log.h"
+#include "oms/metrics.h"
 #include "oms/outbox.h"
 #include "oms/tracer.h"
 #include "oms/util.h"
@@ -89,6 +90,45 @@ static int check_open_orders(orders_service *s, const char *customer_id, oms_err
     return OMS_OK;
 }
 
+int orders_pending_tick(void *svc, oms_error *err)
+{
+    orders_service *s = svc;
+    oms_db_tx *tx;
+    long long n = 0;
+    int rc = oms_db_begin(s->db, &tx, err);
+    if (rc != OMS_OK)
+        return rc;
+    rc = orders_store_count_pending(tx, oms_now_ms() - ORDERS_PENDING_WINDOW_MS, &n, err);
+    oms_db_rollback(tx);
+    if (rc != OMS_OK)
+        return rc;
+    atomic_store(&s->pending, n);
+    oms_metrics_gauge_set("orders_pending",
+                          "Orders created in the last 2 minutes and still waiting for their "
+                          "payment link (ORDERS_MAX_PENDING bounds them).",
+                          "", (double)n);
+    return OMS_OK;
+}
+
+/* Each pending order is work queued on the asynchronous side (outbox, broker, payments,
+ * UpdateOrder). Past the bound a new one would only wait longer for its payment link,
+ * so it is refused as an overload (the gateway answers 503 with Retry-After) and the
+ * backlog, and the time to a payment link, stay bounded. */
+static int check_pending(orders_service *s, oms_error *err)
+{
+    long long n = atomic_load(&s->pending);
+    if (s->max_pending <= 0 || n < s->max_pending)
+        return OMS_OK;
+    oms_metrics_counter_add("orders_refused_total",
+                            "New orders refused because ORDERS_MAX_PENDING orders were waiting "
+                            "for their payment link.",
+                            "", 1);
+    return oms_error_set(err, OMS_LIMITED,
+                         OMS_OVERLOADED ": %lld orders are waiting for their payment link "
+                         "(ORDERS_MAX_PENDING %lld), retry in a moment",
+                         n, s->max_pending);
+}
+
 int orders_create(orders_service *s, const char *customer_id, oms_order *req, const char *idem_key,
                   oms_order *out, oms_error *err)
 {
@@ -112,6 +152,9 @@ int orders_create(orders_service *s, const char *customer_id, oms_order *req, co
             return rc; /* a database error */
         oms_error_clear(err);
     }
+    rc = check_pending(s, err);
+    if (rc != OMS_OK)
+        return rc;
     if (s->max_open_orders > 0) {
         rc = check_open_orders(s, customer_id, err);
         if (rc != OMS_OK)

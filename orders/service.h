@@ -7,6 +7,8 @@
 #ifndef ORDERS_SERVICE_H
 #define ORDERS_SERVICE_H
 
+#include <stdatomic.h>
+
 #include "oms/db.h"
 #include "oms/order.h"
 
@@ -25,6 +27,11 @@ typedef struct orders_service {
     void (*outbox_notify)(void *ud); /* wakes the outbox relay after a commit; may be NULL */
     void *outbox_ud;
     int max_open_orders;            /* unpaid orders a customer may hold; 0: no limit */
+    /* Orders still waiting for their payment link (the asynchronous side's backlog)
+     * past which a new order is refused as an overload; 0: no bound. pending is the
+     * last count, kept by orders_pending_tick. */
+    long long max_pending;
+    atomic_llong pending;
     const char *local_checkout_url; /* PAYMENTS_PUBLIC_URL: the one non-https PaymentLink base */
 } orders_service;
 
@@ -36,6 +43,11 @@ typedef struct orders_service {
 int orders_create(orders_service *s, const char *customer_id, oms_order *req, const char *idem_key,
                   oms_order *out, oms_error *err);
 int orders_get(orders_service *s, const char *order_id, oms_order *out, oms_error *err);
+/* Counts the orders created in the last ORDERS_PENDING_WINDOW_MS that are still
+ * pending into s->pending (and the orders_pending gauge); a ticker calls it. Older
+ * ones are stuck, not queued (their event was dead-lettered): they do not count. */
+#define ORDERS_PENDING_WINDOW_MS (120 * 1000)
+int orders_pending_tick(void *svc, oms_error *err);
 /* The original's UpdateOrder: sets the payment link (when link is non-NULL and not
  * "none"; only https: or local_checkout_url/checkout/..., else OMS_INVALID) and moves
  * to status (when status >= 0) through the guard. Moving to the current status is a

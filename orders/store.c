@@ -322,6 +322,15 @@ static int count_row(const oms_db_row *row, void *ud)
     return OMS_OK;
 }
 
+int orders_store_count_pending(oms_db_tx *tx, long long since_ms, long long *n, oms_error *err)
+{
+    oms_db_param p[] = {OMS_DB_I(since_ms)};
+    *n = 0;
+    /* orders_by_status (status, created_at, id): reads only the pending rows counted. */
+    return oms_db_query(tx, "SELECT COUNT(*) FROM orders WHERE status = 'pending' AND created_at >= $1",
+                        p, 1, count_row, n, NULL, err);
+}
+
 int orders_store_count_open(oms_db_tx *tx, const char *customer_id, long long *n, oms_error *err)
 {
     oms_db_param p[] = {OMS_DB_S(customer_id)};

@@ -34,6 +34,8 @@ int orders_store_set_status(oms_db_tx *tx, const char *order_id, oms_order_statu
 /* Appends a line to the order's history: it reached status at at_ms because of cause. */
 int orders_store_add_history(oms_db_tx *tx, const char *order_id, oms_order_status status,
                              const char *cause, long long at_ms, oms_error *err);
+/* *n = orders created at or after since_ms still pending (no payment link yet). */
+int orders_store_count_pending(oms_db_tx *tx, long long since_ms, long long *n, oms_error *err);
 /* *n = the customer's orders still awaiting payment (pending, waiting_payment). */
 int orders_store_count_open(oms_db_tx *tx, const char *customer_id, long long *n, oms_error *err);
 /* Up to limit orders of a customer, newest first, strictly older than the cursor

@@ -98,8 +98,9 @@ int main(int argc, char **argv)
         return 1;
     }
     unsigned seed = 4242;
-    bench_lat lat = {0};
-    long ok = 0, bad = 0, transport = 0, active = 0, max_backlog = 0;
+    bench_lat lat = {0};     /* 2xx: the accepted requests */
+    bench_lat refused = {0}; /* 503: refused at once, or so they should be */
+    long ok = 0, bad = 0, n503 = 0, transport = 0, active = 0, max_backlog = 0;
     long first_bad_status = 0;
     const double interval_ns = 1e9 / rate;
     int64_t start = bench_now_ns() + 1000000; /* 1 ms to get going */
@@ -163,12 +164,16 @@ int main(int argc, char **argv)
                 curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
                 if (code >= 200 && code < 300) {
                     ok++;
+                    bench_lat_add(&lat, t - s->due_ns);
                 } else {
                     if (!first_bad_status)
                         first_bad_status = code;
                     bad++;
+                    if (code == 503) {
+                        n503++;
+                        bench_lat_add(&refused, t - s->due_ns);
+                    }
                 }
-                bench_lat_add(&lat, t - s->due_ns);
             } else {
                 transport++;
             }
@@ -204,14 +209,20 @@ int main(int argc, char **argv)
     }
     double elapsed = (double)(bench_now_ns() - start) / 1e9;
     bench_lat_sort(&lat);
+    bench_lat_sort(&refused);
+    /* p50/p90/p99/max: accepted (2xx) requests only; refused_*: the 503s. */
     printf("{\"target_rps\":%.1f,\"seconds\":%.3f,\"elapsed_s\":%.3f,\"connections\":%d,"
            "\"scheduled\":%ld,"
            "\"sent\":%ld,\"ok\":%ld,\"errors\":%ld,\"first_error_status\":%ld,"
            "\"transport_errors\":%ld,\"unfinished\":%ld,\"rps\":%.1f,\"p50_ms\":%.3f,"
-           "\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"max_backlog\":%ld}\n",
+           "\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"max_backlog\":%ld,"
+           "\"refused_503\":%ld,\"refused_p50_ms\":%.3f,\"refused_p99_ms\":%.3f,"
+           "\"refused_max_ms\":%.3f}\n",
            rate, seconds, elapsed, conns, total, next, ok, bad, first_bad_status, transport, active,
            (double)ok / seconds, bench_lat_pct(&lat, 50) / 1000.0, bench_lat_pct(&lat, 90) / 1000.0,
-           bench_lat_pct(&lat, 99) / 1000.0, bench_lat_pct(&lat, 100) / 1000.0, max_backlog);
+           bench_lat_pct(&lat, 99) / 1000.0, bench_lat_pct(&lat, 100) / 1000.0, max_backlog, n503,
+           bench_lat_pct(&refused, 50) / 1000.0, bench_lat_pct(&refused, 99) / 1000.0,
+           bench_lat_pct(&refused, 100) / 1000.0);
     fflush(stdout);
     for (int i = 0; i < conns; i++) {
         if (slots[i].busy)
@@ -224,5 +235,6 @@ int main(int argc, char **argv)
     curl_global_cleanup();
     close(tfd);
     bench_lat_free(&lat);
+    bench_lat_free(&refused);
     return 0;
 }

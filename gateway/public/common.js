@@ -135,6 +135,9 @@ const OMS = (() => {
       return 'Please check your input: ' + msg;
     }
     if (res.status === 404) return msg ? msg.charAt(0).toUpperCase() + msg.slice(1) + '.' : 'Not found.';
+    if (res.status === 503 && /^service overloaded/.test(msg)) {
+      return 'The shop is very busy right now. Please try again in a few seconds.';
+    }
     if (res.status === 503) return 'The shop is briefly unavailable. Please try again in a few seconds.';
     if (res.status === 413) return 'That order is too large.';
     return msg || `Something went wrong (HTTP ${res.status}).`;

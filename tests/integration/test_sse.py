@@ -363,7 +363,7 @@ def test_overload_refused_at_once(shop, pb):
             st, _, body = f.result(timeout=10)
             assert st == 200 and body["products"][0]["productID"] == "1", body
         st, _, text = http("GET", base + "/metrics")
-        line = next(l for l in text.splitlines() if l.startswith("http_requests_refused_total"))
+        line = next(l for l in text.splitlines() if l.startswith('http_requests_refused_total{reason="in_flight"}'))
         assert float(line.split()[-1]) >= 6, line
         pool.shutdown()
         # A stream open at stop ends cleanly and does not hold the stop up.

@@ -150,9 +150,10 @@ static void wait_for_count(atomic_int *v, int want)
     assert_true(atomic_load(v) >= want);
 }
 
-static oms_http_server *start(long long max_in_flight, long long heartbeat_ms, long long streams)
+static oms_http_server *start_q(long long max_in_flight, long long heartbeat_ms, long long streams,
+                                long long max_queue_ms)
 {
-    oms_http_limits lim = {30, 512, 0, max_in_flight, streams, heartbeat_ms};
+    oms_http_limits lim = {30, 512, 0, max_in_flight, streams, heartbeat_ms, max_queue_ms};
     oms_http_config hc = {.addr = "127.0.0.1:0",
                           .routes = routes,
                           .nroutes = OMS_NELEM(routes),
@@ -162,6 +163,19 @@ static oms_http_server *start(long long max_in_flight, long long heartbeat_ms, l
     char err[256];
     assert_int_equal(oms_http_start(&srv, &hc, err, sizeof(err)), OMS_OK);
     return srv;
+}
+
+static oms_http_server *start(long long max_in_flight, long long heartbeat_ms, long long streams)
+{
+    return start_q(max_in_flight, heartbeat_ms, streams, 0);
+}
+
+static void open_gate(void)
+{
+    oms_mutex_lock(&gate_mu);
+    gate_open = 1;
+    oms_cond_broadcast(&gate_cv);
+    oms_mutex_unlock(&gate_mu);
 }
 
 /* ---- tests ----------------------------------------------------------------------- */
@@ -198,10 +212,7 @@ static void test_in_flight_refused_at_once(void **state)
     assert_non_null(strstr(buf, "HTTP/1.1 200"));
     close(h);
 
-    oms_mutex_lock(&gate_mu);
-    gate_open = 1;
-    oms_cond_broadcast(&gate_cv);
-    oms_mutex_unlock(&gate_mu);
+    open_gate();
     len = 0;
     assert_true(read_until(a, buf, sizeof(buf), &len, "slow", 2000));
     assert_non_null(strstr(buf, "HTTP/1.1 200"));
@@ -214,6 +225,59 @@ static void test_in_flight_refused_at_once(void **state)
     close(b);
     close(c);
     close(d);
+    oms_http_stop(srv);
+}
+
+/* No bound in requests, one of 50 ms on the wait for a worker: while a request has
+ * waited that long behind two busy workers, the next one is refused at once (with the
+ * reason); once the workers are free, the waiting one is served and requests pass. */
+static void test_queue_wait_refused_at_once(void **state)
+{
+    (void)state;
+    gate_open = 0;
+    atomic_store(&slow_running, 0);
+    oms_http_server *srv = start_q(0, 0, 0, 50);
+    int port = oms_http_port(srv);
+    int a = dial(port), b = dial(port);
+    send_get(a, "/slow");
+    send_get(b, "/slow");
+    wait_for_count(&slow_running, 2);
+    char buf[4096];
+    size_t len = 0;
+    /* Young enough: queued behind the workers, not refused. */
+    int c = dial(port);
+    int64_t queued = oms_mono_ms();
+    send_get(c, "/fast");
+    int d = dial(port);
+    send_get(d, "/fast");
+    assert_false(read_until(d, buf, sizeof(buf), &len, "HTTP/1.1", 10));
+    /* The bound is an age: let the head of the queue pass it (not a synchronisation). */
+    while (oms_mono_ms() - queued < 60)
+        usleep(5 * 1000);
+    int e = dial(port);
+    len = 0;
+    int64_t t0 = oms_mono_ms();
+    send_get(e, "/fast");
+    assert_true(read_until(e, buf, sizeof(buf), &len, "retry later", 2000));
+    assert_true(oms_mono_ms() - t0 < 500);
+    assert_non_null(strstr(buf, "HTTP/1.1 503"));
+    assert_non_null(strstr(buf, "Retry-After: 1"));
+    assert_non_null(strstr(buf, "wait too long for a worker"));
+    open_gate();
+    len = 0;
+    assert_true(read_until(c, buf, sizeof(buf), &len, "fast", 2000));
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    len = 0;
+    assert_true(read_until(d, buf, sizeof(buf), &len, "fast", 2000));
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    int f = dial(port);
+    len = 0;
+    send_get(f, "/fast");
+    assert_true(read_until(f, buf, sizeof(buf), &len, "fast", 2000));
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    int fds[] = {a, b, c, d, e, f};
+    for (size_t i = 0; i < OMS_NELEM(fds); i++)
+        close(fds[i]);
     oms_http_stop(srv);
 }
 
@@ -292,6 +356,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_in_flight_refused_at_once),
+        cmocka_unit_test(test_queue_wait_refused_at_once),
         cmocka_unit_test(test_stream_events_and_close),
         cmocka_unit_test(test_stream_limit_and_abandon),
     };

@@ -1164,6 +1164,69 @@ static void test_list(void **state)
         fail_msg("%s: %d orders, want %d", name, seen, r->want);
 }
 
+/* ---- the asynchronous side's backlog ------------------------------------------------- */
+
+static long long pending_now(fixture *f)
+{
+    oms_error err;
+    if (orders_pending_tick(&f->svc, &err) != OMS_OK)
+        fail_msg("pending tick: %s", err.msg);
+    return atomic_load(&f->svc.pending);
+}
+
+static int try_create(fixture *f, oms_error *err)
+{
+    oms_order req, out;
+    parse_items("1x1", &req);
+    oms_error_clear(err);
+    f->calls[0] = '\0';
+    int rc = orders_create(&f->svc, "cust-backlog", &req, NULL, &out, err);
+    oms_order_free(&req);
+    oms_order_free(&out);
+    return rc;
+}
+
+/* Past max_pending orders still waiting for their payment link (as last counted), a new
+ * order is refused as an overload before stock is touched; one moving on lets the next
+ * in; pending orders older than the window are stuck, not queued, and do not count. */
+static void test_backlog(void **state)
+{
+    fixture *f = *state;
+    f->svc.max_pending = 2;
+    make_order(f, PE);
+    char first[OMS_ID_MAX + 1];
+    snprintf(first, sizeof(first), "%s", f->order_id);
+    make_order(f, PE);
+    assert_int_equal(pending_now(f), 2);
+
+    oms_error err;
+    long long orders_before = query_int(f, "SELECT COUNT(*) FROM orders", NULL);
+    assert_int_equal(try_create(f, &err), OMS_LIMITED);
+    if (strncmp(err.msg, OMS_OVERLOADED ": 2 orders are waiting for their payment link",
+                strlen(OMS_OVERLOADED ": 2 orders are waiting for their payment link")) != 0)
+        fail_msg("refusal says: %s", err.msg);
+    assert_string_equal(f->calls, "");
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM orders", NULL), orders_before);
+
+    oms_db_param p[] = {OMS_DB_S(first)};
+    exec_sql(f, "UPDATE orders SET status = 'waiting_payment' WHERE id = $1", p, 1);
+    assert_int_equal(pending_now(f), 1);
+    assert_int_equal(try_create(f, &err), OMS_OK);
+    assert_string_equal(f->calls, "reserve");
+    assert_int_equal(pending_now(f), 2);
+    assert_int_equal(try_create(f, &err), OMS_LIMITED);
+
+    oms_db_param old[] = {OMS_DB_I(oms_now_ms() - ORDERS_PENDING_WINDOW_MS - 1000)};
+    exec_sql(f, "UPDATE orders SET created_at = $1 WHERE status = 'pending'", old, 1);
+    assert_int_equal(pending_now(f), 0);
+    assert_int_equal(try_create(f, &err), OMS_OK);
+
+    f->svc.max_pending = 0; /* no bound */
+    assert_int_equal(pending_now(f), 1);
+    f->svc.pending = 1000;
+    assert_int_equal(try_create(f, &err), OMS_OK);
+}
+
 /* ---- the list of tests --------------------------------------------------------------- */
 
 typedef void (*row_name_fn)(const void *row, char *out, size_t n);
@@ -1235,5 +1298,7 @@ int main(void)
     failed += RUN_TABLE("orders.updates", updates, test_update, name_update);
     failed += RUN_TABLE("orders.links", links, test_link, name_link);
     failed += RUN_TABLE("orders.lists", lists, test_list, name_list);
+    const struct CMUnitTest backlog[] = {cmocka_unit_test_setup_teardown(test_backlog, setup, teardown)};
+    failed += cmocka_run_group_tests_name("orders.backlog", backlog, NULL, NULL);
     return failed ? 1 : 0;
 }

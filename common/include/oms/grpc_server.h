@@ -52,9 +52,8 @@ int oms_grpc_server_start(oms_grpc_server **out, const char *addr, const oms_grp
 int oms_grpc_server_start_bounded(oms_grpc_server **out, const char *addr,
                                   const oms_grpc_method *methods, size_t nmethods, int threads,
                                   int max_in_flight, void *ud, oms_error *err);
-/* How an overload refusal's message starts: oms_grpc_call maps such a
- * RESOURCE_EXHAUSTED to OMS_UNAVAILABLE (503, retry), not to a client's limit (429). */
-#define OMS_GRPC_OVERLOADED "server overloaded"
+/* The gRPC server's refusals start so (oms/status.h). */
+#define OMS_GRPC_OVERLOADED OMS_OVERLOADED
 /* The TCP port the server is bound to: the one asked for, or the one the kernel
  * picked for "host:0" (tests bind 127.0.0.1:0). */
 int oms_grpc_server_port(const oms_grpc_server *s);

@@ -88,6 +88,10 @@ typedef struct oms_http_limits {
     long long max_in_flight;
     long long max_streams;  /* open event streams; one more is 503. 0: 2000 */
     long long heartbeat_ms; /* a comment line on every stream this often; 0: 15000 */
+    /* A request is answered 503 at once while the oldest one waiting for a worker has
+     * waited this long: what is accepted keeps its latency whatever the bound in
+     * requests would allow on a slower day. 0: no such bound. */
+    long long max_queue_ms;
 } oms_http_limits;
 
 typedef struct oms_http_config {
@@ -109,13 +113,19 @@ typedef struct oms_http_server oms_http_server;
 /* Starts serving in background threads: I/O threads (libmicrohttpd) read requests and
  * write answers and never block; `threads` workers run the route handlers. A request
  * for a route waits for a worker with its connection suspended; when max_in_flight
- * requests are already running or waiting, it is answered at once by the I/O thread:
- * 503, Retry-After: 1, {"error": ...}, counted in http_requests_refused_total.
+ * requests are already running or waiting, or the oldest waiting one has waited
+ * max_queue_ms, it is answered at once by the I/O thread: 503, Retry-After: 1,
+ * {"error": ...}, counted in http_requests_refused_total{reason}.
  * Limits out of range: OMS_INVALID naming the
  * variable. Unknown path: 404 JSON. Body over max_body:
  * 413 JSON. Each request is logged at debug and counted in metrics
  * (http_requests_total{route,method,code}, http_request_duration_seconds). */
 int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err, size_t errlen);
+/* For a handler whose dependency answered that it is overloaded: for the next ms, the
+ * request's route is answered 503 (Retry-After: 1) at once by the I/O thread, without
+ * a worker or a call that would only be refused again
+ * (http_requests_refused_total{reason="upstream"}). */
+void oms_http_shed(const oms_http_req *req, long long ms);
 /* Stops and frees: waiting requests get 503, running handlers finish, every stream
  * ends (its closed callback runs). NULL is a no-op. */
 void oms_http_stop(oms_http_server *s);

@@ -19,6 +19,11 @@
     XX(KEY_REUSED, -9, "idempotency key reused for another request", 6, 422)                       \
     XX(LIMITED, -10, "too many requests", 8, 429)
 
+/* How an overload refusal's message starts (OMS_LIMITED with it is an overload, not a
+ * client's limit): a gRPC client maps such a RESOURCE_EXHAUSTED to OMS_UNAVAILABLE,
+ * which callers answer 503 with Retry-After, not 429. */
+#define OMS_OVERLOADED "server overloaded"
+
 typedef enum {
 #define OMS_STATUS_ENUM(name, value, text, grpc, http) OMS_##name = value,
     OMS_STATUS_MAP(OMS_STATUS_ENUM)
