@@ -187,9 +187,9 @@ void http_stream_abandon(oms_http_stream *s)
 
 struct MHD_Response *http_stream_response(oms_http_stream *s)
 {
-    /* The block size bounds one read: events are small, and a large block would be
-     * allocated per connection. */
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read,
+    /* The block size bounds one read, and libmicrohttpd allocates it with every
+     * stream's response: events are ~0.5 KiB, a longer one takes two reads. */
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024, stream_read,
                                                                s, stream_response_free);
     if (!r)
         return NULL;

@@ -306,6 +306,36 @@ static void test_stream_events_and_close(void **state)
     assert_int_equal(oms_http_stream_send(last_stream, second, sizeof(second) - 1), OMS_OK);
     oms_mutex_unlock(&st_mu);
     assert_true(read_until(fd, buf, sizeof(buf), &len, "data: {\"n\":2}", 2000));
+    /* An event longer than one read of the response (1 KiB) arrives whole, in order. */
+    char big[3000];
+    int n = snprintf(big, sizeof(big), "id: 3\nevent: order\ndata: {\"pad\":\"");
+    memset(big + n, 'p', 2900 - (size_t)n);
+    snprintf(big + 2900, sizeof(big) - 2900, "\"}\n\n");
+    oms_mutex_lock(&st_mu);
+    assert_non_null(last_stream);
+    assert_int_equal(oms_http_stream_send(last_stream, big, strlen(big)), OMS_OK);
+    oms_mutex_unlock(&st_mu);
+    assert_true(read_until(fd, buf, sizeof(buf), &len, "pp\"}\n\n", 2000));
+    /* Chunked: strip the chunk framing (everything read since the headers) and the
+     * event is found intact. */
+    char flat[8192];
+    size_t fl = 0;
+    const char *body = strstr(buf, "\r\n\r\n");
+    assert_non_null(body);
+    for (const char *p = body + 4; *p;) {
+        const char *eol = strstr(p, "\r\n");
+        if (!eol)
+            break;
+        size_t sz = strtoul(p, NULL, 16);
+        p = eol + 2;
+        if (sz == 0 || strlen(p) < sz)
+            break;
+        memcpy(flat + fl, p, sz);
+        fl += sz;
+        p += sz + 2;
+    }
+    flat[fl] = '\0';
+    assert_non_null(strstr(flat, big));
     assert_true(read_until(fd, buf, sizeof(buf), &len, ": hb", 2000));
     close(fd);
     /* The next heartbeat finds the socket closed. */
