@@ -774,7 +774,8 @@ def table(res):
         if key in qt:
             d = qt[key]
             note = (f"drain {fmt(num(d, 'drain_s'), 's', 2)}, end to end {fmt(num(d, 'end_to_end_rps'), '/s')}, "
-                    f"errors {fmt(num(d, 'errors'))}; classic 1 node: create max above")
+                    f"refused {fmt(num(d, 'refused_503'))} ({by(d)}), errors {fmt(num(d, 'errors'))}; "
+                    "classic 1 node: create max above")
             add(label, d, "rps", "/s", note=note if "error" not in d else "")
     lc = res.get("lifecycle") or {}
     for key, label in (("create_to_waiting_payment_ms", "lifecycle create -> waiting_payment"),
