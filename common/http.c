@@ -60,7 +60,7 @@
 #define DEFAULT_PER_IP_LIMIT 128
 #define DEFAULT_TIMEOUT_S 30
 #define DEFAULT_MAX_IN_FLIGHT 64
-#define DEFAULT_MAX_QUEUE_MS 5
+#define DEFAULT_MAX_QUEUE_MS 10
 #define DEFAULT_MAX_STREAMS 2000
 #define DEFAULT_HEARTBEAT_MS 15000
 /* Per-connection pool: request line + headers + read buffer. Headers beyond it are

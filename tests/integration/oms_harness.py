@@ -560,7 +560,7 @@ class Shop:
             # The gateway's first staff account (listing a customer's orders needs it).
             "OMS_ADMIN_PASSWORD": STAFF_PASSWORD,
             # Under the sanitizers a request takes ~10x as long, so a test's burst of a
-            # dozen concurrent requests would wait past the 5 ms default and be refused;
+            # dozen concurrent requests would wait past the 10 ms default and be refused;
             # the bound has its own tests (test_sse.py, test_http_edges.c).
             "HTTP_MAX_QUEUE_MS": 0,
         }

@@ -342,7 +342,7 @@ static void test_http_and_db_rows(void **state)
     assert_int_equal(c.http.conn_limit, 512);
     assert_int_equal(c.http.per_ip_limit, 128);
     assert_int_equal(c.http.max_in_flight, 64);
-    assert_int_equal(c.http.max_queue_ms, 5);
+    assert_int_equal(c.http.max_queue_ms, 10);
     assert_int_equal(c.http.max_streams, 2000);
     assert_int_equal(c.http.heartbeat_ms, 15000);
     assert_int_equal(c.db_pool.size, 8);

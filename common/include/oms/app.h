@@ -83,7 +83,7 @@ typedef struct oms_app_common {
         "open HTTP connections from one address (0: no limit, e.g. behind a proxy)"), \
     OMS_CFG_INT_ROW("HTTP_MAX_IN_FLIGHT", "64", 0, 100000, &(c)->http.max_in_flight, \
         "requests being handled or waiting for a worker; one more is 503 at once (0: no bound)"), \
-    OMS_CFG_INT_ROW("HTTP_MAX_QUEUE_MS", "5", 0, 600000, &(c)->http.max_queue_ms, \
+    OMS_CFG_INT_ROW("HTTP_MAX_QUEUE_MS", "10", 0, 600000, &(c)->http.max_queue_ms, \
         "a request is 503 at once while the oldest one waiting for a worker has waited this long (0: no bound)"), \
     OMS_CFG_INT_ROW("HTTP_MAX_STREAMS", "2000", 1, 100000, &(c)->http.max_streams, \
         "open event streams (Server-Sent Events); one more is 503"), \
