@@ -21,6 +21,10 @@ print_urls
 while :; do
   for pid in "${pids[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
+      # Ctrl-C reaches the services too, and one may be gone before this shell runs
+      # its INT trap: a pending trap runs during this wait (a clean stop, exit 0).
+      sleep 0.5 &
+      wait $! || true
       echo "a service (pid $pid) exited; see var/log/. Stopping the rest." >&2
       exit 1
     fi
