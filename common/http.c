@@ -78,12 +78,12 @@ struct oms_http_server {
     size_t max_body;
     char *static_root; /* realpath of cfg->static_dir, or NULL; owned */
     void *ud;
-    http_guard *guard;       /* request deadline against slow clients; owned */
-    http_streams *streams;   /* event streams and their heartbeat; owned */
-    long long budget_ms;     /* each request's work deadline; 0: none */
-    long long max_in_flight; /* 0: no bound */
-    atomic_llong in_flight;  /* routed requests queued or running */
-    int64_t max_queue_ns;    /* the oldest waiting request's age that refuses; 0: none */
+    http_guard *guard;        /* request deadline against slow clients; owned */
+    http_streams *streams;    /* event streams and their heartbeat; owned */
+    long long budget_ms;      /* each request's work deadline; 0: none */
+    long long max_in_flight;  /* 0: no bound */
+    atomic_llong in_flight;   /* routed requests queued or running */
+    int64_t max_queue_ns;     /* the oldest waiting request's age that refuses; 0: none */
     atomic_llong *shed_until; /* per route: CLOCK_MONOTONIC ns before which it is 503 */
 
     /* Handler workers and their queue (req_state.next). */
@@ -117,9 +117,9 @@ typedef struct req_state {
     const oms_http_route *hit;
     const char *method;
     struct MHD_Connection *conn;
-    int queued; /* suspended, with a worker (or waiting for one) */
+    int queued;        /* suspended, with a worker (or waiting for one) */
     int64_t queued_ns; /* CLOCK_MONOTONIC, when it joined the worker queue */
-    int ready;  /* the worker's response is in resp */
+    int ready;         /* the worker's response is in resp */
     oms_http_resp resp;
     char tp[OMS_TRACEPARENT_LEN + 1];
 } req_state;
@@ -732,13 +732,18 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-#define REFUSED_HELP                                                                       \
-    "HTTP requests answered 503 at once: HTTP_MAX_IN_FLIGHT requests were in flight "     \
-    "(reason=in_flight), the oldest waiting one had waited HTTP_MAX_QUEUE_MS "              \
-    "(reason=queue_wait), the route's dependency had said it was overloaded "               \
+#define REFUSED_HELP                                                                               \
+    "HTTP requests answered 503 at once: HTTP_MAX_IN_FLIGHT requests were in flight "              \
+    "(reason=in_flight), the oldest waiting one had waited HTTP_MAX_QUEUE_MS "                     \
+    "(reason=queue_wait), the route's dependency had said it was overloaded "                      \
     "(reason=upstream), or the server was stopping (reason=stopping)."
 
-typedef enum { REFUSE_IN_FLIGHT, REFUSE_QUEUE_WAIT, REFUSE_UPSTREAM, REFUSE_STOPPING } refuse_reason;
+typedef enum {
+    REFUSE_IN_FLIGHT,
+    REFUSE_QUEUE_WAIT,
+    REFUSE_UPSTREAM,
+    REFUSE_STOPPING
+} refuse_reason;
 
 /* Past a bound: 503 at once, without a trace or a log line (under overload they would
  * cost what the refusal saves). */
@@ -852,14 +857,13 @@ static enum MHD_Result dispatch(oms_http_server *srv, req_state *st, struct MHD_
     oms_mutex_lock(&srv->qmu);
     /* The head of the queue has waited longest: if that is already too long, this one
      * would wait longer still (the workers are all busy, or it would not be waiting). */
-    refuse_reason why = srv->stopping ? REFUSE_STOPPING : REFUSE_IN_FLIGHT;
-    if (!srv->stopping && srv->max_queue_ns > 0 && srv->qhead &&
-        st->queued_ns - srv->qhead->queued_ns >= srv->max_queue_ns)
-        why = REFUSE_QUEUE_WAIT;
-    if (why != REFUSE_IN_FLIGHT) {
+    int stopping = srv->stopping;
+    int too_long =
+        srv->max_queue_ns > 0 && srv->qhead && now - srv->qhead->queued_ns >= srv->max_queue_ns;
+    if (stopping || too_long) {
         oms_mutex_unlock(&srv->qmu);
         atomic_fetch_sub(&srv->in_flight, 1);
-        return refuse(st, conn, method, hit, why);
+        return refuse(st, conn, method, hit, stopping ? REFUSE_STOPPING : REFUSE_QUEUE_WAIT);
     }
     st->queued = 1;
     /* Suspended before a worker can see it: the worker's resume must find it so. */
@@ -1217,7 +1221,8 @@ int oms_http_start(oms_http_server **out, const oms_http_config *cfg, char *err,
     s->budget_ms = cfg->budget_ms > 0 ? cfg->budget_ms : 0;
     atomic_init(&s->in_flight, 0);
     oms_metrics_counter_add("http_requests_refused_total", REFUSED_HELP, "reason=\"in_flight\"", 0);
-    oms_metrics_counter_add("http_requests_refused_total", REFUSED_HELP, "reason=\"queue_wait\"", 0);
+    oms_metrics_counter_add("http_requests_refused_total", REFUSED_HELP, "reason=\"queue_wait\"",
+                            0);
     oms_metrics_counter_add("http_requests_refused_total", REFUSED_HELP, "reason=\"upstream\"", 0);
 
     /* The idle timeout alone never drops a client that trickles bytes (slowloris):

@@ -125,7 +125,7 @@ static int check_pending(orders_service *s, oms_error *err)
                             "", 1);
     return oms_error_set(err, OMS_LIMITED,
                          OMS_OVERLOADED ": %lld orders are waiting for their payment link "
-                         "(ORDERS_MAX_PENDING %lld), retry in a moment",
+                                        "(ORDERS_MAX_PENDING %lld), retry in a moment",
                          n, s->max_pending);
 }
 

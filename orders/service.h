@@ -26,7 +26,7 @@ typedef struct orders_service {
     orders_stock_port stock;
     void (*outbox_notify)(void *ud); /* wakes the outbox relay after a commit; may be NULL */
     void *outbox_ud;
-    int max_open_orders;            /* unpaid orders a customer may hold; 0: no limit */
+    int max_open_orders; /* unpaid orders a customer may hold; 0: no limit */
     /* Orders still waiting for their payment link (the asynchronous side's backlog)
      * past which a new order is refused as an overload; 0: no bound. pending is the
      * last count, kept by orders_pending_tick. */

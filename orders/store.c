@@ -327,7 +327,8 @@ int orders_store_count_pending(oms_db_tx *tx, long long since_ms, long long *n, 
     oms_db_param p[] = {OMS_DB_I(since_ms)};
     *n = 0;
     /* orders_by_status (status, created_at, id): reads only the pending rows counted. */
-    return oms_db_query(tx, "SELECT COUNT(*) FROM orders WHERE status = 'pending' AND created_at >= $1",
+    return oms_db_query(tx,
+                        "SELECT COUNT(*) FROM orders WHERE status = 'pending' AND created_at >= $1",
                         p, 1, count_row, n, NULL, err);
 }
 

@@ -330,9 +330,9 @@ static void test_http_and_db_rows(void **state)
     memset(&c, 0, sizeof(c));
     const oms_cfg_def defs[] = {OMS_APP_HTTP_CONFIG(&c), OMS_APP_DB_CONFIG(&c)};
     const size_t n = OMS_NELEM(defs);
-    const char *const vars[] = {"HTTP_TIMEOUT_S",     "HTTP_CONN_LIMIT",  "HTTP_PER_IP_LIMIT",
-                                "HTTP_MAX_IN_FLIGHT", "HTTP_MAX_QUEUE_MS", "HTTP_MAX_STREAMS",
-                                "HTTP_SSE_HEARTBEAT_MS", "DB_POOL_SIZE",  "DB_POOL_WAIT_MS"};
+    const char *const vars[] = {"HTTP_TIMEOUT_S",        "HTTP_CONN_LIMIT",   "HTTP_PER_IP_LIMIT",
+                                "HTTP_MAX_IN_FLIGHT",    "HTTP_MAX_QUEUE_MS", "HTTP_MAX_STREAMS",
+                                "HTTP_SSE_HEARTBEAT_MS", "DB_POOL_SIZE",      "DB_POOL_WAIT_MS"};
     assert_int_equal(n, OMS_NELEM(vars));
     for (size_t i = 0; i < n; i++)
         assert_int_equal(unsetenv(vars[i]), 0);

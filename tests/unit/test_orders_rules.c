@@ -1298,7 +1298,8 @@ int main(void)
     failed += RUN_TABLE("orders.updates", updates, test_update, name_update);
     failed += RUN_TABLE("orders.links", links, test_link, name_link);
     failed += RUN_TABLE("orders.lists", lists, test_list, name_list);
-    const struct CMUnitTest backlog[] = {cmocka_unit_test_setup_teardown(test_backlog, setup, teardown)};
+    const struct CMUnitTest backlog[] = {
+        cmocka_unit_test_setup_teardown(test_backlog, setup, teardown)};
     failed += cmocka_run_group_tests_name("orders.backlog", backlog, NULL, NULL);
     return failed ? 1 : 0;
 }
